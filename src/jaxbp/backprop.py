@@ -1,0 +1,116 @@
+"""The δ recursion — hand-derived backpropagation in batched matrix form.
+
+For a batch of m examples (rows), with ⊙ the elementwise product (docs/derivation.md):
+
+  δ^(L) = ŷ − y                                          (B1: output error, eq. C4)
+  δ^(l) = (Θ^(l))ᵀ δ^(l+1) ⊙ f′(z^(l)),  bias row dropped   (B2: for rows, δ^(l+1) W ⊙ f′(z^(l)))
+  Δ^(l) = Σ_i δ^(l+1)_i a^(l)_iᵀ = (δ^(l+1))ᵀ a^(l)        (B3: accumulated over the batch)
+  D^(l) = (1/m) Δ^(l) + (λ/m) Θ^(l), the λ term off the bias column (j = 0)   (B4)
+  ∂J/∂b^(l) = (1/m) Σ_i δ^(l+1)_i                          (B3 for the bias column)
+
+:func:`backward` is the recursion itself, for any upstream output error; :func:`value_and_grad`
+seeds it with (ŷ − y)/m and adds the regularisation term. The 1/m is applied once to δ^(L);
+the recursion is linear, so this equals dividing every Δ^(l) by m (eq. B4) at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp.activations import resolve
+from jaxbp.cost import data_cost, l2_penalty
+from jaxbp.forward import Cache, as_targets, forward
+from jaxbp.losses import get_output
+from jaxbp.params import Layer, Params
+from jaxbp.validation import check_call
+
+Array = jax.Array
+
+
+class Backward(NamedTuple):
+    """What the backward pass computes.
+
+    Attributes:
+      grads: Σ over the batch of δ^(l+1) a^(l)ᵀ and δ^(l+1), one ``Layer`` each — Δ^(l) of eq. B3
+        for whatever seed δ^(L) was given (already scaled by 1/m by :func:`value_and_grad`).
+      deltas: ``deltas[l]`` is δ^(l+2) of shape (m, n_out of layer l) — the error at the output of
+        weight layer l; ``deltas[-1]`` is the seed δ^(L).
+      input_delta: (Θ^(1))ᵀ δ^(2) without the bias row, per example: the cotangent of x, (m, n_1).
+    """
+
+    grads: Params
+    deltas: tuple[Array, ...]
+    input_delta: Array
+
+
+def backward(params: Params, cache: Cache, delta_out: Array, *, activation="sigmoid") -> Backward:
+    """Propagates an output error back through the network (eqs. B2, B3).
+
+    Args:
+      params: tuple of ``Layer(W, b)``.
+      cache: the forward cache for the same params and batch.
+      delta_out: δ^(L), shape (m, K): the error at the logits (ŷ − y, possibly scaled).
+      activation: the hidden activation name(s) the forward pass used.
+
+    Returns:
+      A :class:`Backward` with Δ^(l) (unaveraged), every δ, and the input cotangent.
+    """
+    acts = resolve(activation, len(params) - 1)
+    grads: list[Layer] = [None] * len(params)  # type: ignore[list-item]
+    deltas: list[Array] = [None] * len(params)  # type: ignore[list-item]
+    delta = delta_out
+    for l in reversed(range(len(params))):
+        deltas[l] = delta
+        grads[l] = Layer(W=delta.T @ cache.a[l], b=jnp.sum(delta, axis=0))  # B3
+        back = delta @ params[l].W  # (Θ^(l))ᵀ δ^(l+1), bias row dropped
+        if l > 0:
+            delta = back * acts[l - 1].f_prime(cache.z[l - 1], cache.a[l])  # B2
+    return Backward(tuple(grads), tuple(deltas), back)
+
+
+def add_l2_grad(grads: Params, params: Params, l2, m: int) -> Params:
+    """D^(l) += (λ/m) W^(l); biases untouched — the lecture's "if j = 0" rule (eq. B4)."""
+    return tuple(Layer(g.W + (l2 / m) * p.W, g.b) for g, p in zip(grads, params, strict=True))
+
+
+def value_and_grad(
+    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=0.0
+):
+    """J(Θ) and its gradient by the hand-derived δ recursion (eqs. B1–B4).
+
+    Args:
+      params: tuple of ``Layer(W, b)`` (see :func:`jaxbp.init_params`).
+      x: (m, n) inputs, one example per row.
+      y: (m, K) targets (one-hot, multi-hot or real), or integer labels (m,) for softmax_ce.
+      activation: hidden activation name, or one name per hidden layer.
+      output: ``softmax_ce`` | ``sigmoid_bce`` | ``identity_mse``.
+      l2: λ ≥ 0; adds (λ/2m) Σ W² to J and (λ/m) W to the weight gradients.
+
+    Returns:
+      ``(J, grads)``, ``grads`` with exactly the structure of ``params``.
+
+    Raises:
+      ValueError / TypeError: naming the bad argument and what was received.
+
+    Example:
+      >>> params = jaxbp.init_params(jax.random.key(0), [4, 5, 3])
+      >>> J, grads = jaxbp.value_and_grad(params, x, labels, activation="tanh")
+    """
+    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
+    return _value_and_grad(params, x, y, l2, activation, output)
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "output"))
+def _value_and_grad(params, x, y, l2, activation, output):
+    cache = forward(params, x, activation=activation, output=output)
+    logits, y_hat = cache.z[-1], cache.a[-1]
+    y = as_targets(y, logits.shape[-1], logits.dtype)
+    m = x.shape[0]
+    J = data_cost(logits, y, output) + l2_penalty(params, l2, m)
+    delta_out = get_output(output).delta(y_hat, y) / m  # B1, with B4's 1/m folded in
+    grads = backward(params, cache, delta_out, activation=activation).grads
+    return J, add_l2_grad(grads, params, l2, m)
