@@ -182,3 +182,18 @@ def test_value_and_grad_accepts_list_of_pairs():
     as_lists = [list(layer) for layer in params]
     J, g = jaxbp.value_and_grad(as_lists, x, y)
     np.testing.assert_array_equal(J, jaxbp.value_and_grad(params, x, y)[0])
+
+
+@pytest.mark.parametrize("output", sorted(jaxbp.OUTPUTS))
+def test_finite_at_logits_of_1e4_float32(output):
+    """Cost and gradients stay finite when the network's logits reach ±1e4 in float32."""
+    W = jnp.array([[1e4, 0.0], [-1e4, 0.0], [0.0, 1.0]], jnp.float32)
+    params = (jaxbp.Layer(W, jnp.zeros(3, jnp.float32)),)
+    x = jnp.array([[1.0, 0.0], [-1.0, 2.0]], jnp.float32)  # logits ±1e4
+    y = jnp.array([[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]], jnp.float32)
+    for fn in (jaxbp.value_and_grad, jaxbp.autodiff_value_and_grad):
+        J, g = fn(params, x, y, activation="sigmoid", output=output)
+        assert np.isfinite(J) and all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(g))
+    J, g = jaxbp.value_and_grad(params, x, y, output=output)
+    _, g_ad = jaxbp.autodiff_value_and_grad(params, x, y, output=output)
+    assert_tree_close(g, g_ad, rtol_for(jnp.float32))
