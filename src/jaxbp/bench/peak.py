@@ -1,0 +1,77 @@
+"""The machine's peak GEMM throughput, measured: the yardstick for "% of peak".
+
+A training step is three matrix products per layer (:mod:`jaxbp.bench.configs`), so the best a
+step can do is the rate of the backend's own matrix multiply. That rate is measured here, with
+the same JAX/XLA in the same process, for a few square and skinny shapes in row-major
+``a @ b`` form; the best shape's rate is the peak.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp.bench.timing import interleaved
+
+SHAPES = ((1024, 1024, 1024), (2048, 2048, 2048), (1024, 2048, 2048), (256, 2048, 2048))
+"""(M, K, N) of the products timed: C (M, N) = A (M, K) @ B (K, N)."""
+
+QUICK_SHAPES = ((1024, 1024, 1024), (1024, 2048, 2048))
+"""Shapes for ``--quick``."""
+
+
+class GemmPeak(NamedTuple):
+    """Measured matrix-multiply rates.
+
+    Attributes:
+      gflops: the best shape's GFLOP/s (2·M·K·N per product).
+      shape: that shape (M, K, N).
+      per_shape: every shape measured, as ((M, K, N), GFLOP/s).
+    """
+
+    gflops: float
+    shape: tuple[int, int, int]
+    per_shape: tuple[tuple[tuple[int, int, int], float], ...]
+
+
+def gemm_peak(
+    shapes: Sequence[tuple[int, int, int]] = SHAPES,
+    *,
+    dtype=jnp.float32,
+    budget_s: float = 1.0,
+    precision=None,
+) -> GemmPeak:
+    """Times ``a @ b`` for each (M, K, N) in ``shapes`` and returns the best rate.
+
+    Args:
+      shapes: (M, K, N) triples.
+      dtype: operand dtype.
+      budget_s: seconds of timed samples per shape (interleaved across shapes).
+      precision: passed to ``jnp.matmul`` (``None``: the backend default).
+    """
+    key = jax.random.key(0)
+    runs, flops = {}, {}
+    for M, K, N in shapes:
+        ka, kb = jax.random.split(jax.random.fold_in(key, M * 7 + K * 3 + N))
+        a = jax.random.normal(ka, (M, K), dtype)
+        b = jax.random.normal(kb, (K, N), dtype)
+        f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision))
+        f(a, b).block_until_ready()
+
+        def run(n, f=f, a=a, b=b):
+            out = None
+            for _ in range(n):
+                out = f(a, b)
+            out.block_until_ready()
+
+        runs[(M, K, N)] = run
+        flops[(M, K, N)] = 2 * M * K * N
+    timings = interleaved(
+        {str(s): r for s, r in runs.items()}, budget_s=budget_s, sample_s=0.05, min_rounds=3
+    )
+    per_shape = tuple((s, flops[s] / timings[str(s)].median / 1e9) for s in runs)
+    best = max(per_shape, key=lambda item: item[1])
+    return GemmPeak(best[1], best[0], per_shape)

@@ -1,0 +1,160 @@
+"""The peers: the same training step in PyTorch (CPU autograd) and scikit-learn.
+
+Each peer gets the network, batch, dtype and initial parameters of the JAX methods
+(:mod:`jaxbp.bench.methods`), the softmax cross-entropy cost and plain SGD with the same learning
+rate. A peer that is not installed is reported as such, never silently replaced.
+
+- ``torch``: ``nn.Sequential`` of ``nn.Linear`` and the activation, ``CrossEntropyLoss`` on
+  integer labels, ``torch.optim.SGD``; a step is ``zero_grad``, forward, ``backward``, ``step``.
+- ``sklearn``: ``MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m)``; a step is one
+  ``partial_fit`` on the batch (one SGD update on all m rows, input checks included).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+
+from jaxbp.bench.methods import Prepared, Problem
+from jaxbp.params import Layer
+
+PEERS = ("torch", "sklearn")
+
+_TORCH_ACTIVATIONS = {
+    "sigmoid": "Sigmoid",
+    "tanh": "Tanh",
+    "relu": "ReLU",
+    "softplus": "Softplus",
+    "elu": "ELU",
+    "identity": "Identity",
+}
+_SKLEARN_ACTIVATIONS = {
+    "sigmoid": "logistic",
+    "tanh": "tanh",
+    "relu": "relu",
+    "identity": "identity",
+}
+
+
+def installed(peer: str) -> bool:
+    """True when the peer's package can be imported."""
+    return importlib.util.find_spec(peer) is not None
+
+
+def peer_version(peer: str) -> str | None:
+    """The peer package's version, or None when it is not installed."""
+    if not installed(peer):
+        return None
+    return importlib.import_module(peer).__version__
+
+
+def _one_activation(activation, n_hidden: int) -> str | None:
+    """The single activation name of every hidden layer, or None when they differ."""
+    if n_hidden == 0:
+        return "identity"
+    names = {activation} if isinstance(activation, str) else set(activation)
+    return names.pop() if len(names) == 1 else None
+
+
+def prepare_torch(problem: Problem, *, activation="sigmoid", lr: float = 0.1) -> Prepared:
+    """PyTorch CPU autograd step on the same network and batch (module docstring)."""
+    if not installed("torch"):
+        return Prepared("not installed", reason="PyTorch is not installed (optional extra `bench`)")
+    import torch
+
+    params, x, y = problem
+    names = (activation,) * (len(params) - 1) if isinstance(activation, str) else activation
+    if any(n not in _TORCH_ACTIVATIONS and n != "leaky_relu" for n in names):
+        return Prepared("unsupported", reason=f"no torch module mapped for activation {names}")
+    dtype = {"float32": torch.float32, "float64": torch.float64}.get(str(x.dtype))
+    if dtype is None:
+        return Prepared("unsupported", reason=f"dtype {x.dtype} not benchmarked for torch")
+    layers = []
+    for l, layer in enumerate(params):
+        n_out, n_in = layer.W.shape
+        linear = torch.nn.Linear(n_in, n_out, dtype=dtype)
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(np.array(layer.W)))
+            linear.bias.copy_(torch.from_numpy(np.array(layer.b)))
+        layers.append(linear)
+        if l < len(params) - 1:
+            name = names[l]
+            layers.append(
+                torch.nn.LeakyReLU(0.01)
+                if name == "leaky_relu"
+                else getattr(torch.nn, _TORCH_ACTIVATIONS[name])()
+            )
+    model = torch.nn.Sequential(*layers)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    xt = torch.from_numpy(np.array(x))
+    yt = torch.from_numpy(np.array(y).astype(np.int64))
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(xt), yt)
+            loss.backward()
+            optimizer.step()
+
+    def current():
+        linears = [m for m in model if isinstance(m, torch.nn.Linear)]
+        return tuple(
+            Layer(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears
+        )
+
+    return Prepared("ok", run, params=current)
+
+
+def prepare_sklearn(problem: Problem, *, activation="sigmoid", lr: float = 0.1) -> Prepared:
+    """scikit-learn MLPClassifier ``partial_fit`` step on the same network and batch."""
+    if not installed("sklearn"):
+        return Prepared("not installed", reason="scikit-learn is not installed")
+    import warnings
+
+    from sklearn.neural_network import MLPClassifier
+
+    params, x, y = problem
+    name = _one_activation(activation, len(params) - 1)
+    if name not in _SKLEARN_ACTIVATIONS:
+        return Prepared(
+            "unsupported",
+            reason=f"MLPClassifier has no activation {activation!r} (one of "
+            f"{', '.join(_SKLEARN_ACTIVATIONS)} for all hidden layers)",
+        )
+    if str(x.dtype) not in ("float32", "float64"):
+        return Prepared("unsupported", reason=f"dtype {x.dtype} not benchmarked for sklearn")
+    xn, yn = np.array(x), np.array(y)
+    k = params[-1].W.shape[0]
+    clf = MLPClassifier(
+        hidden_layer_sizes=tuple(p.W.shape[0] for p in params[:-1]),
+        activation=_SKLEARN_ACTIVATIONS[name],
+        solver="sgd",
+        learning_rate_init=lr,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        alpha=0.0,
+        batch_size=xn.shape[0],
+        shuffle=False,
+        random_state=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.partial_fit(xn, yn, classes=np.arange(k))
+    # The same initial parameters as the other methods: sklearn keeps W as (n_in, n_out).
+    clf.coefs_ = [np.array(p.W).T.copy() for p in params]
+    clf.intercepts_ = [np.array(p.b) for p in params]
+
+    def run(n: int) -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for _ in range(n):
+                clf.partial_fit(xn, yn)
+
+    def current():
+        return tuple(
+            Layer(W.T.copy(), b.copy()) for W, b in zip(clf.coefs_, clf.intercepts_, strict=True)
+        )
+
+    return Prepared("ok", run, params=current)

@@ -1,0 +1,250 @@
+"""The whole benchmark: every configuration × method, the GEMM peak, the targets — as one dict.
+
+:func:`run_bench` returns plain JSON-able data (documented in docs/benchmarks.md, "JSON
+output"); the CLI (``jaxbp bench``) renders it as a table. Nothing here prints: progress goes to
+an optional ``log`` callback.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+
+import jaxbp
+from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, Config, step_flops
+from jaxbp.bench.methods import JAX_METHODS, make_problem, prepare_jax
+from jaxbp.bench.peak import QUICK_SHAPES, SHAPES, gemm_peak
+from jaxbp.bench.peers import PEERS, peer_version, prepare_sklearn, prepare_torch
+from jaxbp.bench.timing import interleaved, paired_ratio
+
+METHODS = JAX_METHODS + PEERS
+"""Every method, in table order."""
+
+LABELS = {
+    "hand": "hand-derived batched",
+    "scan": "hand-derived per-sample scan",
+    "vmap": "per-example vmap",
+    "custom_vjp": "jax.grad via custom_vjp",
+    "autodiff": "plain jax.grad",
+    "torch": "PyTorch CPU autograd",
+    "sklearn": "sklearn MLPClassifier partial_fit",
+}
+
+TARGET_HAND_VS_AUTODIFF = 0.95
+TARGET_HAND_VS_TORCH = 1.0
+TARGET_PEAK_FRACTION = 0.85
+TARGET_TTA_VS_SKLEARN = 1.0
+
+
+def machine() -> dict:
+    """CPU model, core count, JAX backend and device, load average."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "backend": jax.default_backend(),
+        "device": str(jax.devices()[0].device_kind),
+        "device_count": jax.device_count(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "jaxbp": jaxbp.__version__,
+        "torch": peer_version("torch"),
+        "sklearn": peer_version("sklearn"),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+    }
+
+
+def prepare(method: str, problem, *, activation, lr, precision):
+    """Dispatches to the JAX or peer preparation of ``method``."""
+    if method in JAX_METHODS:
+        return prepare_jax(method, problem, activation=activation, lr=lr, precision=precision)
+    if method == "torch":
+        return prepare_torch(problem, activation=activation, lr=lr)
+    if method == "sklearn":
+        return prepare_sklearn(problem, activation=activation, lr=lr)
+    raise ValueError(f"methods: unknown method {method!r}; valid: {', '.join(METHODS)}")
+
+
+def bench_config(
+    config: Config,
+    *,
+    methods: Sequence[str] = METHODS,
+    dtype=jnp.float32,
+    activation="sigmoid",
+    lr: float = 0.1,
+    precision: str | None = None,
+    budget_s: float = 3.0,
+    sample_s: float = 0.02,
+    peak_gflops: float | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """Times one configuration's training step for every method, interleaved.
+
+    Returns:
+      A dict: ``name``, ``sizes``, ``batch``, ``flops_per_step``, ``methods`` (method → row with
+      ``status``, ``step_ms``, ``spread``, ``samples``, ``inner``, ``gflops``, ``pct_peak``,
+      ``compile_s``, ``memory_mib``, ``reason``) and ``ratios`` ("hand/<method>" → paired
+      median ratio of step times).
+    """
+    problem = make_problem(config, dtype=dtype, seed=seed)
+    prepared = {}
+    for method in methods:
+        log(f"  {config.name}: compiling {method}")
+        prepared[method] = prepare(
+            method, problem, activation=activation, lr=lr, precision=precision
+        )
+    runs = {m: p.run for m, p in prepared.items() if p.status == "ok"}
+    log(f"  {config.name}: timing {', '.join(runs)}")
+    timings = interleaved(runs, budget_s=budget_s, sample_s=sample_s)
+    flops = step_flops(config.sizes, config.batch)
+    rows = {}
+    for method, p in prepared.items():
+        row = {"label": LABELS[method], "status": p.status, "reason": p.reason}
+        row["compile_s"] = p.compile_s
+        row["memory_mib"] = None if p.memory_bytes is None else p.memory_bytes / 2**20
+        if method in timings:
+            t = timings[method]
+            row.update(
+                step_ms=t.median * 1e3,
+                spread=t.spread,
+                samples=len(t.samples),
+                inner=t.inner,
+                gflops=flops / t.median / 1e9,
+                pct_peak=None if not peak_gflops else 100 * flops / t.median / 1e9 / peak_gflops,
+            )
+        rows[method] = row
+    ratios = {}
+    if "hand" in timings:
+        for method, t in timings.items():
+            if method != "hand":
+                ratios[f"hand/{method}"] = paired_ratio(timings["hand"], t)
+    return {
+        "name": config.name,
+        "sizes": list(config.sizes),
+        "batch": config.batch,
+        "flops_per_step": flops,
+        "methods": rows,
+        "ratios": ratios,
+    }
+
+
+def targets(configs: Sequence[dict], tta: dict | None) -> list[dict]:
+    """Issue 5's targets, each with its measured value and whether it is met."""
+    out = []
+
+    def add(target, config, value, threshold, met):
+        out.append(
+            dict(target=target, config=config, value=value, threshold=threshold, met=bool(met))
+        )
+
+    for c in configs:
+        r = c["ratios"]
+        if "hand/autodiff" in r:
+            v = r["hand/autodiff"]
+            add("hand / jax.grad step time", c["name"], v, TARGET_HAND_VS_AUTODIFF, v <= 0.95)
+        if "hand/torch" in r:
+            v = r["hand/torch"]
+            add("hand / PyTorch step time", c["name"], v, TARGET_HAND_VS_TORCH, v < 1.0)
+        hand = c["methods"].get("hand", {})
+        if c["name"] in GEMM_TARGET_CONFIGS and hand.get("pct_peak") is not None:
+            v = hand["pct_peak"] / 100
+            add("hand GFLOP/s / GEMM peak", c["name"], v, TARGET_PEAK_FRACTION, v >= 0.85)
+    if tta and tta.get("ratio") is not None:
+        v = tta["ratio"]
+        add("time to 97 % / sklearn fit", "digits", v, TARGET_TTA_VS_SKLEARN, v <= 1.0)
+    return out
+
+
+def run_bench(
+    configs: Sequence[Config],
+    *,
+    methods: Sequence[str] = METHODS,
+    dtype=jnp.float32,
+    activation="sigmoid",
+    lr: float = 0.1,
+    precision: str | None = None,
+    budget_s: float = 3.0,
+    sample_s: float = 0.02,
+    peak_shapes: Sequence[tuple[int, int, int]] | None = None,
+    quick: bool = False,
+    accuracy: Callable[[], dict] | None = None,
+    seed: int = 0,
+    log: Callable[[str], None] = lambda _: None,
+) -> dict:
+    """The full benchmark (module docstring); ``accuracy`` is the time-to-accuracy run, if any.
+
+    Returns:
+      A JSON-able dict with keys ``date``, ``machine``, ``settings``, ``gemm_peak``,
+      ``configs``, ``time_to_accuracy``, ``targets`` (docs/benchmarks.md, "JSON output").
+    """
+    for method in methods:
+        if method not in METHODS:
+            raise ValueError(f"methods: unknown method {method!r}; valid: {', '.join(METHODS)}")
+    info = machine()
+    started = datetime.datetime.now(datetime.UTC)
+    short = quick or budget_s < 1.0
+    shapes = peak_shapes if peak_shapes is not None else (QUICK_SHAPES if short else SHAPES)
+    log("measuring the GEMM peak")
+    peak = gemm_peak(shapes, dtype=dtype, budget_s=min(1.5, budget_s), precision=precision)
+    results = []
+    for config in configs:
+        log(f"configuration {config.name} {config.sizes} batch {config.batch}")
+        results.append(
+            bench_config(
+                config,
+                methods=methods,
+                dtype=dtype,
+                activation=activation,
+                lr=lr,
+                precision=precision,
+                budget_s=budget_s,
+                sample_s=sample_s,
+                peak_gflops=peak.gflops,
+                seed=seed,
+                log=log,
+            )
+        )
+    tta = None
+    if accuracy is not None:
+        log("time to accuracy on digits")
+        tta = accuracy()
+    info["loadavg_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    return {
+        "date": started.isoformat(timespec="seconds"),
+        "wall_s": (datetime.datetime.now(datetime.UTC) - started).total_seconds(),
+        "machine": info,
+        "settings": {
+            "dtype": jnp.dtype(dtype).name,
+            "activation": activation if isinstance(activation, str) else list(activation),
+            "output": "softmax_ce",
+            "optimizer": f"sgd(lr={lr})",
+            "matmul_precision": precision,
+            "budget_s": budget_s,
+            "sample_s": sample_s,
+            "quick": quick,
+            "seed": seed,
+        },
+        "gemm_peak": {
+            "gflops": peak.gflops,
+            "shape": list(peak.shape),
+            "per_shape": [{"shape": list(s), "gflops": g} for s, g in peak.per_shape],
+        },
+        "configs": results,
+        "time_to_accuracy": tta,
+        "targets": targets(results, tta),
+    }

@@ -1,0 +1,256 @@
+"""``jaxbp bench`` — time one training step of every gradient method on the benchmark networks,
+beside PyTorch and scikit-learn, against the machine's measured GEMM peak (docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+DTYPES = ("float32", "float64")
+PRECISIONS = ("default", "bfloat16", "tensorfloat32", "float32", "highest")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="benchmark the training step: hand-derived vs jax.grad vs PyTorch vs scikit-learn",
+        description=__doc__,
+    )
+    p.add_argument("--quick", action="store_true", help="a subset that runs in under 3 minutes")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument(
+        "--configs",
+        help="comma-separated configuration names (default: all; --quick: tiny,course,mnist)",
+    )
+    p.add_argument("--sizes", help="a custom network instead of --configs, e.g. 64,32,10")
+    p.add_argument("--batch", type=int, default=64, help="batch size of --sizes (default 64)")
+    p.add_argument("--methods", help="comma-separated methods (default: all)")
+    p.add_argument("--activation", default="sigmoid", help="hidden activation (default sigmoid)")
+    p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
+    p.add_argument(
+        "--matmul-precision",
+        default="default",
+        help="jax.default_matmul_precision of the JAX steps: default, bfloat16 (bf16 matmuls "
+        "on accelerators), tensorfloat32, float32, highest",
+    )
+    p.add_argument("--lr", type=float, default=0.1, help="SGD learning rate (default 0.1)")
+    p.add_argument(
+        "--budget",
+        type=float,
+        help="seconds of timed samples per method and configuration (default 3; --quick 1)",
+    )
+    p.add_argument(
+        "--no-accuracy", action="store_true", help="skip the time-to-97 %% run on digits"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run)
+
+
+def _names(text: str, valid, flag: str) -> list[str]:
+    from jaxbp.cli import UsageError
+
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [n for n in names if n not in valid]
+    if not names or bad:
+        raise UsageError(f"{flag}: unknown name(s) {bad or text!r}; valid: {', '.join(valid)}")
+    return names
+
+
+def parse(args):
+    """Checks the arguments; returns (configs, methods, dtype name, precision, budget)."""
+    from jaxbp.bench import CONFIGS, METHODS, QUICK, custom_config
+    from jaxbp.cli import UsageError
+    from jaxbp.cli.demo import parse_sizes
+
+    if args.dtype not in DTYPES:
+        raise UsageError(f"--dtype: expected one of {', '.join(DTYPES)}, got {args.dtype!r}")
+    if args.matmul_precision not in PRECISIONS:
+        raise UsageError(
+            f"--matmul-precision: expected one of {', '.join(PRECISIONS)}, "
+            f"got {args.matmul_precision!r}"
+        )
+    if not args.lr > 0:
+        raise UsageError(f"--lr: must be > 0, got {args.lr}")
+    budget = args.budget if args.budget is not None else (1.0 if args.quick else 3.0)
+    if not budget > 0:
+        raise UsageError(f"--budget: must be > 0 seconds, got {budget}")
+    if args.sizes is not None:
+        if args.configs is not None:
+            raise UsageError("--sizes: give either --sizes or --configs, not both")
+        if args.batch < 1:
+            raise UsageError(f"--batch: must be ≥ 1, got {args.batch}")
+        configs = [custom_config(parse_sizes(args.sizes), args.batch)]
+    else:
+        names = (
+            _names(args.configs, tuple(CONFIGS), "--configs")
+            if args.configs is not None
+            else (QUICK if args.quick else tuple(CONFIGS))
+        )
+        configs = [CONFIGS[n] for n in names]
+    methods = _names(args.methods, METHODS, "--methods") if args.methods else list(METHODS)
+    precision = None if args.matmul_precision == "default" else args.matmul_precision
+    return configs, methods, args.dtype, precision, budget
+
+
+def run(args) -> int:
+    from jaxbp.cli import UsageError
+
+    configs, methods, dtype_name, precision, budget = parse(args)
+    if args.json:
+        out = Path(args.json)
+        if not out.parent.is_dir():
+            raise UsageError(f"--json: folder {str(out.parent)!r} does not exist")
+
+    # PyTorch's OpenMP threads spin-wait by default; on a machine whose cores are shared (with
+    # XLA's own thread pool in this very process, or other jobs) that makes a 0.2 ms step take
+    # 2-30 ms. Passive waiting is the documented setting for shared cores; it must be set before
+    # torch is imported, and a value the user set wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import jax
+
+    if dtype_name == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+
+    from jaxbp.activations import resolve
+    from jaxbp.bench import run_bench
+    from jaxbp.bench.accuracy import time_to_accuracy
+
+    for c in configs:
+        try:
+            resolve(args.activation, len(c.sizes) - 2)
+        except ValueError as e:
+            raise UsageError(f"--activation: {e}") from None
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    accuracy = None
+    if not args.no_accuracy:
+        dtype = jnp.dtype(dtype_name)
+
+        def accuracy():
+            return time_to_accuracy(dtype=dtype, seed=args.seed, log=log)
+
+    result = run_bench(
+        configs,
+        methods=methods,
+        dtype=jnp.dtype(dtype_name),
+        activation=args.activation,
+        lr=args.lr,
+        precision=precision,
+        budget_s=budget,
+        quick=args.quick,
+        accuracy=accuracy,
+        seed=args.seed,
+        log=log,
+    )
+    result["command"] = command(args)
+    print(render(result))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+def command(args) -> str:
+    """The ``jaxbp bench`` command line that reproduces this run (options away from defaults)."""
+    parts = ["jaxbp", "bench"]
+    if args.quick:
+        parts.append("--quick")
+    for flag, value, default in (
+        ("--configs", args.configs, None),
+        ("--sizes", args.sizes, None),
+        ("--batch", args.batch if args.sizes else 64, 64),
+        ("--methods", args.methods, None),
+        ("--activation", args.activation, "sigmoid"),
+        ("--dtype", args.dtype, "float32"),
+        ("--matmul-precision", args.matmul_precision, "default"),
+        ("--lr", args.lr, 0.1),
+        ("--budget", args.budget, None),
+        ("--seed", args.seed, 0),
+        ("--json", args.json, None),
+    ):
+        if value != default:
+            parts += [flag, str(value)]
+    if args.no_accuracy:
+        parts.append("--no-accuracy")
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _fmt(v, spec: str, empty: str = "—") -> str:
+    return empty if v is None else format(v, spec)
+
+
+def render(result: dict) -> str:
+    """The results as text tables: machine, GEMM peak, one table per configuration, targets."""
+    m, s = result["machine"], result["settings"]
+    lines = [
+        f"{m['cpu']}, {m['cores']} cores, backend {m['backend']} ({m['device']}), "
+        f"jax {m['jax']}, torch {m['torch'] or 'not installed'}, sklearn {m['sklearn'] or 'not installed'}",
+        f"{s['dtype']}, activation {s['activation']}, softmax_ce, {s['optimizer']}, "
+        f"matmul precision {s['matmul_precision'] or 'default'}, load average {m['loadavg'][0]:.2f}"
+        if m.get("loadavg")
+        else f"{s['dtype']}, activation {s['activation']}",
+    ]
+    peak = result["gemm_peak"]
+    shapes = ", ".join(
+        f"{'x'.join(map(str, p['shape']))}: {p['gflops']:.0f}" for p in peak["per_shape"]
+    )
+    lines.append(f"GEMM peak {peak['gflops']:.1f} GFLOP/s (M x K x N → GFLOP/s: {shapes})")
+    for c in result["configs"]:
+        lines.append("")
+        sizes = "-".join(map(str, c["sizes"]))
+        lines.append(
+            f"{c['name']}: {sizes}, batch {c['batch']}, {c['flops_per_step'] / 1e6:.1f} MFLOP/step"
+        )
+        header = (
+            f"  {'method':<34} {'step ms':>10} {'IQR':>5} {'GFLOP/s':>8} {'% peak':>7} "
+            f"{'vs hand':>8} {'compile s':>9} {'mem MiB':>8}"
+        )
+        lines.append(header)
+        for name, row in c["methods"].items():
+            if row["status"] != "ok":
+                lines.append(f"  {row['label']:<34} {row['status']}: {row['reason']}")
+                continue
+            ratio = 1.0 if name == "hand" else c["ratios"].get(f"hand/{name}")
+            vs = None if not ratio else 1 / ratio
+            lines.append(
+                f"  {row['label']:<34} {row['step_ms']:>10.4g} {100 * row['spread']:>4.0f}% "
+                f"{row['gflops']:>8.1f} {_fmt(row['pct_peak'], '>6.1f')}% {_fmt(vs, '>7.2f')}x "
+                f"{_fmt(row['compile_s'], '>9.2f')} {_fmt(row['memory_mib'], '>8.1f')}"
+            )
+    tta = result.get("time_to_accuracy")
+    if tta:
+        lines.append("")
+        lines.append(render_tta(tta))
+    if result["targets"]:
+        lines.append("")
+        lines.append("targets (issue 5):")
+        for t in result["targets"]:
+            op = "≥" if "peak" in t["target"] else "≤"
+            lines.append(
+                f"  {'met  ' if t['met'] else 'UNMET'} {t['target']:<28} {t['config']:<7} "
+                f"{t['value']:.3f} (target {op} {t['threshold']})"
+            )
+    return "\n".join(lines)
+
+
+def render_tta(tta: dict) -> str:
+    """The time-to-accuracy lines."""
+    rows = [f"time to {100 * tta['target']:.0f} % test accuracy on digits ({tta['setup']}):"]
+    for name, r in tta["runs"].items():
+        acc = _fmt(r.get("test_accuracy"), ".4f")
+        if r.get("reached") is False:
+            rows.append(f"  {name:<34} not reached: {r['wall_s']:.2f} s, final accuracy {acc}")
+        else:
+            extra = f", compile {r['compile_s']:.2f} s" if r.get("compile_s") is not None else ""
+            rows.append(
+                f"  {name:<34} {r['wall_s']:.2f} s (accuracy {acc}, {r['epochs']} epochs{extra})"
+            )
+    if tta.get("ratio") is not None:
+        rows.append(f"  ratio hand / sklearn: {tta['ratio']:.3f}")
+    return "\n".join(rows)
