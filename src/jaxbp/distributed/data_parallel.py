@@ -57,6 +57,7 @@ from jaxbp.validation import check_call
 Array = jax.Array
 
 
+@functools.partial(jax.jit, static_argnames=("activation", "output", "precision"))
 def shard_sums(params: Params, x, y, mask, *, activation, output, precision="float32"):
     """One shard's unscaled sums: Σ_i mask_i cost_i and Δ_s = Σ_i δ^(l+1)_i a^(l)_iᵀ (eq. B3).
 

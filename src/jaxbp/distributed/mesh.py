@@ -48,7 +48,7 @@ def _pick_devices(devices) -> list:
                 "(jaxbp.distributed.request_cpu_devices) before JAX initialises"
             )
         return list(available[:n])
-    if isinstance(devices, Sequence) and len(devices) > 0:
+    if isinstance(devices, Sequence) and not isinstance(devices, str) and len(devices) > 0:
         return list(devices)
     raise TypeError(
         f"devices: expected None, a positive int or a non-empty sequence of jax devices, "
