@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("demo", "bench")
+SUBCOMMANDS = ("demo", "bench", "verify")
 """Subcommand modules, in the order ``jaxbp --help`` lists them."""
 
 

@@ -1,0 +1,278 @@
+"""``verify_mlp``: every verifier check on one generated MLP problem — what ``jaxbp verify`` and the
+experiment runner's shadow verification call.
+
+Sections, each a :class:`~jaxbp.verify.Report`:
+
+- ``gradient``: the chosen hand gradient against rev / fwd / fd of the reference cost
+  (:func:`~jaxbp.verify.check`), kinks watched for relu / leaky_relu;
+- ``sources``: every other jaxbp gradient path — the per-sample ``lax.scan`` loop (B5),
+  ``jax.grad`` through the custom VJP, the computational graph (G1–G4), per-example gradients —
+  against ``jax.grad`` of the reference cost;
+- ``deltas``: every δ^(l) against autodiff's ∂J/∂z^(l) through zero probes, and the forward cache;
+- ``transforms``: eager, ``jit``, ``vmap``, ``jit∘vmap``, mean of per-example = batch,
+  recompilation guard;
+- ``backward_vjp`` / ``loss_vjp``: dot-product identity, zero cotangent, linearity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import time
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from jaxbp.verify import reference
+from jaxbp.verify.check import MODES, check
+from jaxbp.verify.deltas import check_deltas
+from jaxbp.verify.identities import check_backward, check_loss_vjp
+from jaxbp.verify.oracles import DEFAULT_FD_BUDGET, DEFAULT_PROJECTIONS
+from jaxbp.verify.report import Report, _jsonable, default_rtol, environment
+from jaxbp.verify.transforms import (
+    compare_trees,
+    per_example_rows,
+    reference_value_and_grad,
+)
+
+GRAD_SOURCES = ("hand", "graph", "scan", "custom_vjp")
+"""Hand gradients ``verify_mlp`` can put under the ``gradient`` section's three oracles."""
+
+
+def gradient_source(name: str):
+    """The ``value_and_grad``-contract function for a source name (see :data:`GRAD_SOURCES`)."""
+    import jaxbp
+    import jaxbp.graph
+
+    if name == "hand":
+        return jaxbp.value_and_grad
+    if name == "graph":
+        return jaxbp.graph.value_and_grad
+    if name == "scan":
+        return jaxbp.scan_value_and_grad
+    if name == "custom_vjp":
+        return custom_vjp_value_and_grad
+    raise ValueError(f"grad: unknown source {name!r}; valid sources are {', '.join(GRAD_SOURCES)}")
+
+
+def custom_vjp_value_and_grad(params, x, y, *, activation="sigmoid", output="softmax_ce", l2=0.0):
+    """``jax.value_and_grad(jaxbp.loss)``: the hand δ recursion reached through ``jax.custom_vjp``."""
+    from jaxbp.validation import check_call
+
+    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
+    return _custom_vjp_value_and_grad(params, x, y, l2, activation=activation, output=output)
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "output"))
+def _custom_vjp_value_and_grad(params, x, y, l2, *, activation, output):
+    import jaxbp
+
+    return jax.value_and_grad(jaxbp.loss)(params, x, y, activation=activation, output=output, l2=l2)
+
+
+def make_problem(sizes, *, activation, output, dtype, batch: int, seed: int):
+    """Parameters, inputs and real targets from a random teacher network (as ``jaxbp demo``).
+
+    Targets are real (m, K) arrays for every output — one-hot rows for softmax_ce — so that the
+    custom VJP's target cotangent is exercised too.
+    """
+    import jaxbp
+
+    k_params, k_x, k_teacher = jax.random.split(jax.random.key(seed), 3)
+    params = jaxbp.init_params(k_params, sizes, dtype=dtype)
+    x = jax.random.normal(k_x, (batch, sizes[0]), dtype)
+    teacher = jaxbp.init_params(k_teacher, sizes, scheme="he", dtype=dtype)
+    logits = jaxbp.forward(teacher, x, activation=activation, output="identity_mse").z[-1]
+    if output == "softmax_ce":
+        y = jax.nn.one_hot(jnp.argmax(logits, axis=1), sizes[-1], dtype=dtype)
+    elif output == "sigmoid_bce":
+        y = (logits > 0).astype(dtype)
+    else:
+        y = logits
+    return params, x, y
+
+
+@dataclasses.dataclass(frozen=True)
+class MLPVerification:
+    """The result of :func:`verify_mlp`.
+
+    Attributes:
+      config: the problem (sizes, activation, output, l2, dtype, modes, batch, seed, grad).
+      sections: name → :class:`~jaxbp.verify.Report`, in the order they ran.
+      seconds: wall time per section and in total.
+    """
+
+    config: dict
+    sections: dict
+    seconds: dict
+
+    @property
+    def ok(self) -> bool:
+        """True when every section passed."""
+        return all(r.ok for r in self.sections.values())
+
+    @property
+    def failed(self) -> dict[str, list[str]]:
+        """Section → failing paths, for the sections that failed."""
+        return {name: r.failed for name, r in self.sections.items() if not r.ok}
+
+    def summary(self) -> list[dict]:
+        """The worst row of every (section, oracle): its errors and tolerance."""
+        out = []
+        for name, report in self.sections.items():
+            for oracle in dict.fromkeys(r.oracle for r in report.rows):
+                w = report.worst(oracle)
+                out.append({
+                    "section": name, "oracle": oracle, "path": w.path, "max_abs": w.max_abs,
+                    "max_rel": w.max_rel, "norm_rel": w.norm_rel, "rtol": w.rtol, "ok": all(
+                        r.ok for r in report.rows if r.oracle == oracle),
+                })  # fmt: skip
+        return out
+
+    def tables(self) -> str:
+        """Every section's table."""
+        return "\n\n".join(f"[{name}] {report}" for name, report in self.sections.items())
+
+    def __str__(self) -> str:
+        lines = [self.tables(), "", "worst error per oracle (norm-relative, max abs):"]
+        for s in self.summary():
+            lines.append(
+                f"  {s['section']:<13} {s['oracle']:<22} {s['path']:<14} "
+                f"{s['norm_rel']:.2e}  {s['max_abs']:.2e}  {'pass' if s['ok'] else 'FAIL'}"
+            )
+        lines.append(f"total {self.seconds.get('total', float('nan')):.2f} s: "
+                     + ("PASS" if self.ok else f"FAIL {self.failed}"))  # fmt: skip
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready record with top-level ``ok``."""
+        return _jsonable({
+            "ok": self.ok, "failed": self.failed, "config": self.config, "seconds": self.seconds,
+            "summary": self.summary(), "environment": environment(),
+            "sections": {name: r.to_dict() for name, r in self.sections.items()},
+        })  # fmt: skip
+
+    def to_json(self, **kwargs) -> str:
+        kwargs.setdefault("indent", 2)
+        return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
+
+
+def verify_mlp(
+    sizes: Sequence[int],
+    *,
+    activation="sigmoid",
+    output: str = "softmax_ce",
+    l2: float = 0.0,
+    dtype="float64",
+    modes: Sequence[str] = MODES,
+    batch: int = 16,
+    seed: int = 0,
+    grad: str = "hand",
+    fd_budget: int | None = DEFAULT_FD_BUDGET,
+    n_projections: int = DEFAULT_PROJECTIONS,
+    params=None,
+    data=None,
+) -> MLPVerification:
+    """Runs every check on one MLP problem.
+
+    Args:
+      sizes: layer widths, input first.
+      activation: hidden activation name, or one per hidden layer.
+      output: ``softmax_ce`` | ``sigmoid_bce`` | ``identity_mse``.
+      l2: λ ≥ 0.
+      dtype: ``"float32"`` or ``"float64"`` (float64 needs ``jax_enable_x64``).
+      modes: oracles of the ``gradient`` section.
+      batch: number of generated examples m.
+      seed: seed of the parameters, data and projection directions.
+      grad: which hand gradient the ``gradient`` section checks (:data:`GRAD_SOURCES`).
+      fd_budget, n_projections: as for :func:`~jaxbp.verify.check`.
+      params: optional parameters to verify at instead of fresh ones (shadow verification of a
+        training run); must match ``sizes`` and ``dtype``.
+      data: optional ``(x, y)`` to verify on instead of generated data.
+
+    Raises:
+      ValueError: bad sizes, names, dtype, batch, λ or source — naming the argument.
+    """
+    dtype = jnp.dtype(dtype)
+    if dtype not in (jnp.float32, jnp.float64):
+        raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError(
+            "dtype: float64 needs 64-bit mode; call jax.config.update('jax_enable_x64', True) first"
+        )
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch: expected an integer ≥ 1, got {batch!r}")
+    source = gradient_source(grad)
+    sizes = tuple(sizes)
+    if params is None or data is None:
+        p0, x0, y0 = make_problem(sizes, activation=activation, output=output, dtype=dtype,
+                                  batch=batch, seed=seed)  # fmt: skip
+    params = p0 if params is None else params
+    x, y = (x0, y0) if data is None else data
+    from jaxbp.validation import check_call
+
+    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
+    names = dict(activation=activation, output=output)
+    kw = dict(names, l2=l2)
+    config = {"sizes": list(sizes), "activation": activation, "output": output, "l2": float(l2),
+              "dtype": str(dtype), "modes": list(modes), "batch": int(x.shape[0]), "seed": seed,
+              "grad": grad, "fd_budget": fd_budget, "n_projections": n_projections}  # fmt: skip
+    sections: dict[str, Report] = {}
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+
+    def timed(name, fn):
+        t0 = time.perf_counter()
+        sections[name] = fn()
+        seconds[name] = time.perf_counter() - t0
+
+    watched = {"relu", "leaky_relu"} & set(reference.activation_names(activation, len(params) - 1))
+    kinks = (
+        functools.partial(_kinks, activation=activation) if watched else None
+    )  # relu / leaky_relu layers
+    timed("gradient", lambda: check(
+        functools.partial(source, **kw), functools.partial(_reference_cost, **kw), params, x, y,
+        modes=modes, key=seed, fd_budget=fd_budget, n_projections=n_projections, kinks=kinks,
+        title=f"{grad} gradient vs " + ", ".join(modes),
+    ))  # fmt: skip
+    timed("sources", lambda: _sources(params, x, y, grad, kw))
+    timed("deltas", lambda: check_deltas(params, x, y, **kw))
+    from jaxbp.verify.transforms import check_transforms
+
+    timed("transforms", lambda: check_transforms(params, x, y, value_and_grad_fn=source,
+                                                 key=seed, **kw))  # fmt: skip
+    timed("backward_vjp", lambda: check_backward(params, x, key=seed, **names))
+    timed("loss_vjp", lambda: check_loss_vjp(params, x, y, l2, key=seed, **names))
+    seconds["total"] = time.perf_counter() - start
+    return MLPVerification(config, sections, seconds)
+
+
+def _reference_cost(params, x, y, *, activation, output, l2):
+    return reference.cost(params, x, y, activation=activation, output=output, l2=l2)
+
+
+def _kinks(params, x, y, *, activation):
+    del y
+    return reference.kinked_preactivations(params, x, activation=activation)
+
+
+def _sources(params, x, y, grad: str, kw: dict) -> Report:
+    """Every jaxbp gradient path other than ``grad`` against ``jax.grad`` of the reference cost."""
+    dtype = params[0].W.dtype
+    rtol = default_rtol(dtype, "analytic")
+    names = {k: kw[k] for k in ("activation", "output")}
+    J_ref, g_ref = reference_value_and_grad(params, x, y, jnp.asarray(kw["l2"], dtype), **names)
+    rows = []
+    for name in GRAD_SOURCES:
+        if name == grad:
+            continue
+        from jaxbp.verify.report import compare
+
+        J, g = gradient_source(name)(params, x, y, **kw)
+        rows.append(compare(J, J_ref, oracle=name, path="(value)", rtol=rtol, method="scalar",
+                            order=-1))  # fmt: skip
+        rows += compare_trees(g, g_ref, oracle=name, rtol=rtol)
+    rows += per_example_rows(params, x, y, rtol=rtol, **names)
+    return Report("every other gradient source vs jax.grad", tuple(rows), {"rtol": rtol})
