@@ -11,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-SUBCOMMANDS = ("demo", "bench", "verify")
+SUBCOMMANDS = ("demo", "bench", "verify", "train")
 """Subcommand modules, in the order ``jaxbp --help`` lists them."""
 
 

@@ -1,0 +1,167 @@
+"""Atomic checkpoints of a pytree of arrays with a JSON header.
+
+A checkpoint is one ``.npz`` file: every leaf of the tree as raw bytes (so any dtype — float32,
+float64, bfloat16, int32, bool, PRNG key data — round-trips bit for bit), and ``__meta__``, a JSON
+document with each leaf's dtype and shape plus whatever the caller adds (epoch, config and its
+hash). Writing is atomic: the file is written to a temporary name in the same directory, flushed
+and ``fsync``-ed, then ``os.replace``-d over the old checkpoint, and the directory is ``fsync``-ed;
+a crash at any moment leaves either the old checkpoint or the new one, never a torn file.
+
+Loading needs a *template* tree of the same structure (e.g. a freshly initialised state): the
+leaves are checked against it (count, shape, dtype) and put back into its structure. Typed PRNG
+keys are stored as their key data and re-wrapped with the template's key implementation.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import jax
+import numpy as np
+
+FORMAT = "jaxbp-checkpoint-1"
+"""Format tag in every header; a file without it is not a jaxbp checkpoint."""
+
+
+class CheckpointError(ValueError):
+    """A missing, unreadable or mismatched checkpoint; the message names the file."""
+
+
+def _is_key(leaf) -> bool:
+    return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+
+
+def _to_host(leaf) -> np.ndarray:
+    if _is_key(leaf):
+        leaf = jax.random.key_data(leaf)
+    return np.asarray(jax.device_get(leaf))
+
+
+def save(path, tree, *, meta: dict | None = None) -> None:
+    """Writes ``tree`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
+
+    Args:
+      path: the checkpoint file; its directory must exist.
+      tree: a pytree of arrays (JAX or NumPy; typed PRNG keys allowed).
+      meta: JSON-serialisable information stored in the header.
+    """
+    path = Path(path)
+    leaves = jax.tree.leaves(tree)
+    arrays = {}
+    specs = []
+    for i, leaf in enumerate(leaves):
+        host = np.ascontiguousarray(_to_host(leaf))
+        arrays[f"leaf_{i:05d}"] = np.frombuffer(host.tobytes(), dtype=np.uint8)
+        specs.append({"dtype": host.dtype.name, "shape": list(host.shape), "key": _is_key(leaf)})
+    header = {"format": FORMAT, "leaves": specs, "meta": meta or {}}
+    buffer = io.BytesIO()
+    np.savez(buffer, __meta__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
+        with os.fdopen(fd, "wb") as f:
+            f.write(buffer.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. platforms that cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_meta(path) -> dict:
+    """The caller's ``meta`` of a checkpoint, without loading its arrays.
+
+    Raises:
+      CheckpointError: missing or not a jaxbp checkpoint.
+    """
+    return _read(path)[0]["meta"]
+
+
+def _read(path):
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint there")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(archive["__meta__"].tobytes().decode())
+            if header.get("format") != FORMAT:
+                raise CheckpointError(f"{path}: not a {FORMAT} file")
+            raw = [archive[f"leaf_{i:05d}"] for i in range(len(header["leaves"]))]
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    return header, raw
+
+
+def load(path, template):
+    """Reads a checkpoint into the structure of ``template``.
+
+    Args:
+      path: a file written by :func:`save`.
+      template: a pytree with the same structure, shapes and dtypes (its values are unused).
+
+    Returns:
+      ``(tree, meta)``: NumPy leaves (PRNG keys as JAX typed keys) and the caller's ``meta``.
+
+    Raises:
+      CheckpointError: missing file, not a checkpoint, or leaves that do not match the template
+        (naming the first mismatching leaf).
+    """
+    header, raw = _read(path)
+    flat, treedef = jax.tree_util.tree_flatten_with_path(template)
+    specs = header["leaves"]
+    if len(specs) != len(flat):
+        raise CheckpointError(
+            f"{path}: {len(specs)} arrays, but the run's state has {len(flat)}; "
+            "the checkpoint belongs to a different model or optimizer"
+        )
+    leaves = []
+    for (keypath, want), spec, data in zip(flat, specs, raw, strict=True):
+        name = jax.tree_util.keystr(keypath)
+        expected = _to_host_spec(want)
+        got = (spec["dtype"], tuple(spec["shape"]))
+        if got != expected:
+            raise CheckpointError(
+                f"{path}: leaf {name} is {got[0]}{list(got[1])}, the run expects "
+                f"{expected[0]}{list(expected[1])}"
+            )
+        array = np.frombuffer(data.tobytes(), dtype=jax.numpy.dtype(spec["dtype"]))
+        array = array.reshape(spec["shape"]).copy()
+        if spec["key"]:
+            array = jax.random.wrap_key_data(array, impl=jax.random.key_impl(want))
+        leaves.append(array)
+    return jax.tree_util.tree_unflatten(treedef, leaves), header["meta"]
+
+
+def _to_host_spec(leaf) -> tuple[str, tuple[int, ...]]:
+    if _is_key(leaf):
+        data = jax.eval_shape(jax.random.key_data, leaf)
+        return np.dtype(data.dtype).name, tuple(data.shape)
+    return np.dtype(leaf.dtype).name, tuple(np.shape(leaf))

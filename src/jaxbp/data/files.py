@@ -1,0 +1,395 @@
+"""Loaders for data files a user brings: CSV, NPZ, IDX (the MNIST format) and the course's
+MATLAB ``.mat``.
+
+Every loader takes a path and returns a :class:`Table` — features as float64 rows, the labels
+exactly as the file holds them (mapped to classes later, across the training and test files
+together, by :func:`jaxbp.data.split.encode_labels`) and where each row came from, so that a
+later error about a label can still name the file and line. Bad input raises :class:`DataError`
+naming the file, and for a bad value its line and column (CSV) or its index (arrays).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+
+class DataError(ValueError):
+    """Bad data: the message names the file and, where there is one, the line and column."""
+
+
+class Table(NamedTuple):
+    """One file's examples, labels not yet mapped to classes.
+
+    Attributes:
+      x: (m, n) float64 features, one example per row.
+      labels: (m,) the labels as stored: integers, or strings (CSV/NPZ with named classes).
+      path: the file the examples came from (the features' file for IDX).
+      lines: (m,) 1-based line number of each example in a text file, or None for binary files
+        (errors then name the 0-based example index).
+      class_names: the class names the file itself declares (``.mat``: digits; NPZ:
+        ``class_names``), or None when classes are the distinct labels.
+    """
+
+    x: np.ndarray
+    labels: np.ndarray
+    path: str
+    lines: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
+
+    def where(self, i: int) -> str:
+        """Where example ``i`` lives, for an error message."""
+        if self.lines is not None:
+            return f"{self.path}, line {int(self.lines[i])}"
+        return f"{self.path}, example {i}"
+
+
+LABEL_COLUMNS = ("first", "last")
+"""Named label-column positions for CSV files; an integer N (1-based) is accepted too."""
+
+
+def check_exists(path) -> Path:
+    """The path as a ``Path``; :class:`DataError` naming it when it is not a readable file."""
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"{p}: no such file")
+    if not p.is_file():
+        raise DataError(f"{p}: not a regular file")
+    return p
+
+
+def _open_maybe_gzip(path: Path, mode: str = "rb"):
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, mode)
+    return open(path, mode)
+
+
+def _label_index(label_column, n_fields: int, path: Path) -> int:
+    if label_column == "first":
+        return 0
+    if label_column == "last":
+        return n_fields - 1
+    try:
+        column = int(label_column)
+    except (TypeError, ValueError):
+        raise DataError(
+            f"label column: expected first, last or a 1-based column number, got {label_column!r}"
+        ) from None
+    if not 1 <= column <= n_fields:
+        raise DataError(
+            f"{path}: label column {column} is out of range; the file has {n_fields} columns"
+        )
+    return column - 1
+
+
+def _split_fields(line: str, delimiter: str | None) -> list[str]:
+    if delimiter is None:
+        return line.split()
+    return next(csv.reader([line], delimiter=delimiter))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_csv(path, *, label_column="last") -> Table:
+    """Loads a delimited text file: one example per line, numeric features and one label column.
+
+    The delimiter is a comma, else a semicolon, else whitespace (judged from the first data line).
+    A first line whose feature fields are all non-numeric is a header and is skipped. Blank lines
+    and lines starting with ``#`` are skipped. Labels may be numbers or strings.
+
+    Args:
+      path: the file (plain text or gzip).
+      label_column: ``"first"``, ``"last"`` or a 1-based column number.
+
+    Returns:
+      A :class:`Table` with 1-based line numbers.
+
+    Raises:
+      DataError: missing file; a line with a different number of fields (its line number); a
+        feature that is not a number or not finite (its line and 1-based column).
+    """
+    p = check_exists(path)
+    with _open_maybe_gzip(p, "rt") as f:
+        try:
+            text = f.read()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
+    rows: list[list[float]] = []
+    labels: list[str] = []
+    lines: list[int] = []
+    delimiter: str | None = ""  # "" = not decided yet
+    n_fields = label_at = None
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if delimiter == "":
+            delimiter = "," if "," in line else ";" if ";" in line else None
+        fields = [s.strip() for s in _split_fields(line, delimiter)]
+        if n_fields is None:
+            n_fields = len(fields)
+            if n_fields < 2:
+                raise DataError(
+                    f"{p}, line {number}: need at least one feature and a label column, "
+                    f"found {n_fields} field"
+                )
+            label_at = _label_index(label_column, n_fields, p)
+            features = fields[:label_at] + fields[label_at + 1 :]
+            if not any(_is_number(s) for s in features):
+                continue  # a header line
+        if len(fields) != n_fields:
+            raise DataError(
+                f"{p}, line {number}: {len(fields)} fields, expected {n_fields} as on the first line"
+            )
+        row = []
+        for column, s in enumerate(fields, start=1):
+            if column - 1 == label_at:
+                continue
+            try:
+                value = float(s)
+            except ValueError:
+                raise DataError(
+                    f"{p}, line {number}, column {column}: cannot parse {s!r} as a number"
+                ) from None
+            if not math.isfinite(value):
+                raise DataError(f"{p}, line {number}, column {column}: non-finite value {s!r}")
+            row.append(value)
+        label = fields[label_at]
+        if label == "":
+            raise DataError(f"{p}, line {number}, column {label_at + 1}: empty label")
+        rows.append(row)
+        labels.append(label)
+        lines.append(number)
+    if not rows:
+        raise DataError(f"{p}: no data rows")
+    return Table(
+        np.asarray(rows, dtype=np.float64), _numeric_labels(labels), str(p), np.asarray(lines)
+    )
+
+
+def _numeric_labels(labels: list[str]) -> np.ndarray:
+    """Integer labels where every label is an integer literal ("3", "3.0"), strings otherwise."""
+    try:
+        values = np.asarray([float(s) for s in labels])
+    except ValueError:
+        return np.asarray(labels, dtype=str)
+    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+        return values.astype(np.int64)
+    return np.asarray(labels, dtype=str)
+
+
+def check_finite(x: np.ndarray, path, name: str = "x") -> None:
+    """DataError naming the first non-finite entry of an array loaded from ``path``."""
+    bad = np.argwhere(~np.isfinite(x))
+    if bad.size:
+        index = ", ".join(str(int(i)) for i in bad[0])
+        raise DataError(
+            f"{path}: non-finite value {x[tuple(bad[0])]!r} at {name}[{index}] "
+            f"({len(bad)} non-finite value(s) in all)"
+        )
+
+
+def _array_labels(y: np.ndarray, path) -> np.ndarray:
+    y = np.asarray(y).reshape(-1)
+    if y.dtype.kind in "US":
+        return y.astype(str)
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64)
+    if y.dtype.kind == "f":
+        check_finite(y, path, "y")
+        frac = np.flatnonzero(y != np.round(y))
+        if frac.size:
+            i = int(frac[0])
+            raise DataError(f"{path}: label y[{i}] = {y[i]!r} is not an integer class label")
+        return y.astype(np.int64)
+    raise DataError(f"{path}: labels of dtype {y.dtype} are not class labels")
+
+
+def load_npz(path) -> Table:
+    """Loads a NumPy ``.npz`` archive with ``x`` (m, n) and ``y`` (m,), and optionally
+    ``class_names`` (K,), in which case ``y`` holds class indices 0 … K − 1.
+
+    Raises:
+      DataError: missing file or key, wrong shapes, a non-finite feature (its index).
+    """
+    p = check_exists(path)
+    try:
+        archive = np.load(p, allow_pickle=False)
+    except (ValueError, OSError) as e:
+        raise DataError(f"{p}: not a readable .npz archive ({e})") from None
+    with archive:
+        missing = [k for k in ("x", "y") if k not in archive.files]
+        if missing:
+            raise DataError(
+                f"{p}: missing array(s) {', '.join(missing)}; found {', '.join(archive.files)}"
+            )
+        x = np.asarray(archive["x"])
+        y = np.asarray(archive["y"])
+        names = archive["class_names"] if "class_names" in archive.files else None
+    if x.ndim == 0:
+        raise DataError(f"{p}: x must be (m, n) examples by features, got a scalar")
+    x = x[:, None] if x.ndim == 1 else x.reshape(x.shape[0], -1)
+    if x.shape[0] != y.reshape(-1).shape[0]:
+        raise DataError(f"{p}: x has {x.shape[0]} rows but y has {y.reshape(-1).shape[0]} labels")
+    if x.dtype.kind not in "iufb":
+        raise DataError(f"{p}: x has dtype {x.dtype}; expected numbers")
+    x = x.astype(np.float64)
+    check_finite(x, p)
+    class_names = tuple(str(s) for s in names.reshape(-1)) if names is not None else None
+    return Table(x, _array_labels(y, p), str(p), None, class_names)
+
+
+_IDX_TYPES = {
+    0x08: np.dtype(">u1"),
+    0x09: np.dtype(">i1"),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def read_idx(path) -> np.ndarray:
+    """Reads one IDX file (LeCun's MNIST format), gzip-compressed or not.
+
+    Header: two zero bytes, a type byte, the number of dimensions d, then d big-endian uint32
+    sizes; the data follow in C order.
+
+    Raises:
+      DataError: missing file, bad magic number, truncated or oversized data.
+    """
+    p = check_exists(path)
+    with _open_maybe_gzip(p) as f:
+        try:
+            data = f.read()
+        except (OSError, EOFError) as e:
+            raise DataError(f"{p}: cannot read ({e})") from None
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_TYPES:
+        raise DataError(f"{p}: not an IDX file (magic bytes {data[:4].hex() or 'missing'})")
+    dtype, ndim = _IDX_TYPES[data[2]], data[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(data) < header:
+        raise DataError(f"{p}: truncated IDX header")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = header + math.prod(shape) * dtype.itemsize
+    if len(data) != expected:
+        raise DataError(
+            f"{p}: IDX header says shape {shape} ({expected} bytes), the file has {len(data)} bytes"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def load_idx(images, labels) -> Table:
+    """Loads an IDX images file and its IDX labels file: images (m, …) become rows (m, n).
+
+    Raises:
+      DataError: either file missing or malformed, labels not 1-D, counts that differ.
+    """
+    x = read_idx(images)
+    y = read_idx(labels)
+    if y.ndim != 1:
+        raise DataError(f"{labels}: IDX labels must be 1-D, got shape {y.shape}")
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"{images} has {x.shape[0]} examples but {labels} has {y.shape[0]} labels")
+    x = x.reshape(x.shape[0], -1).astype(np.float64)
+    check_finite(x, images)
+    return Table(x, _array_labels(y, labels), str(images))
+
+
+MAT_CLASS_NAMES = tuple(str(d) for d in range(10))
+"""The course's digit classes; label 10 in a ``.mat`` file means digit 0."""
+
+
+def load_mat(path) -> Table:
+    """Loads the course's MATLAB file: ``X`` (m, n) and ``y`` (m, 1) with labels 1 … 10, where
+    10 stands for the digit 0 (Octave's 1-based indexing). Class c ∈ 0 … 9 is the digit c.
+
+    Raises:
+      DataError: missing file, no ``X``/``y``, a label outside 1 … 10 (its row), non-finite X.
+    """
+    import scipy.io
+
+    p = check_exists(path)
+    try:
+        mat = scipy.io.loadmat(p)
+    except (ValueError, NotImplementedError, OSError, TypeError) as e:
+        raise DataError(f"{p}: not a readable MATLAB v4–v7.2 .mat file ({e})") from None
+    variables = sorted(k for k in mat if not k.startswith("__"))
+    missing = [k for k in ("X", "y") if k not in mat]
+    if missing:
+        raise DataError(
+            f"{p}: no variable {' or '.join(missing)}; found {', '.join(variables) or 'nothing'}"
+        )
+    x = np.asarray(mat["X"], dtype=np.float64)
+    y = np.asarray(mat["y"]).reshape(-1)
+    if x.ndim != 2 or x.shape[0] != y.shape[0]:
+        raise DataError(f"{p}: X has shape {x.shape} but y has {y.shape[0]} labels")
+    check_finite(x, p, "X")
+    labels = _array_labels(y, p)
+    bad = np.flatnonzero((labels < 1) | (labels > 10))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{p}: label y[{i}] = {labels[i]} is out of range 1..10 (10 means digit 0; "
+            f"{bad.size} bad label(s) in all)"
+        )
+    return Table(x, labels % 10, str(p), None, MAT_CLASS_NAMES)
+
+
+FORMATS = ("csv", "npz", "idx", "mat")
+"""File formats :func:`load_file` recognises."""
+
+
+def file_format(path) -> str:
+    """The format of a data file, from its name: ``.npz``, ``.mat``, IDX (``-ubyte``, ``.idx``,
+    with or without ``.gz``), and CSV for anything else (``.csv``, ``.data``, ``.tra`` …)."""
+    name = Path(path).name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    if name.endswith(".npz"):
+        return "npz"
+    if name.endswith(".mat"):
+        return "mat"
+    if "idx" in name.rsplit(".", 1)[-1] or name.endswith("ubyte"):
+        return "idx"
+    return "csv"
+
+
+def load_file(path, *, labels=None, label_column="last") -> Table:
+    """Loads any supported file, choosing the loader by :func:`file_format`.
+
+    Args:
+      path: the data file.
+      labels: the IDX labels file (required for IDX, rejected for other formats).
+      label_column: CSV only: ``first``, ``last`` or a 1-based column number.
+
+    Raises:
+      DataError: as the loaders, or a labels file given for a non-IDX format / missing for IDX.
+    """
+    kind = file_format(path)
+    if kind == "idx":
+        if labels is None:
+            raise DataError(f"{path}: an IDX images file needs its labels file (--labels PATH)")
+        return load_idx(path, labels)
+    if labels is not None:
+        raise DataError(
+            f"{path}: a separate labels file is only used with IDX images, not {kind} files"
+        )
+    if kind == "npz":
+        return load_npz(path)
+    if kind == "mat":
+        return load_mat(path)
+    return load_csv(path, label_column=label_column)

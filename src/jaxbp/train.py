@@ -1,0 +1,438 @@
+"""Training with hand-derived gradients: pure functions from state to state.
+
+The lecture's algorithm (§ "Neural Network - Training"): initialise Θ with symmetry breaking, then
+repeat — forward propagation, backpropagation of δ, gradient step. Here one *epoch* is a pass over
+the training set in minibatches of ``batch_size`` rows (all rows: the lecture's full-batch
+gradient descent), compiled as one ``jax.lax.scan`` over the minibatches, so that a whole epoch is
+one XLA program and the host sees one result per epoch.
+
+Calling contract (stax/optax style — no hidden state, no device placement):
+
+- :func:`init_state` ``(key, sizes, optimizer, …) -> TrainState``;
+- :func:`make_epoch` builds ``epoch(state, x, y) -> (state, (batch_loss, grad_norm))``;
+- :func:`make_step` wraps it into the full per-epoch function
+  ``step(state, stop, x, y, x_val, y_val) -> (state, stop, EpochMetrics)`` — epoch, evaluation on
+  the training and validation splits, early-stopping bookkeeping;
+- :func:`compile_step` ``vmap``s it over seeds and ``jit``s it, donating the state buffers.
+
+Arrays are whatever the caller passes: committed to one device, or sharded with
+``jax.sharding`` — the functions never place data themselves. ``x`` is (m, n), ``y`` is (m, K)
+targets (one-hot for classification: :func:`jaxbp.data.one_hot`).
+
+The gradient source is a function with the signature of :func:`jaxbp.value_and_grad`:
+``manual`` (the δ recursion), ``autodiff`` (``jax.grad`` of the same cost) or ``graph`` (the
+lecture's node-by-node computational graph, :mod:`jaxbp.graph`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxbp.autodiff import autodiff_value_and_grad
+from jaxbp.backprop import value_and_grad as manual_value_and_grad
+from jaxbp.cost import data_cost, l2_penalty
+from jaxbp.forward import forward
+from jaxbp.params import Params, init_params
+
+Array = jax.Array
+ValueAndGrad = Callable[..., tuple[Array, Params]]
+
+GRAD_SOURCES = ("manual", "autodiff", "graph")
+"""Gradient sources accepted by :func:`gradient_source`."""
+
+
+class TrainState(NamedTuple):
+    """Everything that determines the rest of a run (besides data and config).
+
+    Attributes:
+      params: tuple of ``Layer(W (n_out, n_in), b (n_out,))``.
+      opt_state: the optax optimizer state.
+      key: typed PRNG key, fixed for the run; epoch e shuffles with ``fold_in(key, e)``.
+      epoch: int32 scalar, the number of epochs completed.
+    """
+
+    params: Params
+    opt_state: optax.OptState
+    key: Array
+    epoch: Array
+
+
+class EarlyStop(NamedTuple):
+    """Early stopping on the validation loss.
+
+    Attributes:
+      best_params: the parameters at the lowest validation loss so far.
+      best_loss: that loss (scalar; +inf before the first epoch).
+      best_epoch: int32, the epoch that reached it.
+      wait: int32, epochs since the last improvement.
+      active: bool, False once ``wait`` reached the patience: training of this seed has stopped.
+    """
+
+    best_params: Params
+    best_loss: Array
+    best_epoch: Array
+    wait: Array
+    active: Array
+
+
+class EpochMetrics(NamedTuple):
+    """Per-epoch scalars (a leading seed axis under :func:`compile_step`).
+
+    Attributes:
+      train_loss: J(Θ) on the whole training split after the epoch, L2 term included.
+      train_accuracy: fraction of training examples classified correctly.
+      val_loss: mean cost on the validation split (no L2 term); NaN without one.
+      val_accuracy: fraction correct on the validation split; NaN without one.
+      batch_loss: mean of the minibatch costs J seen during the epoch (before each update).
+      grad_norm: mean over the epoch's steps of the global gradient norm ‖∂J/∂Θ‖₂.
+    """
+
+    train_loss: Array
+    train_accuracy: Array
+    val_loss: Array
+    val_accuracy: Array
+    batch_loss: Array
+    grad_norm: Array
+
+
+class TrainingDiverged(FloatingPointError):
+    """The training loss became NaN or infinite; the message names the epoch and seeds."""
+
+
+class ShadowError(RuntimeError):
+    """Hand-derived and autodiff gradients differ beyond the dtype's tolerance."""
+
+
+def gradient_source(name: str) -> ValueAndGrad:
+    """The ``value_and_grad`` function for a gradient source name.
+
+    Args:
+      name: ``manual`` (:func:`jaxbp.value_and_grad`, the δ recursion), ``autodiff``
+        (:func:`jaxbp.autodiff_value_and_grad`) or ``graph`` (:func:`jaxbp.graph.value_and_grad`).
+
+    Raises:
+      ValueError: an unknown name (listing the valid ones), or ``graph`` where
+        :mod:`jaxbp.graph` is not available.
+    """
+    if name == "manual":
+        return manual_value_and_grad
+    if name == "autodiff":
+        return autodiff_value_and_grad
+    if name == "graph":
+        try:
+            from jaxbp.graph import value_and_grad
+        except ImportError as e:
+            raise ValueError(
+                f"grad: 'graph' needs jaxbp.graph, which cannot be imported ({e})"
+            ) from None
+        return value_and_grad
+    raise ValueError(f"grad: unknown {name!r}; valid sources are {', '.join(GRAD_SOURCES)}")
+
+
+def init_state(key: Array, sizes, optimizer, *, scheme: str = "he", dtype=jnp.float32):
+    """A fresh :class:`TrainState`: parameters from ``init_params`` and the optimizer's state.
+
+    ``key`` is split once: one half initialises the parameters, the other orders the minibatches.
+    """
+    k_params, k_data = jax.random.split(key)
+    params = init_params(k_params, sizes, scheme=scheme, dtype=dtype)
+    return TrainState(params, optimizer.init(params), k_data, jnp.zeros((), jnp.int32))
+
+
+def init_early_stop(params: Params) -> EarlyStop:
+    """Early-stopping state before the first epoch (a copy of ``params``: the state's and the
+    stop's buffers are donated separately)."""
+    dtype = params[0].W.dtype
+    best = jax.tree.map(jnp.copy, params)
+    return EarlyStop(
+        best,
+        jnp.asarray(jnp.inf, dtype),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
+        jnp.ones((), bool),
+    )
+
+
+def make_loss_fn(value_and_grad: ValueAndGrad, *, activation, output):
+    """J(Θ; x, y, λ) as a ``jax.custom_vjp`` whose backward pass is ``value_and_grad``'s gradient.
+
+    Optimizers that differentiate the objective themselves (L-BFGS's line search calls
+    ``jax.value_and_grad`` on it) then differentiate with the chosen source, not with autodiff.
+    """
+
+    @jax.custom_vjp
+    def loss(params, x, y, l2):
+        return value_and_grad(params, x, y, activation=activation, output=output, l2=l2)[0]
+
+    def fwd(params, x, y, l2):
+        J, grads = value_and_grad(params, x, y, activation=activation, output=output, l2=l2)
+        return J, (grads, x, y, l2)
+
+    def bwd(res, ct):
+        grads, x, y, l2 = res
+        scaled = jax.tree.map(lambda g: ct * g, grads)
+        return scaled, jnp.zeros_like(x), jnp.zeros_like(y), jnp.zeros_like(l2)
+
+    loss.defvjp(fwd, bwd)
+    return loss
+
+
+def global_norm(tree) -> Array:
+    """‖tree‖₂ over all leaves."""
+    return jnp.sqrt(sum(jnp.sum(leaf * leaf) for leaf in jax.tree.leaves(tree)))
+
+
+def make_epoch(
+    optimizer,
+    value_and_grad: ValueAndGrad,
+    *,
+    batch_size: int | None,
+    activation,
+    output: str,
+    l2: float = 0.0,
+    uses_value_fn: bool = False,
+):
+    """Builds the epoch function ``epoch(state, x, y) -> (state, (batch_loss, grad_norm))``.
+
+    The training rows are permuted with ``fold_in(state.key, state.epoch)`` and cut into
+    ⌊m / B⌋ minibatches of B = ``batch_size`` rows (the remainder, different each epoch, is left
+    out); ``batch_size=None`` is full-batch gradient descent, one step per epoch on all m rows
+    in their order. Each step computes (J, ∂J/∂Θ) with ``value_and_grad`` and applies the
+    optimizer's update. The L2 coefficient is rescaled to λB/m for a minibatch of B rows so that
+    its penalty (λB/m)/(2B) Σ W² = (λ/2m) Σ W² is the lecture's term for the whole training set
+    (eq. R1) and each step's gradient is an unbiased estimate of ∂J/∂Θ.
+
+    Args:
+      optimizer: an optax ``GradientTransformation``.
+      value_and_grad: the gradient source (see :func:`gradient_source`).
+      batch_size: B, or None for the full batch.
+      activation, output: as for :func:`jaxbp.value_and_grad` (static).
+      l2: λ ≥ 0 for the whole training set.
+      uses_value_fn: the optimizer needs the objective (L-BFGS; full batch only).
+
+    Returns:
+      A pure function of (state, x, y), jittable, with no device placement.
+    """
+    if uses_value_fn and batch_size is not None:
+        raise ValueError(
+            f"batch_size: L-BFGS is a full-batch method; use the full batch, got {batch_size}"
+        )
+    loss_fn = make_loss_fn(value_and_grad, activation=activation, output=output)
+
+    def epoch(state: TrainState, x: Array, y: Array):
+        m = x.shape[0]
+        b = m if batch_size is None else batch_size
+        if not 1 <= b <= m:
+            raise ValueError(f"batch_size: must be between 1 and the {m} training rows, got {b}")
+        n_batches = m // b
+        l2_batch = jnp.asarray(l2 * b / m, x.dtype)
+        if b == m:
+            index = jnp.arange(m)[None]
+        else:
+            perm = jax.random.permutation(jax.random.fold_in(state.key, state.epoch), m)
+            index = perm[: n_batches * b].reshape(n_batches, b)
+
+        def step(carry, rows):
+            params, opt_state = carry
+            xb, yb = (x, y) if b == m else (x[rows], y[rows])
+            if uses_value_fn:
+                J, grads = optax.value_and_grad_from_state(loss_fn)(
+                    params, xb, yb, l2_batch, state=opt_state
+                )
+                updates, opt_state = optimizer.update(
+                    grads,
+                    opt_state,
+                    params,
+                    value=J,
+                    grad=grads,
+                    value_fn=lambda p: loss_fn(p, xb, yb, l2_batch),
+                )
+            else:
+                J, grads = value_and_grad(
+                    params, xb, yb, activation=activation, output=output, l2=l2_batch
+                )
+                updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+            return (params, opt_state), (J, global_norm(grads))
+
+        (params, opt_state), (losses, norms) = jax.lax.scan(
+            step, (state.params, state.opt_state), index
+        )
+        new = TrainState(params, opt_state, state.key, state.epoch + 1)
+        return new, (jnp.mean(losses), jnp.mean(norms))
+
+    return epoch
+
+
+def evaluate(params: Params, x: Array, y: Array, *, activation, output: str, l2=0.0):
+    """(J, accuracy) on a split: mean cost plus (λ/2m) Σ W² (eqs. C1–C3, R1), and the fraction of
+    rows whose largest output is the target's class."""
+    logits = forward(params, x, activation=activation, output=output).z[-1]
+    J = data_cost(logits, y, output) + l2_penalty(params, l2, x.shape[0])
+    correct = jnp.argmax(logits, axis=-1) == jnp.argmax(y, axis=-1)
+    return J, jnp.sum(correct.astype(logits.dtype)) / x.shape[0]
+
+
+def predict_labels(params: Params, x: Array, *, activation, output: str) -> Array:
+    """The predicted class of each row: argmax of the output layer."""
+    return jnp.argmax(forward(params, x, activation=activation, output=output).z[-1], axis=-1)
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """(K, K) counts on the host: entry (i, j) is the number of examples of class i predicted j."""
+    index = np.asarray(y_true, np.int64) * num_classes + np.asarray(y_pred, np.int64)
+    return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def make_step(epoch, *, activation, output: str, l2: float = 0.0, patience: int = 0):
+    """The full per-epoch function ``step(state, stop, x, y, x_val, y_val)``.
+
+    Runs ``epoch``, evaluates the training split (J with its L2 term) and the validation split
+    (cost without it), and updates the early-stopping state: an epoch whose validation loss is
+    below the best so far stores its parameters; after ``patience`` epochs without improvement
+    ``stop.active`` turns False, and from then on the step leaves this seed's state unchanged
+    (so that seeds trained together under ``vmap`` can stop at different epochs).
+    ``patience=0`` never stops.
+
+    Returns:
+      ``step -> (state, stop, EpochMetrics)``, pure and jittable.
+    """
+
+    def step(state: TrainState, stop: EarlyStop, x, y, x_val, y_val):
+        new, (batch_loss, grad_norm) = epoch(state, x, y)
+        train_loss, train_acc = evaluate(
+            new.params, x, y, activation=activation, output=output, l2=l2
+        )
+        if x_val.shape[0] > 0:
+            val_loss, val_acc = evaluate(
+                new.params, x_val, y_val, activation=activation, output=output
+            )
+        else:
+            val_loss = val_acc = jnp.asarray(jnp.nan, train_loss.dtype)
+        improved = val_loss < stop.best_loss
+        wait = jnp.where(improved, 0, stop.wait + 1)
+        new_stop = EarlyStop(
+            best_params=jax.tree.map(
+                lambda n, o: jnp.where(improved, n, o), new.params, stop.best_params
+            ),
+            best_loss=jnp.where(improved, val_loss, stop.best_loss),
+            best_epoch=jnp.where(improved, new.epoch, stop.best_epoch),
+            wait=wait,
+            active=jnp.asarray(True) if patience <= 0 else wait < patience,
+        )
+        go = stop.active
+
+        def keep(n, o):
+            return jax.tree.map(lambda a, b: jnp.where(go, a, b), n, o)
+
+        state = TrainState(
+            keep(new.params, state.params),
+            keep(new.opt_state, state.opt_state),
+            state.key,
+            jnp.where(go, new.epoch, state.epoch),
+        )
+        metrics = EpochMetrics(train_loss, train_acc, val_loss, val_acc, batch_loss, grad_norm)
+        return state, keep(new_stop, stop), metrics
+
+    return step
+
+
+def compile_step(step, *, seeds: bool = True):
+    """``jax.jit`` of ``step``, ``vmap``ped over a leading seed axis of ``state`` and ``stop``
+    when ``seeds`` (the data are shared); the state and stop buffers are donated."""
+    fn = jax.vmap(step, in_axes=(0, 0, None, None, None, None)) if seeds else step
+    return jax.jit(fn, donate_argnums=(0, 1))
+
+
+def fit(step, state, stop, data, *, epochs: int, start: int = 0) -> Iterator:
+    """Runs epochs ``start`` … ``epochs − 1``, yielding after each ``(epoch, state, stop, metrics)``
+    with ``metrics`` a host-side :class:`EpochMetrics` of NumPy values.
+
+    One host synchronisation per epoch: the metrics and the early-stopping flags are fetched
+    together. Stops early when every seed's early stopping is inactive.
+
+    Args:
+      step: the compiled step (:func:`compile_step`).
+      state, stop: the state to continue from (its buffers are donated to ``step``).
+      data: ``(x, y, x_val, y_val)``.
+      epochs: the total number of epochs of the run.
+      start: epochs already completed.
+
+    Raises:
+      TrainingDiverged: a NaN or infinite training loss, naming the epoch (1-based) and seeds;
+        the state of that epoch is not yielded.
+    """
+    for e in range(start, epochs):
+        state, stop, metrics = step(state, stop, *data)
+        metrics, active = jax.device_get((metrics, stop.active))
+        bad = np.flatnonzero(~np.isfinite(np.atleast_1d(metrics.train_loss)))
+        if bad.size:
+            raise TrainingDiverged(
+                f"epoch {e + 1}: the training loss is {np.atleast_1d(metrics.train_loss)[bad[0]]} "
+                f"for seed index(es) {bad.tolist()}; lower the learning rate"
+            )
+        yield e + 1, state, stop, metrics
+        if not np.any(active):
+            return
+
+
+def shadow_tolerance(dtype) -> float:
+    """√ε of the dtype: far above rounding differences between two correct gradients
+    (≈ 3.5e-4 for float32, 1.5e-8 for float64), far below the error of a wrong one."""
+    return math.sqrt(float(jnp.finfo(dtype).eps))
+
+
+def shadow_errors(
+    params: Params, x, y, *, activation, output: str, l2=0.0, hand: ValueAndGrad | None = None
+) -> dict[str, Array]:
+    """Hand-derived vs autodiff at the same parameters: the relative error of J and, per leaf,
+    max |g_hand − g_auto| / max |g_auto| (the leaf's largest magnitude; NaN if either is
+    non-finite). Keys: ``"J"`` and the leaf paths ``"[0].W"``, ``"[0].b"``, ….
+    Pure and jittable (vmap it over seeds)."""
+    hand = manual_value_and_grad if hand is None else hand
+    kw = dict(activation=activation, output=output, l2=l2)
+    J_h, g_h = hand(params, x, y, **kw)
+    J_a, g_a = autodiff_value_and_grad(params, x, y, **kw)
+    tiny = jnp.finfo(J_a.dtype).tiny
+
+    def rel(h, a):
+        err = jnp.max(jnp.abs(h - a)) / jnp.maximum(jnp.max(jnp.abs(a)), tiny)
+        finite = jnp.all(jnp.isfinite(h)) & jnp.all(jnp.isfinite(a))
+        return jnp.where(finite, err, jnp.nan)
+
+    errors = {"J": rel(J_h, J_a)}
+    flat, _ = jax.tree_util.tree_flatten_with_path(g_a)
+    for (path, a), h in zip(flat, jax.tree.leaves(g_h), strict=True):
+        errors[jax.tree_util.keystr(path)] = rel(h, a)
+    return errors
+
+
+def check_shadow(errors: dict, dtype, *, epoch: int) -> float:
+    """Raises :class:`ShadowError` naming the worst leaf when any error exceeds
+    :func:`shadow_tolerance` (or is NaN); returns the worst error otherwise.
+
+    Args:
+      errors: :func:`shadow_errors` output, host values (a seed axis is reduced with max).
+      dtype: the parameters' dtype.
+      epoch: for the message.
+    """
+    tol = shadow_tolerance(dtype)
+    worst_name, worst = None, 0.0
+    for name, value in errors.items():
+        v = np.asarray(value, np.float64)
+        err = float("inf") if np.any(np.isnan(v)) else float(np.max(v))
+        if err > worst or worst_name is None:
+            worst_name, worst = name, err
+    if not worst <= tol:
+        raise ShadowError(
+            f"epoch {epoch}: hand-derived and autodiff gradients diverge at {worst_name}: "
+            f"max relative error {worst:.3e} > tolerance {tol:.1e} for {jnp.dtype(dtype).name}"
+        )
+    return worst
