@@ -80,3 +80,19 @@ def reference_train(params, x, y, *, steps=STEPS, batch=BATCH, opt=None):
 def flat(params) -> list[np.ndarray]:
     """The leaves as host numpy arrays, in tree order."""
     return [np.asarray(leaf) for leaf in jax.tree.leaves(params)]
+
+
+def scan_train(value_and_grad, params, x, y, *, batch=12, steps=4):
+    """The trainer's epoch pattern: ``lax.scan`` over fixed minibatches, SGD, one seed."""
+    opt = optax.sgd(0.3)
+    x, y = jnp.asarray(x), jnp.asarray(y)
+    rows = (jnp.arange(steps * batch) % x.shape[0]).reshape(steps, batch)
+
+    def step(carry, r):
+        params, state = carry
+        _, grads = value_and_grad(params, x[r], y[r], activation=ACTIVATION, output=OUTPUT, l2=L2)
+        updates, state = opt.update(grads, state, params)
+        return (optax.apply_updates(params, updates), state), None
+
+    (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), rows)
+    return params

@@ -156,6 +156,24 @@ def test_sharded_per_example_grads_one_device(mesh1):
     assert_close(jd.sharded_per_example_grads(mesh1, params, x, y, activation="tanh"), expected)
 
 
+@pytest.mark.parametrize("base", [None, jaxbp.autodiff_value_and_grad])
+def test_data_parallel_source_one_device(mesh1, base):
+    params, x, y = prob.problem(jnp.float64)
+    vg = jd.data_parallel_source(mesh1, base=base)
+    kw = dict(activation="tanh", output="softmax_ce", l2=0.2)
+    J, g = jax.jit(lambda p, x, y: vg(p, x, y, **kw))(params, x, y)
+    J0, g0 = jaxbp.value_and_grad(params, x, y, **kw)
+    assert_close(J, J0)
+    assert_close(g, g0)
+
+
+def test_data_parallel_source_errors(mesh1):
+    with pytest.raises(ValueError, match="precision: 'bf16' is implemented for the hand-derived"):
+        jd.data_parallel_source(mesh1, precision="bf16", base=jaxbp.autodiff_value_and_grad)
+    with pytest.raises(ValueError, match="precision: unknown"):
+        jd.data_parallel_source(mesh1, precision="fp8")
+
+
 def test_layer_plan():
     assert jd.layer_plan((16, 12, 8), 4) == (True, True, True)
     assert jd.layer_plan((16, 12, 8), 8) == (True, False, True)

@@ -8,6 +8,7 @@
   the δ recursion with its all-gather / reduce-scatter;
 - :mod:`~jaxbp.distributed.multihost`: ``jax.distributed`` from flags or environment;
 - :mod:`~jaxbp.distributed.platform`, :mod:`~jaxbp.distributed.precision`: cpu|gpu|tpu, bf16;
+- :mod:`~jaxbp.distributed.source`: the data-parallel gradient as a drop-in source for the trainer;
 - :mod:`~jaxbp.distributed.verify`: the manual-vs-autodiff check with the batch sharded;
 - :mod:`~jaxbp.distributed.bench`: throughput against device count.
 
@@ -52,6 +53,7 @@ from jaxbp.distributed.multihost import (
 )
 from jaxbp.distributed.platform import PLATFORMS, request_cpu_devices, select_platform
 from jaxbp.distributed.precision import BF16_EPS, PRECISIONS, bf16_grad_rtol
+from jaxbp.distributed.source import data_parallel_source
 
 __all__ = [
     "BF16_EPS",
@@ -65,6 +67,7 @@ __all__ = [
     "check_divisible",
     "data_mesh",
     "data_parallel_grad_fn",
+    "data_parallel_source",
     "data_parallel_train",
     "data_parallel_value_and_grad",
     "host_copy",
