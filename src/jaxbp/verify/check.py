@@ -62,18 +62,6 @@ def _per_mode(value, name: str, modes) -> dict:
     return {m: None if v is None else float(v) for m, v in out.items()}
 
 
-def _key(key):
-    if key is None:
-        return jax.random.key(0), {"seed": 0}
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key)), {"seed": int(key)}
-    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        return key, {"key_data": np.asarray(jax.random.key_data(key)).tolist()}
-    if isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,):
-        return jax.random.wrap_key_data(key), {"key_data": np.asarray(key).tolist()}
-    raise TypeError(f"key: expected None, an int seed or a jax.random key, got {key!r}")
-
-
 def hand_gradient(grad_fn: Callable, params, args: tuple):
     """Calls ``grad_fn`` and returns ``(value or None, grads)``.
 
@@ -157,7 +145,8 @@ def check(
         raise ValueError(f"fd_budget: expected an integer ≥ 0 or None, got {fd_budget!r}")
     if not isinstance(n_projections, int) or n_projections < 1:
         raise ValueError(f"n_projections: expected an integer ≥ 1, got {n_projections!r}")
-    key, key_record = _key(key)
+    key, key_record = oracles.resolve_key(key)
+    rng = oracles.host_rng(key)
     layout, paths, theta_host = oracles.layout_of(params)
     seconds: dict[str, float] = {}
 
@@ -194,7 +183,7 @@ def check(
     for i, path in enumerate(paths):
         meta_fd["elementwise" if elementwise[i] else "projected"].append(path)
     directions = {
-        i: oracles.projections(jax.random.fold_in(key, i), int(hand[i].size), n_projections)
+        i: oracles.projections(rng, int(hand[i].size), n_projections)
         for i in range(len(paths))
         if not elementwise[i]
     }
@@ -322,8 +311,10 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
             method = f"{n_projections} projections"
             index_of = [(int(k),) for k in np.flatnonzero(values.near_kink)]
         d = (values.j_plus - values.j_minus) / den
-        noise = oracles.fd_noise(values, den, dtype)
-        near = values.near_kink.astype(bool)
+        # the round-off allowance belongs to the default tolerance; a given atol is taken as is
+        noise = oracles.fd_noise(values, den, dtype) if atol is None else np.zeros_like(d)
+        sides = values.near_kink.astype(np.int32)
+        near = sides > 0
         ref = np.where(near, hand_vals, d)  # kink directions are judged in the fd-kink row
         row_atol = atol
         if atol is None and near.any():
@@ -345,7 +336,7 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
             )
             kink_rows.append(
                 kinks_mod.kink_row(path=path, hand=hand_vals[near], d_minus=d_minus,
-                                   d_plus=d_plus, indices=index_of, noise=noise[near], rtol=rtol,
+                                   d_plus=d_plus, sides=sides[near], indices=index_of, noise=noise[near], rtol=rtol,
                                    atol=row_atol, dtype=dtype, shape=shape, method=method,
                                    order=i)
             )  # fmt: skip

@@ -31,13 +31,18 @@ Array = jax.Array
 
 def hand_deltas(params, x, y, *, activation="sigmoid", output="softmax_ce"):
     """The hand-derived δ's of :func:`jaxbp.backward`, seeded with (ŷ − y)/m (eqs. B1, B2)."""
+    return _forward_and_deltas(params, x, y, activation=activation, output=output)[1]
+
+
+@functools.partial(jax.jit, static_argnames=("activation", "output"))
+def _forward_and_deltas(params, x, y, *, activation, output):
     import jaxbp
     from jaxbp.forward import as_targets
 
     cache = jaxbp.forward(params, x, activation=activation, output=output)
-    y_t = as_targets(jnp.asarray(y), cache.z[-1].shape[-1], cache.z[-1].dtype)
+    y_t = as_targets(y, cache.z[-1].shape[-1], cache.z[-1].dtype)
     delta_out = jaxbp.get_output(output).delta(cache.a[-1], y_t) / x.shape[0]
-    return jaxbp.backward(params, cache, delta_out, activation=activation).deltas
+    return cache, jaxbp.backward(params, cache, delta_out, activation=activation).deltas
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "output"))
@@ -90,9 +95,7 @@ def check_deltas(
     rtol_ = default_rtol(dtype, "analytic") if rtol is None else rtol
     rows: list[Row] = []
 
-    import jaxbp
-
-    cache = jaxbp.forward(params, x, **kw)
+    cache, default_deltas = _forward_and_deltas(params, x, y, **kw)
     ref_z, ref_a = _reference_forward(params, x, **kw)
     for l in range(len(params)):
         rows.append(compare(cache.z[l], ref_z[l], oracle="reference forward", path=f"z[{l}]",
@@ -100,8 +103,7 @@ def check_deltas(
         rows.append(compare(cache.a[l + 1], ref_a[l + 1], oracle="reference forward",
                             path=f"a[{l}]", rtol=rtol_, atol=atol, order=3 * l + 1))  # fmt: skip
 
-    deltas = (deltas_fn or functools.partial(hand_deltas, **kw))(params, x, y)
-    deltas = tuple(deltas)
+    deltas = default_deltas if deltas_fn is None else tuple(deltas_fn(params, x, y))
     if len(deltas) != len(params):
         raise ValueError(
             f"deltas_fn: returned {len(deltas)} arrays for a network with {len(params)} weight "

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.verify import reference
+from jaxbp.verify.oracles import host_rng
 from jaxbp.verify.report import Report, Row, compare, default_rtol, environment
 
 Array = jax.Array
@@ -33,18 +34,6 @@ def _vdot(a, b) -> Array:
     return sum(
         jnp.vdot(x.astype(jnp.result_type(x, y)), y.astype(jnp.result_type(x, y)))
         for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    )
-
-
-def _random_like(key, tree):
-    leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, max(len(leaves), 1))
-    return jax.tree.unflatten(
-        treedef,
-        [
-            jax.random.normal(k, jnp.shape(v), jnp.result_type(v))
-            for k, v in zip(keys, leaves, strict=False)
-        ],
     )
 
 
@@ -84,9 +73,7 @@ def check_vjp(
     names = tuple(names) if names is not None else tuple(f"arg{i}" for i in range(len(primals)))
     if len(names) != len(primals):
         raise ValueError(f"names: {len(names)} labels for {len(primals)} primals")
-    key = (
-        jax.random.key(0) if key is None else (jax.random.key(key) if isinstance(key, int) else key)
-    )
+    rng = host_rng(key)
     out = fun(*primals)
     dtype = jnp.result_type(*jax.tree.leaves(out))
     rtol_ = default_rtol(dtype, "analytic") if rtol is None else rtol
@@ -101,8 +88,11 @@ def check_vjp(
             )
         return ct
 
-    k_t, k_c, k_ab = jax.random.split(key, 3)
-    cs = [_random_like(jax.random.fold_in(k_c, j), out) for j in range(n_pairs)]
+    def normal(shape, dtype):
+        return jnp.asarray(rng.standard_normal(shape), dtype)
+
+    cs = [jax.tree.map(lambda v: normal(jnp.shape(v), jnp.result_type(v)), out)
+          for _ in range(n_pairs)]  # fmt: skip
     vjps = [check_structure(vjp_fn(primals, c)) for c in cs]
 
     flat_primals, treedef = jax.tree_util.tree_flatten_with_path(primals)
@@ -110,9 +100,8 @@ def check_vjp(
     # Tangents: for leaf i and pair j, a random t on leaf i only — all jvps in one vmapped call.
     tangents, t_leaves = [], []
     for i, leaf in enumerate(leaves):
-        for j in range(n_pairs):
-            t_leaf = jax.random.normal(jax.random.fold_in(k_t, i * n_pairs + j), jnp.shape(leaf),
-                                       jnp.result_type(leaf))  # fmt: skip
+        for _ in range(n_pairs):
+            t_leaf = normal(jnp.shape(leaf), jnp.result_type(leaf))
             t_leaves.append(t_leaf)
             tangents.append([t_leaf if k == i else jnp.zeros_like(v) for k, v in enumerate(leaves)])
     stacked = jax.tree.unflatten(treedef, [jnp.stack(col) for col in zip(*tangents, strict=True)])
@@ -143,7 +132,7 @@ def check_vjp(
         rows.append(compare(z, ref, oracle="zero cotangent", path=label, rtol=0.0, atol=0.0,
                             order=i))  # fmt: skip
 
-    alpha, beta = (float(v) for v in jax.random.normal(k_ab, (2,)))
+    alpha, beta = (float(v) for v in rng.standard_normal(2))
     combo = jax.tree.map(lambda a, b: alpha * a + beta * b, cs[0], cs[1 % n_pairs])
     v_combo = check_structure(vjp_fn(primals, combo))
     for i, ((path, _), vc, v1, v2) in enumerate(

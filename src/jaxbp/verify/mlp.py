@@ -78,9 +78,17 @@ def make_problem(sizes, *, activation, output, dtype, batch: int, seed: int):
     Targets are real (m, K) arrays for every output — one-hot rows for softmax_ce — so that the
     custom VJP's target cotangent is exercised too.
     """
+    if isinstance(activation, list):
+        activation = tuple(activation)
+    return _make_problem(jax.random.key(seed), tuple(sizes), activation=activation,
+                         output=output, dtype=jnp.dtype(dtype), batch=batch)  # fmt: skip
+
+
+@functools.partial(jax.jit, static_argnames=("sizes", "activation", "output", "dtype", "batch"))
+def _make_problem(key, sizes, *, activation, output, dtype, batch):
     import jaxbp
 
-    k_params, k_x, k_teacher = jax.random.split(jax.random.key(seed), 3)
+    k_params, k_x, k_teacher = jax.random.split(key, 3)
     params = jaxbp.init_params(k_params, sizes, dtype=dtype)
     x = jax.random.normal(k_x, (batch, sizes[0]), dtype)
     teacher = jaxbp.init_params(k_teacher, sizes, scheme="he", dtype=dtype)

@@ -211,8 +211,8 @@ class FDValues(NamedTuple):
       j0: f(θ).
       j_plus: f(θ₊) per direction.
       j_minus: f(θ₋) per direction.
-      near_kink: per direction, whether a kinked pre-activation lies within the step (all False
-        when no kink function was given).
+      near_kink: per direction, which steps cross a kink (0 none, 1 the + step, 2 the − step,
+        3 both; all 0 when no kink function was given).
     """
 
     j0: float
@@ -222,11 +222,11 @@ class FDValues(NamedTuple):
 
 
 def _near_kink(kinks, layout, args, theta, tangent):
-    """True when some kinked pre-activation z satisfies |z| < 2 |dz| along ``tangent`` (eq. V9)."""
-    from jaxbp.verify.kinks import within_step
+    """Which steps along ``tangent`` cross a kinked pre-activation (eq. V9; 0 when none)."""
+    from jaxbp.verify.kinks import crossing_sides
 
     z, dz = jax.jvp(lambda t: kinks(layout.unflatten(t), *args), (theta,), (tangent,))
-    return within_step(z, dz)
+    return crossing_sides(z, dz)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "kinks", "layout", "static_spec", "batch"))
@@ -237,7 +237,7 @@ def _fd_basis(loss_fn, kinks, layout, static_spec, batch, theta, dynamic, indice
     def one(inputs):
         i, vp, vm = inputs
         plus, minus = theta.at[i].set(vp), theta.at[i].set(vm)
-        near = jnp.asarray(False)
+        near = jnp.asarray(0, jnp.int32)
         if kinks is not None:
             near = _near_kink(kinks, layout, args, theta, plus - theta)
         return f(plus), f(minus), near
@@ -254,7 +254,7 @@ def _fd_segment(loss_fn, kinks, layout, static_spec, batch, theta, dynamic, star
         sp, sm = inputs
         plus = jax.lax.dynamic_update_slice(theta, sp, (start,))
         minus = jax.lax.dynamic_update_slice(theta, sm, (start,))
-        near = jnp.asarray(False)
+        near = jnp.asarray(0, jnp.int32)
         if kinks is not None:
             near = _near_kink(kinks, layout, args, theta, plus - theta)
         return f(plus), f(minus), near
@@ -326,7 +326,32 @@ def plan(sizes: list[int], budget: int | None) -> list[bool]:
     return chosen
 
 
-def projections(key, n_leaves_elements: int, count: int) -> np.ndarray:
-    """``count`` random unit vectors of length ``n_leaves_elements`` (float64, host)."""
-    v = np.asarray(jax.random.normal(key, (count, n_leaves_elements), jnp.float32), np.float64)
+def projections(rng: np.random.Generator, n_elements: int, count: int) -> np.ndarray:
+    """``count`` random unit vectors of length ``n_elements`` (float64, host)."""
+    v = rng.standard_normal((count, n_elements))
     return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def resolve_key(key) -> tuple[Array, dict]:
+    """``key`` as a ``jax.random`` key, and how to record it: None → seed 0, an int → that seed.
+
+    Raises:
+      TypeError: anything else than None, an int or a key.
+    """
+    if key is None:
+        return jax.random.key(0), {"seed": 0}
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key)), {"seed": int(key)}
+    if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        return key, {"key_data": np.asarray(jax.random.key_data(key)).tolist()}
+    if isinstance(key, jax.Array) and key.dtype == jnp.uint32 and key.shape == (2,):
+        return jax.random.wrap_key_data(key), {"key_data": np.asarray(key).tolist()}
+    raise TypeError(f"key: expected None, an int seed or a jax.random key, got {key!r}")
+
+
+def host_rng(key) -> np.random.Generator:
+    """A NumPy generator seeded by the key's bits: directions and test vectors are drawn on the
+    host, so no random-number kernel is compiled per leaf shape (reproducible from the key)."""
+    key, _ = resolve_key(key)
+    data = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel().tolist()
+    return np.random.default_rng(data)

@@ -29,7 +29,7 @@ import numpy as np
 ANALYTIC_ULPS = 256
 """rtol for two exact derivative computations, in units of eps, for dtypes coarser than float64."""
 
-ANALYTIC_RTOL_F64 = 1e-11
+ANALYTIC_RTOL_F64 = 1e-12
 """rtol for two exact derivative computations in float64 (≈ 45 000 eps: deep, wide networks
 accumulate errors of ~1e-13 relative to a leaf's largest entry; a derivation error is ≥ 1e-3)."""
 
@@ -37,7 +37,7 @@ FD_RTOL_FACTOR = 10.0
 """Finite-difference rtol, in units of eps^(2/3): the relative error of a central difference with
 the step eps^(1/3) · scale that balances truncation (∝ h²) against round-off (∝ eps / h)."""
 
-FD_NOISE_FACTOR = 64.0
+FD_NOISE_FACTOR = 16.0
 """Round-off allowance of one central difference: FD_NOISE_FACTOR · eps · (|J₊| + |J₋|) / (2h)."""
 
 
@@ -108,6 +108,7 @@ class Row:
       problem: why it failed beyond the numbers (NaN/Inf, shape), else ``None``.
       note: extra information (one-sided derivatives at a kink, counts), else ``None``.
       order: position of the leaf in tree order, for :attr:`Report.failed`.
+      margin: max over elements of |hand − ref| / tolerance (≤ 1 passes; inf with NaN/Inf).
     """
 
     oracle: str
@@ -128,6 +129,7 @@ class Row:
     problem: str | None = None
     note: str | None = None
     order: int = 0
+    margin: float = 0.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -188,6 +190,7 @@ def compare(
             oracle, path, shape, dtype, method, int(h.size), math.inf, math.inf, math.inf, None,
             math.nan, math.nan, rtol, math.nan if atol is None else atol, False,
             problem=f"shape {h.shape} differs from the oracle's {r.shape}", note=note, order=order,
+            margin=math.inf,
         )  # fmt: skip
     problems = [
         p
@@ -242,6 +245,7 @@ def compare(
         problem="; ".join(problems) or None,
         note=note,
         order=order,
+        margin=math.inf if problems else float(np.max(excess, initial=0.0)),
     )
 
 

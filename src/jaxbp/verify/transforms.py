@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.verify import reference
+from jaxbp.verify.oracles import host_rng
 from jaxbp.verify.report import Report, Row, compare, default_rtol, environment
 
 Array = jax.Array
@@ -203,12 +204,11 @@ def check_transforms(
     )
     add(mean_per, vag(params, x, y, **no_l2)[1], "mean(vmap) = batch")
 
-    k = jax.random.key(0) if key is None else (jax.random.key(key) if isinstance(key, int) else key)
+    rng = host_rng(key)
     batches = [(x, y)]
-    for i in range(2):
-        kx = jax.random.fold_in(k, i)
-        x_new = x + 0.1 * jax.random.normal(kx, x.shape, x.dtype)
-        batches.append((x_new, y))
+    for _ in range(2):
+        noise = jnp.asarray(rng.standard_normal(x.shape), x.dtype)
+        batches.append((x + 0.1 * noise, y))
     rows += recompilation_rows(vag, params, batches, kw)
 
     meta = {"activation": activation, "output": output, "l2": float(l2), "m": int(x.shape[0]),
