@@ -8,11 +8,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import RTOL_F64, assert_tree_close, rtol_for
-from verify_support import numpy_problem
 
 import jaxbp
 import jaxbp.graph
+from helpers import RTOL_F64, assert_tree_close, rtol_for
+from verify_support import numpy_problem
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@
 import jax
 import jax.numpy as jnp
 import pytest
-from verify_support import numpy_problem
 
 import jaxbp
 from jaxbp import verify
+from verify_support import numpy_problem
 
 NAMES = dict(activation="tanh", output="softmax_ce")
 

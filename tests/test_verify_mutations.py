@@ -13,10 +13,10 @@ import functools
 import jax
 import jax.numpy as jnp
 import pytest
-from verify_support import numpy_problem
 
 from jaxbp import verify
 from jaxbp.verify import reference
+from verify_support import numpy_problem
 
 L2 = 0.5
 KW = dict(activation="tanh", output="softmax_ce", l2=L2)

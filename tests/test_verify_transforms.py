@@ -4,10 +4,10 @@ recompilation guard (V8)."""
 import jax
 import jax.numpy as jnp
 import pytest
-from verify_support import numpy_problem
 
 import jaxbp
 from jaxbp import verify
+from verify_support import numpy_problem
 
 KW = dict(activation="sigmoid", output="softmax_ce", l2=0.3)
 ORACLES = ["eager", "jit", "vmap", "jit∘vmap", "mean(vmap) = batch", "recompilation"]
