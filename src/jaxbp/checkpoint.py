@@ -54,8 +54,8 @@ def save(path, tree, *, meta: dict | None = None) -> None:
     arrays = {}
     specs = []
     for i, leaf in enumerate(leaves):
-        host = np.ascontiguousarray(_to_host(leaf))
-        arrays[f"leaf_{i:05d}"] = np.frombuffer(host.tobytes(), dtype=np.uint8)
+        host = _to_host(leaf)
+        arrays[f"leaf_{i:05d}"] = np.frombuffer(host.tobytes(order="C"), dtype=np.uint8)
         specs.append({"dtype": host.dtype.name, "shape": list(host.shape), "key": _is_key(leaf)})
     header = {"format": FORMAT, "leaves": specs, "meta": meta or {}}
     buffer = io.BytesIO()

@@ -162,7 +162,8 @@ def parse_value(option: Option, value, where: str):
 
 
 def read_toml(path, *, what: str = "--config") -> dict:
-    """A config file's keys, each validated and parsed.
+    """A config file's keys, each validated and parsed. Relative data-file paths (``data``,
+    ``test_data``, ``labels``, ``test_labels``) are relative to the config file's folder.
 
     Raises:
       UsageError: missing or invalid TOML, or an unknown key (with the closest valid key).
@@ -184,6 +185,8 @@ def read_toml(path, *, what: str = "--config") -> dict:
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise UsageError(f"{what} {p}: unknown key {key!r}{hint}")
         parsed[key] = parse_value(OPTION[key], value, f"{what} {p}: key {key!r}")
+        if key in PATH_KEYS:
+            parsed[key] = str(p.parent / Path(parsed[key]).expanduser())
     return parsed
 
 

@@ -197,7 +197,7 @@ def check_finite(x: np.ndarray, path, name: str = "x") -> None:
     if bad.size:
         index = ", ".join(str(int(i)) for i in bad[0])
         raise DataError(
-            f"{path}: non-finite value {x[tuple(bad[0])]!r} at {name}[{index}] "
+            f"{path}: non-finite value {float(x[tuple(bad[0])])} at {name}[{index}] "
             f"({len(bad)} non-finite value(s) in all)"
         )
 
@@ -213,7 +213,7 @@ def _array_labels(y: np.ndarray, path) -> np.ndarray:
         frac = np.flatnonzero(y != np.round(y))
         if frac.size:
             i = int(frac[0])
-            raise DataError(f"{path}: label y[{i}] = {y[i]!r} is not an integer class label")
+            raise DataError(f"{path}: label y[{i}] = {y[i].item()!r} is not an integer class label")
         return y.astype(np.int64)
     raise DataError(f"{path}: labels of dtype {y.dtype} are not class labels")
 

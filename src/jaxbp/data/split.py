@@ -89,7 +89,7 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
             if bad.size:
                 i = int(bad[0])
                 raise DataError(
-                    f"{t.where(i)}: label {t.labels[i]!r} is out of range for the {k} classes "
+                    f"{t.where(i)}: label {t.labels[i].item()!r} is out of range for the {k} classes "
                     f"declared in {train.path} (0..{k - 1})"
                 )
             encoded.append(y.astype(np.int32))

@@ -1,0 +1,195 @@
+"""Runs every experiment in this folder and writes experiments/RESULTS.md.
+
+For each dataset config (``<name>.toml``): ``jaxbp train`` with 5 seeds trained together by vmap,
+once with the hand-derived gradients (``--grad manual``) and once with ``jax.grad``
+(``--grad autodiff``); then scikit-learn's ``MLPClassifier`` on the same split, standardisation
+and architecture, 5 seeds; then a table of test accuracy (mean ± std over seeds), the manual vs
+autodiff final-loss difference, wall time, and the published reference where there is one.
+
+Hyperparameters are fixed in the configs before any test accuracy is seen; nothing here looks
+at the test split except to report it.
+
+Usage (from the repository root):
+  .venv/bin/python experiments/run_all.py                 # everything
+  .venv/bin/python experiments/run_all.py --only digits iris
+  .venv/bin/python experiments/run_all.py --report-only   # rebuild RESULTS.md from the runs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+DATASETS = ("iris", "wine", "digits", "mnist1d", "optdigits", "pendigits", "letter", "mnist")
+GRADS = ("manual", "autodiff")
+PUBLISHED = {
+    "mnist1d": "MLP ≈ 68 % (Greydanus 2020)",
+    "optdigits": "k-NN 98.00 % (optdigits.names)",
+    "pendigits": "k-NN (k=1) ≈ 97.7 %",
+    "letter": "≈ 80 % (Frey & Slate 1991); 1-NN ≈ 95.7 %",
+    "mnist": "2-layer MLP, 300 hidden: 95.3 % on the full 60k/10k split (LeCun et al. 1998)",
+}
+SPLITS = {
+    "iris": "stratified 80/20, seed 0",
+    "wine": "stratified 80/20, seed 0",
+    "digits": "stratified 80/20, seed 0",
+    "mnist1d": "its own 4000/1000",
+    "optdigits": "standard .tra/.tes",
+    "pendigits": "standard .tra/.tes",
+    "letter": "standard first 16000 / last 4000",
+    "mnist": "t10k only, stratified 8000/2000, seed 0",
+}
+SKLEARN_ACTIVATION = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic", "identity": "identity"}
+
+
+def train(name: str, grad: str, seeds: str, runs: Path) -> dict:
+    out = runs / f"{name}-{grad}"
+    cmd = [
+        sys.executable, "-m", "jaxbp", "train", "--config", str(HERE / f"{name}.toml"),
+        "--seeds", seeds, "--grad", grad, "--out", str(out), "--overwrite",
+    ]  # fmt: skip
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return json.loads((out / "summary.json").read_text())
+
+
+def sklearn_reference(name: str, seeds: list[int]) -> dict:
+    """MLPClassifier on the jaxbp split: same standardised features, hidden layers, activation,
+    minibatch size, epochs, initial learning rate and L2 term (sklearn's alpha is per minibatch,
+    so alpha = λ·B/m). Its Adam has no learning-rate schedule; L-BFGS configs use its lbfgs."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    from jaxbp.cli import train_config as tc
+    from jaxbp.data import load_dataset
+
+    c = tc.resolve(tc.layer(tc.defaults(), tc.read_toml(HERE / f"{name}.toml")))
+    ds = load_dataset(
+        c["dataset"], data=c["data"], test_data=c["test_data"], labels=c["labels"],
+        test_labels=c["test_labels"], label_column=c["label_column"], test_rows=c["test_rows"],
+        val_fraction=c["val_fraction"], test_fraction=c["test_fraction"], seed=c["data_seed"],
+        scaling=c["scaling"],
+    )  # fmt: skip
+    activation = c["activation"] if isinstance(c["activation"], str) else None
+    if activation not in SKLEARN_ACTIVATION:
+        return {"skipped": f"activation {c['activation']} has no MLPClassifier equivalent"}
+    m = ds.x_train.shape[0]
+    batch = m if c["batch_size"] == "all" else c["batch_size"]
+    accuracies, t0 = [], time.perf_counter()
+    for seed in seeds:
+        clf = MLPClassifier(
+            hidden_layer_sizes=tuple(c["hidden"]),
+            activation=SKLEARN_ACTIVATION[activation],
+            solver="lbfgs" if c["optimizer"] == "lbfgs" else "adam",
+            alpha=c["l2"] * batch / m,
+            batch_size=batch,
+            learning_rate_init=c["lr"],
+            max_iter=c["epochs"],
+            n_iter_no_change=c["epochs"] + 1,  # no early stop on training loss: run all epochs
+            tol=0.0,
+            random_state=seed,
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(ds.x_train, ds.y_train)
+        accuracies.append(float(clf.score(ds.x_test, ds.y_test)))
+    return {"accuracies": accuracies, "wall_time_s": time.perf_counter() - t0}
+
+
+def pct(values) -> str:
+    a = 100 * np.asarray(values, np.float64)
+    return f"{a.mean():.2f} ± {a.std():.2f}"
+
+
+def report(results: dict, seeds: list[int]) -> str:
+    lines = [
+        "# Results: hand-derived backpropagation on real datasets",
+        "",
+        f"Written by `experiments/run_all.py`. Test accuracy is the mean ± standard deviation over "
+        f"{len(seeds)} seeds ({', '.join(map(str, seeds))}) trained together by `jax.vmap` "
+        "(`jaxbp train --seeds`), float32, CPU. **manual** = the hand-derived δ recursion "
+        "(`--grad manual`, the default); **autodiff** = `jax.grad` of the same cost "
+        "(`--grad autodiff`), same seeds, same minibatch order. *max |ΔJ|* is the largest "
+        "difference between the two runs' final training loss J(Θ) over the seeds (relative "
+        "difference in brackets). Wall time: the 5-seed manual run, from start to summary, "
+        "including compilation.",
+        "",
+        "| dataset | split | network | manual: test acc. % | autodiff: test acc. % "
+        "| max \\|ΔJ\\| manual vs autodiff | wall time (s) | scikit-learn MLPClassifier % "
+        "| published |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        man, auto, sk = r["manual"], r["autodiff"], r.get("sklearn", {})
+        lm = np.asarray(man["final_train_losses"], np.float64)
+        la = np.asarray(auto["final_train_losses"], np.float64)
+        diff = np.abs(lm - la)
+        i = int(np.argmax(diff))
+        rel = diff[i] / max(abs(la[i]), np.finfo(np.float64).tiny)
+        n = f"{man['n_train']}/{man['n_val']}/{man['n_test']}"
+        net = "–".join(map(str, man["sizes"])) + f" {man['activation']}"
+        skl = pct(sk["accuracies"]) if "accuracies" in sk else sk.get("skipped", "not run")
+        lines.append(
+            f"| {name} | {SPLITS[name]} ({n}) | {net} | {pct(man['test_accuracies'])} "
+            f"| {pct(auto['test_accuracies'])} | {diff[i]:.1e} ({rel:.0e}) "
+            f"| {man['wall_time_s']:.1f} | {skl} | {PUBLISHED.get(name, '—')} |"
+        )
+    lines += [
+        "",
+        "Notes",
+        "",
+        "- Splits: n = train/validation/test. The validation split (10 % of the training part, "
+        "stratified) is carved out of the training data; the test split is never used for any "
+        "choice. Hyperparameters are in `experiments/<dataset>.toml`.",
+        "- MNIST: only the 10 000-image MNIST *test* set is available here, so it is split "
+        "8000/2000 (stratified, seed 0); the published 95.3 % (4.7 % error) is for the full "
+        "60 000-image training set and is not directly comparable.",
+        "- MNIST-1D: generated locally by `mnist1d.make_dataset` with its default arguments.",
+        "- scikit-learn: `MLPClassifier` on the same standardised split with the same hidden "
+        "layers, activation, minibatch size, number of epochs, initial learning rate and L2 "
+        "term (alpha = λ·B/m); its Adam uses a constant learning rate where jaxbp uses cosine "
+        "decay.",
+        "- Manual and autodiff runs differ only in float32 rounding (the two gradients agree to "
+        "~1e-6 relative at every step); over many steps the trajectories drift apart by that "
+        "rounding, which is what the ΔJ column shows.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--runs", default=str(HERE / "runs"), help="where run directories go")
+    parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--report-only", action="store_true", help="reuse existing runs")
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    runs = Path(args.runs)
+    cache = runs / "results.json"
+    results = json.loads(cache.read_text()) if cache.is_file() else {}
+    for name in args.only:
+        if not args.report_only:
+            r = {grad: train(name, grad, args.seeds, runs) for grad in GRADS}
+            if not args.no_sklearn:
+                print(f"scikit-learn MLPClassifier on {name} …", flush=True)
+                r["sklearn"] = sklearn_reference(name, seeds)
+            results[name] = r
+            runs.mkdir(parents=True, exist_ok=True)
+            cache.write_text(json.dumps(results, indent=1))
+    ordered = {name: results[name] for name in DATASETS if name in results}
+    (HERE / "RESULTS.md").write_text(report(ordered, seeds))
+    print(f"wrote {HERE / 'RESULTS.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,342 @@
+"""jaxbp.data: file loaders (with errors naming file, line, column), built-in datasets, splits."""
+
+from __future__ import annotations
+
+import gzip
+import random
+import struct
+
+import numpy as np
+import pytest
+import scipy.io
+
+from jaxbp.data import (
+    DataError,
+    Table,
+    encode_labels,
+    file_format,
+    fingerprint,
+    load_builtin,
+    load_csv,
+    load_dataset,
+    load_file,
+    load_idx,
+    load_mat,
+    load_npz,
+    one_hot,
+    prepare,
+    read_idx,
+    standardiser,
+    stratified_split,
+)
+
+# --- CSV ---------------------------------------------------------------------------------------
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_csv_label_last_numeric(tmp_path):
+    t = load_csv(write(tmp_path / "a.csv", "1,2,0\n3,4,1\n\n5,6,1\n"))
+    np.testing.assert_array_equal(t.x, [[1, 2], [3, 4], [5, 6]])
+    np.testing.assert_array_equal(t.labels, [0, 1, 1])
+    np.testing.assert_array_equal(t.lines, [1, 2, 4])  # blank line 3 skipped, still counted
+
+
+def test_csv_header_and_string_labels_first_column(tmp_path):
+    t = load_csv(write(tmp_path / "a.csv", "cls,f1,f2\nB,1,2\nA,3,4\n"), label_column="first")
+    np.testing.assert_array_equal(t.x, [[1, 2], [3, 4]])
+    assert t.labels.tolist() == ["B", "A"]
+    (y,), names = encode_labels(t)
+    assert names == ("A", "B") and y.tolist() == [1, 0]
+
+
+def test_csv_numbered_label_column_semicolons_and_whitespace(tmp_path):
+    t = load_csv(write(tmp_path / "a.csv", "1;7;2\n3;8;4\n"), label_column="2")
+    np.testing.assert_array_equal(t.x, [[1, 2], [3, 4]])
+    assert t.labels.tolist() == [7, 8]
+    t = load_csv(write(tmp_path / "b.txt", "1 2 0\n3  4 1\n"))
+    np.testing.assert_array_equal(t.x, [[1, 2], [3, 4]])
+
+
+def test_csv_gzip(tmp_path):
+    path = tmp_path / "a.csv.gz"
+    path.write_bytes(gzip.compress(b"1,2,0\n3,4,1\n"))
+    assert load_csv(path).x.shape == (2, 2)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("1,2,0\n3,x,1\n", "line 2, column 2: cannot parse 'x'"),
+        ("f1,f2,y\n1,2,0\n3,nan,1\n", "line 3, column 2: non-finite value 'nan'"),
+        ("1,2,0\n3,inf,1\n", "line 2, column 2: non-finite value 'inf'"),
+        ("1,2,0\n3,4\n", "line 2: 2 fields, expected 3"),
+        ("1,2,0\n3,,1\n", "line 2, column 2: cannot parse ''"),
+        ("1,2,0\n3,4,\n", "line 2, column 3: empty label"),
+    ],
+)
+def test_csv_bad_rows_name_line_and_column(tmp_path, text, expected):
+    path = write(tmp_path / "bad.csv", text)
+    with pytest.raises(DataError) as e:
+        load_csv(path)
+    assert str(path) in str(e.value) and expected in str(e.value)
+
+
+def test_csv_missing_empty_and_bad_label_column(tmp_path):
+    with pytest.raises(DataError, match="nope.csv: no such file"):
+        load_csv(tmp_path / "nope.csv")
+    with pytest.raises(DataError, match="no data rows"):
+        load_csv(write(tmp_path / "h.csv", "a,b,c\n"))
+    with pytest.raises(DataError, match="label column 9 is out of range; the file has 3"):
+        load_csv(write(tmp_path / "c.csv", "1,2,3\n"), label_column="9")
+
+
+# --- NPZ, IDX, MAT -----------------------------------------------------------------------------
+
+
+def test_npz_roundtrip_and_errors(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.arange(6.0).reshape(3, 2), y=np.array([2, 0, 2]))
+    t = load_npz(path)
+    assert t.x.shape == (3, 2) and t.labels.tolist() == [2, 0, 2] and t.class_names is None
+    np.savez(path, x=np.array([[1.0, np.nan]]), y=np.array([0]))
+    with pytest.raises(DataError, match=r"non-finite value nan at x\[0, 1\]"):
+        load_npz(path)
+    np.savez(path, features=np.ones((2, 2)))
+    with pytest.raises(DataError, match="missing array"):
+        load_npz(path)
+    np.savez(path, x=np.ones((2, 2)), y=np.array([0.5, 1.0]))
+    with pytest.raises(DataError, match=r"label y\[0\] = 0.5 is not an integer"):
+        load_npz(path)
+
+
+def test_npz_declared_classes_label_out_of_range(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((4, 2)), y=np.array([0, 1, 2, 5]), class_names=np.array(list("abc")))
+    with pytest.raises(DataError, match=r"example 3: label 5 is out of range for the 3 classes"):
+        encode_labels(load_npz(path))
+
+
+def idx_bytes(array: np.ndarray, type_byte: int = 0x08) -> bytes:
+    header = bytes([0, 0, type_byte, array.ndim]) + b"".join(
+        struct.pack(">I", n) for n in array.shape
+    )
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def test_idx_plain_and_gzip(tmp_path):
+    images = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
+    labels = np.array([7, 1], np.uint8)
+    (tmp_path / "img-idx3-ubyte").write_bytes(idx_bytes(images))
+    (tmp_path / "lab-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(labels)))
+    np.testing.assert_array_equal(read_idx(tmp_path / "img-idx3-ubyte"), images)
+    t = load_idx(tmp_path / "img-idx3-ubyte", tmp_path / "lab-idx1-ubyte.gz")
+    assert t.x.shape == (2, 12) and t.labels.tolist() == [7, 1]
+    floats = np.array([[1.5, -2.0]], np.float32)
+    (tmp_path / "f.idx").write_bytes(idx_bytes(floats, 0x0D))
+    np.testing.assert_array_equal(read_idx(tmp_path / "f.idx"), floats)
+
+
+def test_idx_errors(tmp_path):
+    (tmp_path / "bad-ubyte").write_bytes(b"\x01\x02\x03\x04")
+    with pytest.raises(DataError, match="not an IDX file"):
+        read_idx(tmp_path / "bad-ubyte")
+    (tmp_path / "short-ubyte").write_bytes(idx_bytes(np.zeros((3, 2), np.uint8))[:-1])
+    with pytest.raises(DataError, match=r"header says shape \(3, 2\)"):
+        read_idx(tmp_path / "short-ubyte")
+    (tmp_path / "i-ubyte").write_bytes(idx_bytes(np.zeros((3, 2), np.uint8)))
+    (tmp_path / "l-ubyte").write_bytes(idx_bytes(np.zeros(2, np.uint8)))
+    with pytest.raises(DataError, match="3 examples but .* has 2 labels"):
+        load_idx(tmp_path / "i-ubyte", tmp_path / "l-ubyte")
+    with pytest.raises(DataError, match="needs its labels file"):
+        load_file(tmp_path / "i-ubyte")
+
+
+def test_mat_labels_ten_means_zero(tmp_path):
+    path = tmp_path / "ex.mat"
+    scipy.io.savemat(path, {"X": np.eye(3), "y": np.array([[10], [1], [9]])})
+    t = load_mat(path)
+    assert t.labels.tolist() == [0, 1, 9] and t.class_names == tuple("0123456789")
+
+
+def test_mat_label_out_of_range_and_missing_variables(tmp_path):
+    path = tmp_path / "ex.mat"
+    scipy.io.savemat(path, {"X": np.eye(3), "y": np.array([[10], [11], [1]])})
+    with pytest.raises(DataError, match=r"label y\[1\] = 11 is out of range 1..10"):
+        load_mat(path)
+    scipy.io.savemat(path, {"Theta1": np.eye(2)})
+    with pytest.raises(DataError, match="no variable X or y; found Theta1"):
+        load_mat(path)
+
+
+def test_file_format_dispatch():
+    assert file_format("a/optdigits.tra") == "csv"
+    assert file_format("t10k-images-idx3-ubyte.gz") == "idx"
+    assert file_format("x.NPZ") == "npz" and file_format("ex4data1.mat") == "mat"
+
+
+# --- splits, classes, scaling ------------------------------------------------------------------
+
+
+def table(x, labels, path="mem", names=None):
+    return Table(np.asarray(x, float), np.asarray(labels), path, None, names)
+
+
+def test_stratified_split_keeps_class_shares():
+    y = np.repeat(np.arange(3), [50, 30, 20])
+    keep, take = stratified_split(y, 0.2, np.random.default_rng(0))
+    assert len(take) == 20 and sorted(np.concatenate([keep, take])) == list(range(100))
+    np.testing.assert_array_equal(np.bincount(y[take]), [10, 6, 4])
+    keep2, _ = stratified_split(y, 0.2, np.random.default_rng(0))
+    np.testing.assert_array_equal(keep, keep2)  # same seed, same split
+
+
+def test_stratified_split_leaves_a_training_example_per_class():
+    y = np.array([0, 0, 0, 0, 1])
+    keep, take = stratified_split(y, 0.5, np.random.default_rng(1))
+    assert 1 in y[keep]
+
+
+def test_standardiser_fitted_on_training_split_only():
+    x = np.arange(60.0).reshape(30, 2)
+    y = np.tile([0, 1, 2], 10)
+    ds = prepare("t", table(x, y), val_fraction=0.2, test_fraction=0.2, scaling="standard")
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0, atol=1e-12)
+    np.testing.assert_allclose(ds.x_train.std(axis=0), 1, atol=1e-12)
+    raw_test = ds.x_test * ds.scale + ds.mean
+    assert not np.allclose(ds.x_test.mean(axis=0), 0)  # test stats are not used
+    assert set(map(tuple, raw_test)) <= set(map(tuple, x))
+
+
+def test_capped_scaling_bounds_sparse_features():
+    x = np.zeros((100, 2))
+    x[:, 0] = np.random.default_rng(0).normal(size=100)
+    x[3, 1] = 16.0  # a pixel lit once: σ ≈ 1.6, z-score ≈ 9.9
+    mean, scale = standardiser(x, "capped")
+    z = (x - mean) / scale
+    assert np.max(np.abs(z)) <= 3.0 + 1e-12
+    m2, s2 = standardiser(x, "standard")
+    assert np.max(np.abs((x[:, 1] - m2[1]) / s2[1])) > 9
+    mean0, scale0 = standardiser(np.ones((4, 1)), "capped")
+    assert scale0[0] == 1.0  # constant feature
+
+
+def test_fewer_examples_than_classes_and_missing_class():
+    names = ("a", "b", "c", "d")
+    with pytest.raises(DataError, match="2 training example.* but 4 classes"):
+        encode_labels(table([[0], [1]], [0, 1], names=names))
+    with pytest.raises(DataError, match="class 'c' has no training examples"):
+        encode_labels(table([[0], [1], [2], [3]], [0, 1, 3, 3], names=names))
+
+
+def test_class_only_in_test_file_has_no_training_examples():
+    train = Table(np.zeros((3, 1)), np.array(["x", "y", "x"]), "train.csv", np.array([1, 2, 3]))
+    test = Table(np.zeros((2, 1)), np.array(["y", "z"]), "test.csv", np.array([5, 9]))
+    with pytest.raises(DataError, match=r"class 'z' has no training examples \(it occurs at "
+                       r"test.csv, line 9\)"):  # fmt: skip
+        encode_labels(train, [test])
+
+
+def test_one_hot():
+    np.testing.assert_array_equal(one_hot(np.array([2, 0]), 3), [[0, 0, 1], [1, 0, 0]])
+
+
+# --- built-in datasets --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name, n, k", [("iris", 4, 3), ("wine", 13, 3), ("digits", 64, 10)])
+def test_sklearn_builtins(name, n, k):
+    ds = load_dataset(name)
+    assert ds.num_features == n and ds.num_classes == k
+    total = len(ds.y_train) + len(ds.y_val) + len(ds.y_test)
+    assert len(ds.y_test) == round(0.2 * total)
+    assert set(np.unique(ds.y_train)) == set(range(k))
+
+
+def test_mnist1d_generated_locally_without_side_effects(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.random.seed(123)
+    random.seed(123)
+    before = np.random.random(), random.random()
+    np.random.seed(123)
+    random.seed(123)
+    ds = load_dataset("mnist1d")
+    assert (np.random.random(), random.random()) == before  # global RNGs untouched
+    assert list(tmp_path.iterdir()) == []  # nothing cached or downloaded into the cwd
+    assert ds.x_train.shape == (3600, 40) and ds.x_test.shape == (1000, 40)
+    assert ds.num_classes == 10 and "own test split" in ds.split
+
+
+@pytest.mark.parametrize("name", ["spirals", "blobs"])
+def test_synthetic_seeded(name):
+    a, _ = load_builtin(name, seed=1, classes=5, samples=103)
+    b, _ = load_builtin(name, seed=1, classes=5, samples=103)
+    c, _ = load_builtin(name, seed=2, classes=5, samples=103)
+    np.testing.assert_array_equal(a.x, b.x)
+    assert not np.array_equal(a.x, c.x)
+    assert a.x.shape == (103, 2) and np.bincount(a.labels).tolist() == [21, 21, 21, 20, 20]
+
+
+def test_builtin_argument_errors():
+    with pytest.raises(DataError, match="unknown 'mnist2d'; valid datasets are iris, wine"):
+        load_builtin("mnist2d")
+    with pytest.raises(DataError, match="classes: only the synthetic datasets"):
+        load_builtin("iris", classes=3)
+    with pytest.raises(DataError, match="fewer|training example"):
+        load_dataset("blobs", classes=5, samples=3)
+
+
+def test_fingerprint_tracks_the_split():
+    a, b = load_dataset("iris", seed=0), load_dataset("iris", seed=1)
+    assert fingerprint(a) == fingerprint(load_dataset("iris", seed=0)) != fingerprint(b)
+
+
+# --- the real files in ../shared/data -----------------------------------------------------------
+
+
+@pytest.mark.data
+def test_optdigits_standard_split(shared_data):
+    d = shared_data / "optdigits"
+    train = load_file(d / "optdigits.tra")
+    assert train.x.shape == (3823, 64) and train.x.min() == 0 and train.x.max() == 16
+    ds = load_dataset(data=d / "optdigits.tra", test_data=d / "optdigits.tes")
+    assert ds.x_test.shape == (1797, 64) and len(ds.y_train) + len(ds.y_val) == 3823
+    assert ds.class_names == tuple("0123456789")
+
+
+@pytest.mark.data
+def test_pendigits_fixed_width_csv(shared_data):
+    d = shared_data / "pendigits"
+    ds = load_dataset(data=d / "pendigits.tra", test_data=d / "pendigits.tes")
+    assert ds.num_features == 16 and ds.x_test.shape == (3498, 16)
+    assert len(ds.y_train) + len(ds.y_val) == 7494 and ds.num_classes == 10
+
+
+@pytest.mark.data
+def test_letter_first_16000_last_4000(shared_data):
+    path = shared_data / "letter" / "letter-recognition.data"
+    t = load_csv(path, label_column="first")
+    assert t.x.shape == (20000, 16) and t.labels[0] == "T"
+    ds = load_dataset(data=path, label_column="first", test_rows=4000)
+    assert ds.class_names == tuple("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+    assert len(ds.y_test) == 4000 and len(ds.y_train) + len(ds.y_val) == 16000
+    assert ds.class_names[ds.y_test[-1]] == t.labels[-1]
+
+
+@pytest.mark.data
+def test_mnist_idx_gzip(shared_data):
+    d = shared_data / "mnist"
+    t = load_idx(d / "t10k-images-idx3-ubyte.gz", d / "t10k-labels-idx1-ubyte.gz")
+    assert t.x.shape == (10000, 784) and t.x.max() == 255 and t.labels[:3].tolist() == [7, 2, 1]
+    ds = load_dataset(data=d / "t10k-images-idx3-ubyte.gz", labels=d / "t10k-labels-idx1-ubyte.gz")
+    assert len(ds.y_test) == 2000 and len(ds.y_train) + len(ds.y_val) == 8000
+
+
+@pytest.mark.data
+def test_course_mat_file_without_data_names_its_variables(shared_data):
+    path = shared_data / "ex4" / "ex4weights.mat"
+    with pytest.raises(DataError, match="no variable X or y; found Theta1, Theta2"):
+        load_mat(path)
