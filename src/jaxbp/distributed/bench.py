@@ -2,7 +2,8 @@
 
 Each measurement: one mesh of n devices, the same global batch split n ways, ``steps`` training
 steps (forward, δ recursion, psum of Δ, SGD update) after one compiling warm-up step; the best of
-``repeats`` timings is kept. Examples per second = batch · steps / seconds.
+``repeats`` timings is kept. Examples per second = batch · steps / seconds. At most
+``MAX_IN_FLIGHT`` steps are queued at a time (XLA's CPU collectives can deadlock on a long queue).
 
 Read the numbers for what they are. CPU "devices" made with
 ``--xla_force_host_platform_device_count`` are slices of the *same* cores: on a 2-core machine,
@@ -21,7 +22,12 @@ import jax
 import numpy as np
 import optax
 
-from jaxbp.distributed.data_parallel import init_opt_state, make_train_step, place_params
+from jaxbp.distributed.data_parallel import (
+    MAX_IN_FLIGHT,
+    init_opt_state,
+    make_train_step,
+    place_params,
+)
 from jaxbp.distributed.mesh import data_mesh, shard_batch
 from jaxbp.distributed.precision import check_precision
 from jaxbp.params import init_params
@@ -101,8 +107,10 @@ def bench_scaling(
         best = float("inf")
         for _ in range(repeats):
             t0 = time.perf_counter()
-            for _ in range(steps):
+            for t in range(steps):
                 params, opt_state, J = step(params, opt_state, xs, ys, mask)
+                if (t + 1) % MAX_IN_FLIGHT == 0:  # bounded queue: see MAX_IN_FLIGHT
+                    jax.block_until_ready(params)
             jax.block_until_ready((params, J))
             best = min(best, time.perf_counter() - t0)
         rows.append(

@@ -56,6 +56,12 @@ from jaxbp.validation import check_call
 
 Array = jax.Array
 
+MAX_IN_FLIGHT = 4
+"""Steps dispatched before waiting for the results. XLA's in-process CPU collectives (forced CPU
+devices) can deadlock in the all-reduce rendezvous when many executions are queued at once — seen
+with a few hundred queued steps on 8 forced devices and 2 cores (jax 0.10.2) — so step loops wait
+every few steps; on accelerators this costs next to nothing."""
+
 
 @functools.partial(jax.jit, static_argnames=("activation", "output", "precision"))
 def shard_sums(params: Params, x, y, mask, *, activation, output, precision="float32"):
@@ -305,6 +311,8 @@ def data_parallel_train(
     for t in range(steps):
         params, opt_state, J = step(params, opt_state, *batches[t % len(batches)])
         losses.append(J)
+        if (t + 1) % MAX_IN_FLIGHT == 0:
+            jax.block_until_ready(params)
     return params, [float(J) for J in losses]
 
 
