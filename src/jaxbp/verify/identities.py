@@ -37,9 +37,32 @@ def _vdot(a, b) -> Array:
     )
 
 
-def _batched_jvp(fun, primals, stacked_tangents):
-    """``jax.jvp(fun)`` along each tangent of a stacked batch, compiled once per call."""
-    return jax.jit(jax.vmap(lambda t: jax.jvp(fun, primals, t)[1]))(stacked_tangents)
+def _sq_norm(tree) -> Array:
+    return sum(jnp.sum(a.astype(jnp.float64 if a.dtype == jnp.float64 else jnp.float32) ** 2)
+               for a in jax.tree.leaves(tree))  # fmt: skip
+
+
+def _identity_numbers(fun, vjp_fn, primals, cs, ts, combo, zero):
+    """Everything V10–V12 need from ``fun`` and ``vjp_fn``, in one compiled computation.
+
+    Args:
+      cs: n_pairs stacked cotangents; ts: n_leaves · n_pairs stacked tangents (leaf i's block
+      non-zero only on leaf i); combo: α c₁ + β c₂; zero: a zero cotangent.
+
+    Returns:
+      (⟨J t, c⟩ per tangent, ‖J t‖ ‖c‖ per tangent, Jᵀc per pair, Jᵀ0, Jᵀ(α c₁ + β c₂)).
+    """
+    n_pairs = jax.tree.leaves(cs)[0].shape[0]
+    jts = jax.lax.map(lambda t: jax.jvp(fun, primals, t)[1], ts)
+    n_leaves = jax.tree.leaves(ts)[0].shape[0] // n_pairs
+    c_rep = jax.tree.map(lambda c: jnp.tile(c, (n_leaves,) + (1,) * (c.ndim - 1)), cs)
+    lhs = jax.vmap(_vdot)(jts, c_rep)
+    bound = jnp.sqrt(jax.vmap(_sq_norm)(jts) * jax.vmap(_sq_norm)(c_rep))
+    vjps = jax.lax.map(lambda c: tuple(vjp_fn(primals, c)), cs)
+    return lhs, bound, vjps, tuple(vjp_fn(primals, zero)), tuple(vjp_fn(primals, combo))
+
+
+_numbers = jax.jit(_identity_numbers, static_argnums=(0, 1))
 
 
 def check_vjp(
@@ -60,98 +83,108 @@ def check_vjp(
     Args:
       fun: ``fun(*primals)`` → output pytree; differentiated in forward mode only.
       vjp_fn: the hand VJP, ``vjp_fn(primals, cotangent)`` → a tuple with one cotangent pytree per
-        primal (same structures as ``primals``).
+        primal (same structures as ``primals``); traced with ``jax.jit`` (it must be traceable).
       primals: the point, a sequence of pytrees of floating arrays.
       names: one label per primal for the row paths (default ``arg0``, ``arg1``, …).
-      key: PRNG key or int seed for t, c, α, β (default seed 0).
-      n_pairs: random (t, c) pairs per leaf for the dot-product identity.
+      key: PRNG key or int seed for t, c, α, β (default seed 0); drawn on the host.
+      n_pairs: random (t, c) pairs per leaf for the dot-product identity (at least 2).
       rtol, atol: tolerances (defaults: the dtype's analytic rtol, scaled as described above).
       title: the report's title.
       raise_on_fail: raise ``AssertionError`` naming every failing row instead of returning.
+
+    Raises:
+      ValueError: bad ``names`` or ``n_pairs``; TypeError: ``vjp_fn`` returns the wrong structure.
     """
     primals = tuple(primals)
     names = tuple(names) if names is not None else tuple(f"arg{i}" for i in range(len(primals)))
     if len(names) != len(primals):
         raise ValueError(f"names: {len(names)} labels for {len(primals)} primals")
+    if not isinstance(n_pairs, int) or n_pairs < 2:
+        raise ValueError(f"n_pairs: expected an integer ≥ 2, got {n_pairs!r}")
     rng = host_rng(key)
-    out = fun(*primals)
-    dtype = jnp.result_type(*jax.tree.leaves(out))
-    rtol_ = default_rtol(dtype, "analytic") if rtol is None else rtol
-    zeros_p = jax.tree.map(jnp.zeros_like, primals)
+    out = jax.eval_shape(fun, *primals)
+    rtol_ = (
+        default_rtol(jnp.result_type(*jax.tree.leaves(out)), "analytic") if rtol is None else rtol
+    )
+    returned = jax.tree.structure(
+        tuple(jax.eval_shape(vjp_fn, primals, jax.tree.map(lambda o: jnp.zeros(o.shape, o.dtype), out)))
+    )  # fmt: skip
+    if returned != jax.tree.structure(primals):
+        raise TypeError(
+            f"vjp_fn: returned structure {returned}, expected one cotangent per primal with "
+            f"structure {jax.tree.structure(primals)}"
+        )
 
-    def check_structure(ct):
-        ct = tuple(ct)
-        if jax.tree.structure(ct) != jax.tree.structure(primals):
-            raise TypeError(
-                f"vjp_fn: returned structure {jax.tree.structure(ct)}, expected one cotangent per "
-                f"primal with structure {jax.tree.structure(primals)}"
-            )
-        return ct
-
+    # Host-drawn vectors (no random kernel compiled per shape).
     def normal(shape, dtype):
-        return jnp.asarray(rng.standard_normal(shape), dtype)
+        return np.asarray(rng.standard_normal(shape), dtype)
 
-    cs = [jax.tree.map(lambda v: normal(jnp.shape(v), jnp.result_type(v)), out)
-          for _ in range(n_pairs)]  # fmt: skip
-    vjps = [check_structure(vjp_fn(primals, c)) for c in cs]
-
+    cs = jax.tree.map(lambda o: normal((n_pairs, *o.shape), o.dtype), out)
     flat_primals, treedef = jax.tree_util.tree_flatten_with_path(primals)
-    leaves = [v for _, v in flat_primals]
-    # Tangents: for leaf i and pair j, a random t on leaf i only — all jvps in one vmapped call.
-    tangents, t_leaves = [], []
-    for i, leaf in enumerate(leaves):
-        for _ in range(n_pairs):
-            t_leaf = normal(jnp.shape(leaf), jnp.result_type(leaf))
-            t_leaves.append(t_leaf)
-            tangents.append([t_leaf if k == i else jnp.zeros_like(v) for k, v in enumerate(leaves)])
-    stacked = jax.tree.unflatten(treedef, [jnp.stack(col) for col in zip(*tangents, strict=True)])
-    jts = _batched_jvp(fun, primals, stacked)
-    c_rep = jax.tree.map(lambda *c: jnp.stack(c * len(leaves)), *cs)
-    lhs_all = np.asarray(jax.vmap(_vdot)(jts, c_rep), np.float64)
-
-    def sq(tree):
-        return sum(jnp.sum(a * a, axis=tuple(range(1, a.ndim))) for a in jax.tree.leaves(tree))
-
-    bound = np.sqrt(np.asarray(sq(jts), np.float64) * np.asarray(sq(c_rep), np.float64))
-    rows: list[Row] = []
-    for i, (path, leaf) in enumerate(flat_primals):
-        label = names[path[0].idx] + jax.tree_util.keystr(path[1:])
-        sl = slice(i * n_pairs, (i + 1) * n_pairs)
-        rhs = [float(jnp.vdot(t_leaves[i * n_pairs + j], jax.tree.leaves(vjps[j])[i]))
-               for j in range(n_pairs)]  # fmt: skip
-        rows.append(compare(np.array(rhs), lhs_all[sl], oracle="⟨Jt,c⟩ = ⟨t,Jᵀc⟩", path=label,
-                            rtol=rtol_, atol=atol, noise=None if atol is not None else
-                            rtol_ * bound[sl], method=f"{n_pairs} random pairs",
-                            shape=jnp.shape(leaf), order=i, dtype=jnp.result_type(leaf)))  # fmt: skip
-
-    zero_ct = check_structure(vjp_fn(primals, jax.tree.map(jnp.zeros_like, out)))
-    for i, ((path, _), z, ref) in enumerate(
-        zip(flat_primals, jax.tree.leaves(zero_ct), jax.tree.leaves(zeros_p), strict=True)
-    ):
-        label = names[path[0].idx] + jax.tree_util.keystr(path[1:])
-        rows.append(compare(z, ref, oracle="zero cotangent", path=label, rtol=0.0, atol=0.0,
-                            order=i))  # fmt: skip
-
+    leaves = [np.asarray(v) for _, v in flat_primals]
+    t_blocks = [normal((n_pairs, *v.shape), v.dtype) for v in leaves]
+    ts = jax.tree.unflatten(treedef, [
+        np.concatenate([t_blocks[i] if k == i else np.zeros((n_pairs, *v.shape), v.dtype)
+                        for i in range(len(leaves))])
+        for k, v in enumerate(leaves)
+    ])  # fmt: skip
     alpha, beta = (float(v) for v in rng.standard_normal(2))
-    combo = jax.tree.map(lambda a, b: alpha * a + beta * b, cs[0], cs[1 % n_pairs])
-    v_combo = check_structure(vjp_fn(primals, combo))
-    for i, ((path, _), vc, v1, v2) in enumerate(
-        zip(flat_primals, jax.tree.leaves(v_combo), jax.tree.leaves(vjps[0]),
-            jax.tree.leaves(vjps[1 % n_pairs]), strict=True)
-    ):  # fmt: skip
-        label = names[path[0].idx] + jax.tree_util.keystr(path[1:])
-        expected = alpha * np.asarray(v1, np.float64) + beta * np.asarray(v2, np.float64)
+    combo = jax.tree.map(lambda c: (alpha * c[0] + beta * c[1]).astype(c.dtype), cs)
+    zero = jax.tree.map(lambda o: np.zeros(o.shape, o.dtype), out)
+    lhs, bound, vjps, zero_ct, v_combo = _numbers(fun, vjp_fn, primals, cs, ts, combo, zero)
+    lhs, bound = np.asarray(lhs, np.float64), np.asarray(bound, np.float64)
+    vjps = [np.asarray(v, np.float64) for v in jax.tree.leaves(vjps)]
+
+    rows: list[Row] = []
+    labels = [names[path[0].idx] + jax.tree_util.keystr(path[1:]) for path, _ in flat_primals]
+    for i, (label, leaf) in enumerate(zip(labels, leaves, strict=True)):
+        sl = slice(i * n_pairs, (i + 1) * n_pairs)
+        t_flat = t_blocks[i].astype(np.float64).reshape(n_pairs, -1)
+        rhs = np.sum(t_flat * vjps[i].reshape(n_pairs, -1), axis=1)  # ⟨t, Jᵀc⟩ per pair
+        rows.append(compare(rhs, lhs[sl], oracle="⟨Jt,c⟩ = ⟨t,Jᵀc⟩", path=label, rtol=rtol_,
+                            atol=atol, noise=None if atol is not None else rtol_ * bound[sl],
+                            method=f"{n_pairs} random pairs", shape=leaf.shape, order=i,
+                            dtype=leaf.dtype))  # fmt: skip
+    for i, (label, z, leaf) in enumerate(
+        zip(labels, jax.tree.leaves(zero_ct), leaves, strict=True)
+    ):
+        rows.append(compare(z, np.zeros(leaf.shape), oracle="zero cotangent", path=label,
+                            rtol=0.0, atol=0.0, order=i))  # fmt: skip
+    for i, (label, vc) in enumerate(zip(labels, jax.tree.leaves(v_combo), strict=True)):
+        v1, v2 = vjps[i][0], vjps[i][1]
         scale = abs(alpha) * float(np.max(np.abs(v1), initial=0)) + abs(beta) * float(
             np.max(np.abs(v2), initial=0)
         )
-        rows.append(compare(vc, expected, oracle="linearity", path=label, rtol=rtol_,
-                            atol=rtol_ * scale if atol is None else atol, order=i))  # fmt: skip
+        rows.append(compare(vc, alpha * v1 + beta * v2, oracle="linearity", path=label,
+                            rtol=rtol_, atol=rtol_ * scale if atol is None else atol,
+                            order=i))  # fmt: skip
 
     meta = {"n_pairs": n_pairs, "alpha": alpha, "beta": beta, "rtol": rtol_, **environment()}
     report = Report(title, tuple(rows), meta)
     if raise_on_fail:
         report.raise_if_failed()
     return report
+
+
+@functools.lru_cache(maxsize=64)
+def _mlp_functions(activation, output):
+    """(logits, δ-recursion VJP, reference cost, custom VJP of jaxbp.loss) for one network kind —
+    the same function objects each time, so :func:`check_vjp`'s compiled computation is reused."""
+    names = dict(activation=activation, output=output)
+
+    def logits(p, x_):
+        return reference.forward(p, x_, **names)[0][-1]
+
+    def vjp(primals, c):
+        return tuple(backward_vjp(*primals, c, **names))
+
+    def cost(p, x_, y_, l2_):
+        return reference.cost(p, x_, y_, l2=l2_, **names)
+
+    def loss_vjp(primals, c):
+        return _loss_vjp(primals, c, **names)
+
+    return logits, vjp, cost, loss_vjp
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "output"))
@@ -171,11 +204,18 @@ def check_backward(params, x, *, activation="sigmoid", output="softmax_ce", key=
     ``vjp_fn(params, x, cotangent)`` → ``(grads, x cotangent)`` replaces jaxbp's
     :func:`backward_vjp` (a user's own recursion).
     """
-    names = dict(activation=activation, output=output)
-    hand = vjp_fn or functools.partial(backward_vjp, **names)
+    activation = tuple(activation) if isinstance(activation, list) else activation
+    if vjp_fn is None:
+        fun, vjp = _mlp_functions(activation, output)[:2]
+    else:
+        fun = _mlp_functions(activation, output)[0]
+
+        def vjp(primals, c):
+            return tuple(vjp_fn(*primals, c))
+
     return check_vjp(
-        lambda p, x_: reference.forward(p, x_, **names)[0][-1],
-        lambda primals, c: tuple(hand(*primals, c)),
+        fun,
+        vjp,
         (tuple(params), x),
         names=("params", "x"),
         key=key,
@@ -200,11 +240,12 @@ def _loss_vjp(primals, c, *, activation, output):
 def check_loss_vjp(params, x, y, l2, *, activation="sigmoid", output="softmax_ce", key=None,
                    rtol=None, atol=None) -> Report:  # fmt: skip
     """V10–V12 for the custom VJP of :func:`jaxbp.loss` w.r.t. params, x, real targets y and λ."""
-    names = dict(activation=activation, output=output)
+    activation = tuple(activation) if isinstance(activation, list) else activation
     primals = (tuple(params), x, y, jnp.asarray(l2, params[0].W.dtype))
+    _, _, cost, vjp = _mlp_functions(activation, output)
     return check_vjp(
-        lambda p, x_, y_, l2_: reference.cost(p, x_, y_, l2=l2_, **names),
-        lambda primals_, c: _loss_vjp(primals_, c, **names),
+        cost,
+        vjp,
         primals,
         names=("params", "x", "y", "l2"),
         key=key,

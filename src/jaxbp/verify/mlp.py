@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxbp.forward import as_targets
 from jaxbp.verify import reference
 from jaxbp.verify.check import MODES, check
 from jaxbp.verify.deltas import check_deltas
@@ -168,7 +169,7 @@ class MLPVerification:
 
 
 def verify_mlp(
-    sizes: Sequence[int],
+    sizes: Sequence[int] | None = None,
     *,
     activation="sigmoid",
     output: str = "softmax_ce",
@@ -186,23 +187,40 @@ def verify_mlp(
     """Runs every check on one MLP problem.
 
     Args:
-      sizes: layer widths, input first.
+      sizes: layer widths, input first (taken from ``params`` when those are given).
       activation: hidden activation name, or one per hidden layer.
       output: ``softmax_ce`` | ``sigmoid_bce`` | ``identity_mse``.
       l2: λ ≥ 0.
-      dtype: ``"float32"`` or ``"float64"`` (float64 needs ``jax_enable_x64``).
+      dtype: ``"float32"`` or ``"float64"`` (float64 needs ``jax_enable_x64``); taken from
+        ``params`` when those are given.
       modes: oracles of the ``gradient`` section.
-      batch: number of generated examples m.
-      seed: seed of the parameters, data and projection directions.
+      batch: number of generated examples m (when ``data`` is not given).
+      seed: seed of the generated parameters and data, and of the random directions.
       grad: which hand gradient the ``gradient`` section checks (:data:`GRAD_SOURCES`).
       fd_budget, n_projections: as for :func:`~jaxbp.verify.check`.
-      params: optional parameters to verify at instead of fresh ones (shadow verification of a
-        training run); must match ``sizes`` and ``dtype``.
-      data: optional ``(x, y)`` to verify on instead of generated data.
+      params: parameters to verify at instead of fresh ones — e.g. a training run's current
+        parameters (shadow verification).
+      data: ``(x, y)`` to verify on instead of generated data (labels or targets).
+
+    Returns:
+      An :class:`MLPVerification`: ``.ok``, ``.failed``, ``.sections``, ``str()`` tables,
+      ``.to_dict()`` / ``.to_json()`` with top-level ``"ok"``.
 
     Raises:
       ValueError: bad sizes, names, dtype, batch, λ or source — naming the argument.
     """
+    from jaxbp.params import check_params, layer_sizes
+    from jaxbp.validation import check_call
+
+    if params is not None:
+        params = check_params(params)
+        given = tuple(sizes) if sizes is not None else None
+        sizes = layer_sizes(params)
+        if given is not None and given != sizes:
+            raise ValueError(f"sizes: {list(given)} differ from the params' widths {list(sizes)}")
+        dtype = params[0].W.dtype
+    if sizes is None:
+        raise ValueError("sizes: give the layer widths, or params to take them from")
     dtype = jnp.dtype(dtype)
     if dtype not in (jnp.float32, jnp.float64):
         raise ValueError(f"dtype: expected float32 or float64, got {dtype}")
@@ -217,10 +235,10 @@ def verify_mlp(
     if params is None or data is None:
         p0, x0, y0 = make_problem(sizes, activation=activation, output=output, dtype=dtype,
                                   batch=batch, seed=seed)  # fmt: skip
-    params = p0 if params is None else params
-    x, y = (x0, y0) if data is None else data
-    from jaxbp.validation import check_call
-
+        params = p0 if params is None else params
+        x, y = (x0, y0) if data is None else data
+    else:
+        x, y = data
     params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
     names = dict(activation=activation, output=output)
     kw = dict(names, l2=l2)
@@ -238,10 +256,10 @@ def verify_mlp(
 
     watched = {"relu", "leaky_relu"} & set(reference.activation_names(activation, len(params) - 1))
     kinks = (
-        functools.partial(_kinks, activation=activation) if watched else None
+        _cached_partial(_kinks, activation=activation) if watched else None
     )  # relu / leaky_relu layers
     timed("gradient", lambda: check(
-        functools.partial(source, **kw), functools.partial(_reference_cost, **kw), params, x, y,
+        functools.partial(source, **kw), _cached_partial(_reference_cost, **kw), params, x, y,
         modes=modes, key=seed, fd_budget=fd_budget, n_projections=n_projections, kinks=kinks,
         title=f"{grad} gradient vs " + ", ".join(modes),
     ))  # fmt: skip
@@ -252,9 +270,22 @@ def verify_mlp(
     timed("transforms", lambda: check_transforms(params, x, y, value_and_grad_fn=source,
                                                  key=seed, **kw))  # fmt: skip
     timed("backward_vjp", lambda: check_backward(params, x, key=seed, **names))
-    timed("loss_vjp", lambda: check_loss_vjp(params, x, y, l2, key=seed, **names))
+    # the custom VJP is checked w.r.t. real targets too: labels become one-hot rows
+    y_real = as_targets(jnp.asarray(y), sizes[-1], dtype)
+    timed("loss_vjp", lambda: check_loss_vjp(params, x, y_real, l2, key=seed, **names))
     seconds["total"] = time.perf_counter() - start
     return MLPVerification(config, sections, seconds)
+
+
+def _cached_partial(fn, **kw):
+    """One ``functools.partial`` object per (fn, keywords), so that the oracles' ``jax.jit``
+    caches — keyed on the loss function's identity — hit when the same problem is verified again."""
+    return _partial(fn, tuple(sorted(kw.items())))
+
+
+@functools.lru_cache(maxsize=256)
+def _partial(fn, items):
+    return functools.partial(fn, **dict(items))
 
 
 def _reference_cost(params, x, y, *, activation, output, l2):
