@@ -16,8 +16,15 @@ import time
 import traceback
 
 os.environ["JAX_PLATFORMS"] = "cpu"
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+# Forced CPU devices; the two LLVM settings cut compile time (the bulk of this process's time)
+# by about a third and change no arithmetic.
+os.environ["XLA_FLAGS"] = " ".join(
+    [
+        os.environ.get("XLA_FLAGS", ""),
+        "--xla_force_host_platform_device_count=8",
+        "--xla_backend_optimization_level=0",
+        "--xla_llvm_disable_expensive_passes=true",
+    ]
 ).strip()
 
 import jax  # noqa: E402
