@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from jaxbp import shadow as S
 from jaxbp import train as T
 from jaxbp.data import load_dataset, one_hot
 from jaxbp.optim import DEFAULT_LR, make_optimizer, make_schedule, needs_value_fn
@@ -272,11 +273,11 @@ def test_custom_vjp_loss_differentiates_with_the_given_source():
 def test_shadow_errors_within_tolerance(dtype):
     x, y, _, _ = problem(dtype)
     params = T.init_state(jax.random.key(1), [4, 7, 3], optax.sgd(1.0), dtype=dtype).params
-    errors = jax.jit(lambda p: T.shadow_errors(p, x, y, l2=0.5, **KW))(params)
+    errors = jax.jit(lambda p: S.shadow_errors(p, x, y, l2=0.5, **KW))(params)
     assert set(errors) == {"J", "[0].W", "[0].b", "[1].W", "[1].b"}
-    worst = T.check_shadow(jax.device_get(errors), dtype, epoch=1)
-    assert worst <= T.shadow_tolerance(dtype)
-    assert T.shadow_tolerance(jnp.float32) == pytest.approx(2**-11.5)
+    worst = S.check_shadow(jax.device_get(errors), dtype, epoch=1)
+    assert worst <= S.shadow_tolerance(dtype)
+    assert S.shadow_tolerance(jnp.float32) == pytest.approx(2**-11.5)
 
 
 def test_shadow_catches_a_wrong_gradient():
@@ -288,11 +289,11 @@ def test_shadow_catches_a_wrong_gradient():
         J, g = manual(p, xb, yb, **kw)
         return J, (g[0], g[1]._replace(W=g[1].W - kw["l2"] / xb.shape[0] * p[1].W))
 
-    errors = jax.device_get(T.shadow_errors(params, x, y, l2=5.0, hand=wrong, **KW))
-    with pytest.raises(T.ShadowError, match=r"epoch 7: .* diverge at \[1\].W"):
-        T.check_shadow(errors, jnp.float64, epoch=7)
-    with pytest.raises(T.ShadowError, match="inf"):
-        T.check_shadow({"J": np.nan}, jnp.float64, epoch=1)
+    errors = jax.device_get(S.shadow_errors(params, x, y, l2=5.0, hand=wrong, **KW))
+    with pytest.raises(S.ShadowError, match=r"epoch 7: .* diverge at \[1\].W"):
+        S.check_shadow(errors, jnp.float64, epoch=7)
+    with pytest.raises(S.ShadowError, match="inf"):
+        S.check_shadow({"J": np.nan}, jnp.float64, epoch=1)
 
 
 def test_confusion_matrix():

@@ -35,12 +35,6 @@ def _is_key(leaf) -> bool:
     return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
 
-def _to_host(leaf) -> np.ndarray:
-    if _is_key(leaf):
-        leaf = jax.random.key_data(leaf)
-    return np.asarray(jax.device_get(leaf))
-
-
 def save(path, tree, *, meta: dict | None = None) -> None:
     """Writes ``tree`` to ``path`` atomically (temporary file, fsync, ``os.replace``).
 
@@ -51,12 +45,17 @@ def save(path, tree, *, meta: dict | None = None) -> None:
     """
     path = Path(path)
     leaves = jax.tree.leaves(tree)
+    is_key = [_is_key(leaf) for leaf in leaves]
+    # One transfer for the whole tree (keys as their key data), not one per leaf.
+    host = jax.device_get(
+        [jax.random.key_data(x) if k else x for x, k in zip(leaves, is_key, strict=True)]
+    )
     arrays = {}
     specs = []
-    for i, leaf in enumerate(leaves):
-        host = _to_host(leaf)
-        arrays[f"leaf_{i:05d}"] = np.frombuffer(host.tobytes(order="C"), dtype=np.uint8)
-        specs.append({"dtype": host.dtype.name, "shape": list(host.shape), "key": _is_key(leaf)})
+    for i, (leaf, key) in enumerate(zip(host, is_key, strict=True)):
+        leaf = np.asarray(leaf)
+        arrays[f"leaf_{i:05d}"] = np.frombuffer(leaf.tobytes(order="C"), dtype=np.uint8)
+        specs.append({"dtype": leaf.dtype.name, "shape": list(leaf.shape), "key": key})
     header = {"format": FORMAT, "leaves": specs, "meta": meta or {}}
     buffer = io.BytesIO()
     np.savez(buffer, __meta__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)

@@ -26,7 +26,6 @@ lecture's node-by-node computational graph, :mod:`jaxbp.graph`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -104,10 +103,6 @@ class EpochMetrics(NamedTuple):
 
 class TrainingDiverged(FloatingPointError):
     """The training loss became NaN or infinite; the message names the epoch and seeds."""
-
-
-class ShadowError(RuntimeError):
-    """Hand-derived and autodiff gradients differ beyond the dtype's tolerance."""
 
 
 def gradient_source(name: str) -> ValueAndGrad:
@@ -381,58 +376,3 @@ def fit(step, state, stop, data, *, epochs: int, start: int = 0) -> Iterator:
         yield e + 1, state, stop, metrics
         if not np.any(active):
             return
-
-
-def shadow_tolerance(dtype) -> float:
-    """√ε of the dtype: far above rounding differences between two correct gradients
-    (≈ 3.5e-4 for float32, 1.5e-8 for float64), far below the error of a wrong one."""
-    return math.sqrt(float(jnp.finfo(dtype).eps))
-
-
-def shadow_errors(
-    params: Params, x, y, *, activation, output: str, l2=0.0, hand: ValueAndGrad | None = None
-) -> dict[str, Array]:
-    """Hand-derived vs autodiff at the same parameters: the relative error of J and, per leaf,
-    max |g_hand − g_auto| / max |g_auto| (the leaf's largest magnitude; NaN if either is
-    non-finite). Keys: ``"J"`` and the leaf paths ``"[0].W"``, ``"[0].b"``, ….
-    Pure and jittable (vmap it over seeds)."""
-    hand = manual_value_and_grad if hand is None else hand
-    kw = dict(activation=activation, output=output, l2=l2)
-    J_h, g_h = hand(params, x, y, **kw)
-    J_a, g_a = autodiff_value_and_grad(params, x, y, **kw)
-    tiny = jnp.finfo(J_a.dtype).tiny
-
-    def rel(h, a):
-        err = jnp.max(jnp.abs(h - a)) / jnp.maximum(jnp.max(jnp.abs(a)), tiny)
-        finite = jnp.all(jnp.isfinite(h)) & jnp.all(jnp.isfinite(a))
-        return jnp.where(finite, err, jnp.nan)
-
-    errors = {"J": rel(J_h, J_a)}
-    flat, _ = jax.tree_util.tree_flatten_with_path(g_a)
-    for (path, a), h in zip(flat, jax.tree.leaves(g_h), strict=True):
-        errors[jax.tree_util.keystr(path)] = rel(h, a)
-    return errors
-
-
-def check_shadow(errors: dict, dtype, *, epoch: int) -> float:
-    """Raises :class:`ShadowError` naming the worst leaf when any error exceeds
-    :func:`shadow_tolerance` (or is NaN); returns the worst error otherwise.
-
-    Args:
-      errors: :func:`shadow_errors` output, host values (a seed axis is reduced with max).
-      dtype: the parameters' dtype.
-      epoch: for the message.
-    """
-    tol = shadow_tolerance(dtype)
-    worst_name, worst = None, 0.0
-    for name, value in errors.items():
-        v = np.asarray(value, np.float64)
-        err = float("inf") if np.any(np.isnan(v)) else float(np.max(v))
-        if err > worst or worst_name is None:
-            worst_name, worst = name, err
-    if not worst <= tol:
-        raise ShadowError(
-            f"epoch {epoch}: hand-derived and autodiff gradients diverge at {worst_name}: "
-            f"max relative error {worst:.3e} > tolerance {tol:.1e} for {jnp.dtype(dtype).name}"
-        )
-    return worst

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 from jaxbp.cli import UsageError
 from jaxbp.cli import train_config as tc
+from jaxbp.cli import train_report as report
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
@@ -168,15 +168,16 @@ def plan(args) -> Plan:
     return Plan(config, dataset, run_dir, resume_meta, hashed, digest, fresh)
 
 
-def place(arrays):
-    """The single place where host arrays go to devices (today: the default device).
+def place(tree):
+    """The single place where arrays go to devices: the data splits, and the training state
+    read back from a checkpoint (today: all on the default device).
 
-    A sharded run replaces this with ``jax.device_put(arrays, NamedSharding(...))``; the
-    training functions never place data themselves.
+    A sharded run replaces this with ``jax.device_put(tree, NamedSharding(...))``; the training
+    functions (:mod:`jaxbp.train`) never place anything themselves.
     """
     import jax
 
-    return jax.device_put(arrays)
+    return jax.device_put(tree)
 
 
 def _device_count(array) -> int:
@@ -195,35 +196,6 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _host(value):
-    """NumPy scalar/array → JSON-ready float(s); NaN → None."""
-    import numpy as np
-
-    a = np.asarray(value, np.float64)
-    if a.ndim == 0:
-        v = float(a)
-        return v if math.isfinite(v) else None
-    return [v if math.isfinite(v) else None for v in a.tolist()]
-
-
-def _metrics_line(epoch, metrics, seconds, shadow) -> dict:
-    import numpy as np
-
-    line = {"epoch": epoch}
-    per_seed = {}
-    for name in metrics._fields:
-        values = np.atleast_1d(np.asarray(getattr(metrics, name), np.float64))
-        line[name] = _host(values.mean())
-        per_seed[name] = _host(values)
-    line["seconds"] = round(seconds, 6)
-    if shadow is not None:
-        line["shadow_max_rel_error"] = shadow[0]
-        line["shadow_rel_error"] = shadow[1]
-    if len(per_seed["train_loss"]) > 1:
-        line["per_seed"] = per_seed
-    return line
-
-
 def run(args) -> int:
     p = plan(args)
     return execute(p)
@@ -240,7 +212,7 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
     from tqdm import tqdm
 
     import jaxbp
-    from jaxbp import checkpoint
+    from jaxbp import checkpoint, shadow
     from jaxbp import train as T
     from jaxbp.data import one_hot
     from jaxbp.optim import make_optimizer, needs_value_fn
@@ -264,7 +236,7 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
             one_hot(ds.y_val, k, dtype),
         )
     )
-    x_test = place(np.asarray(ds.x_test, dtype))
+    x_test, y_test = place((np.asarray(ds.x_test, dtype), one_hot(ds.y_test, k, dtype)))
     optimizer = make_optimizer(
         c["optimizer"],
         lr=c["lr"],
@@ -302,7 +274,7 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
             (run_dir / name).unlink(missing_ok=True)
     else:
         (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
-        state, stop = jax.device_put((state, stop))
+        state, stop = place((state, stop))
         start = int(meta["epoch"])
         elapsed_before = float(meta.get("wall_time_s", 0.0))
         shadow_worst = meta.get("shadow_max_rel_error")
@@ -335,7 +307,7 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         hand = source if c["grad"] == "graph" else None
         shadow_fn = jax.jit(
             jax.vmap(
-                lambda params: T.shadow_errors(
+                lambda params: shadow.shadow_errors(
                     params, x, y, activation=activation, output=output, l2=c["l2"], hand=hand
                 )
             )
@@ -359,15 +331,15 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
             epochs = T.fit(step, state, stop, (x, y, x_val, y_val), epochs=c["epochs"], start=start)
             for e, new_state, new_stop, metrics in epochs:
                 state, stop = new_state, new_stop  # the checkpoint writer reads these
-                shadow = None
+                checked = None
                 if shadow_fn is not None and e % c["shadow_every"] == 0:
                     errors = jax.device_get(shadow_fn(state.params))
-                    worst = T.check_shadow(errors, dtype, epoch=e)
+                    worst = shadow.check_shadow(errors, dtype, epoch=e)
                     per_leaf = {name: float(np.max(v)) for name, v in errors.items()}
-                    shadow = (worst, per_leaf)
+                    checked = (worst, per_leaf)
                     shadow_worst = max(worst, shadow_worst or 0.0)
                 now = time.perf_counter()
-                line = _metrics_line(e, metrics, now - t_epoch, shadow)
+                line = report.metrics_line(e, metrics, now - t_epoch, checked)
                 t_epoch = now
                 history.append(line)
                 with open(run_dir / METRICS, "a", encoding="utf-8") as f:
@@ -382,7 +354,7 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
                 bar.update(1)
                 if not tty and (e % every == 0 or e == c["epochs"]):
                     print(f"epoch {e}/{c['epochs']}  {status}", flush=True)
-    except (T.TrainingDiverged, T.ShadowError) as exc:
+    except (T.TrainingDiverged, shadow.ShadowError) as exc:
         error = exc
     if error is not None:
         print(
@@ -401,147 +373,30 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
     )
     test_loss = jax.jit(
         jax.vmap(
-            lambda prm: T.evaluate(
-                prm,
-                x_test,
-                jnp.asarray(one_hot(ds.y_test, k, dtype)),
-                activation=activation,
-                output=output,
-            )[0]
+            lambda prm: T.evaluate(prm, x_test, y_test, activation=activation, output=output)[0]
         )
     )(final)
     predictions = np.asarray(predict(final))
     matrices = [T.confusion_matrix(ds.y_test, pr, k) for pr in predictions]
     accuracies = np.array([np.trace(m) / m.sum() for m in matrices])
-    total = np.sum(matrices, axis=0)
-    per_class = {
-        name: (float(total[i, i] / total[i].sum()) if total[i].sum() else None)
-        for i, name in enumerate(ds.class_names)
-    }
-    last = history[-1] if history else {}
-    per_seed = last.get("per_seed", {})
-    wall = elapsed_before + time.perf_counter() - t_start
-    stop_host = jax.device_get(stop)
-    summary = {
-        "dataset": c["dataset"] or c["data"],
-        "split": ds.split,
-        "n_train": int(n_train),
-        "n_val": int(ds.x_val.shape[0]),
-        "n_test": int(ds.x_test.shape[0]),
-        "num_classes": k,
-        "class_names": list(ds.class_names),
-        "sizes": sizes,
-        "activation": c["activation"],
-        "optimizer": c["optimizer"],
-        "grad": c["grad"],
-        "dtype": c["dtype"],
-        "seeds": seeds,
-        "epochs": epochs_done,
-        "epochs_requested": c["epochs"],
-        "stopped_early": bool(epochs_done < c["epochs"]),
-        "test_accuracy": float(accuracies.mean()),
-        "test_accuracy_std": float(accuracies.std()),
-        "test_accuracies": accuracies.tolist(),
-        "test_loss": _host(np.mean(np.asarray(test_loss, np.float64))),
-        "final_train_loss": last.get("train_loss"),
-        "final_train_losses": per_seed.get("train_loss", [last.get("train_loss")]),
-        "final_train_accuracy": last.get("train_accuracy"),
-        "final_val_loss": last.get("val_loss"),
-        "final_val_accuracy": last.get("val_accuracy"),
-        "best_epochs": np.asarray(stop_host.best_epoch).tolist() if c["patience"] else None,
-        "per_class_accuracy": per_class,
-        "confusion_matrix": total.tolist(),
-        "shadow_max_rel_error": shadow_worst,
-        "wall_time_s": round(wall, 3),
-        "devices": _device_count(x),
-        "platform": jax.default_backend(),
-        "jax_version": jax.__version__,
-        "jaxbp_version": jaxbp.__version__,
-        "config_hash": p.hash,
-    }
-    if len(seeds) > 1:
-        summary["confusion_matrices"] = [m.tolist() for m in matrices]
+    summary = report.summarize(
+        c,
+        ds,
+        history,
+        accuracies=accuracies,
+        matrices=matrices,
+        test_loss=test_loss,
+        best_epochs=jax.device_get(stop.best_epoch),
+        shadow_worst=shadow_worst,
+        wall=elapsed_before + time.perf_counter() - t_start,
+        devices=_device_count(x),
+        sizes=sizes,
+        config_hash=p.hash,
+    )
     written = [CONFIG, METRICS, SUMMARY, CHECKPOINT]
     if c["plots"] and history:
-        written[3:3] = _plots(run_dir, history, total, ds, c, len(seeds), accuracies)
+        written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
     summary["outputs"] = written
     _atomic_write(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    _print_summary(summary, run_dir, written)
+    report.print_summary(summary, run_dir, written)
     return 0
-
-
-def _plots(run_dir, history, total, ds, c, n_seeds, accuracies) -> list[str]:
-    import numpy as np
-
-    from jaxbp import plots
-
-    epochs = [h["epoch"] for h in history]
-
-    def series(name):
-        rows = [h.get("per_seed", {}).get(name, [h[name]]) for h in history]
-        return np.array([[np.nan if v is None else v for v in r] for r in rows]).T
-
-    label = f"{ds.name if c['dataset'] else Path(ds.name).name} · {c['grad']} gradients"
-    plots.plot_curves(
-        run_dir / PLOTS[0],
-        epochs,
-        {"train J(Θ)": series("train_loss"), "validation cost": series("val_loss")},
-        ylabel="loss",
-        title=f"loss — {label}",
-        log_y=True,
-    )
-    plots.plot_curves(
-        run_dir / PLOTS[1],
-        epochs,
-        {"train": series("train_accuracy"), "validation": series("val_accuracy")},
-        ylabel="accuracy",
-        title=f"accuracy — {label}",
-    )
-    seeds = f", summed over {n_seeds} seeds" if n_seeds > 1 else ""
-    plots.plot_confusion(
-        run_dir / PLOTS[2],
-        total,
-        ds.class_names,
-        title=f"test confusion matrix ({100 * accuracies.mean():.2f} % correct{seeds})",
-    )
-    return list(PLOTS)
-
-
-def _print_summary(s, run_dir, written) -> None:
-    n = len(s["seeds"])
-    pct = 100 * s["test_accuracy"]
-    test = f"{pct:.2f} %" + (
-        f" ± {100 * s['test_accuracy_std']:.2f} (std over {n} seeds)" if n > 1 else ""
-    )
-    rows = [
-        (
-            "dataset",
-            f"{s['dataset']} ({s['n_train']} train / {s['n_val']} val / {s['n_test']} test)",
-        ),
-        ("network", " → ".join(map(str, s["sizes"])) + f", {s['activation']}"),
-        ("gradients", {"manual": "manual (hand-derived δ recursion)"}.get(s["grad"], s["grad"])),
-        ("epochs", f"{s['epochs']}" + (" (stopped early)" if s["stopped_early"] else "")),
-        (
-            "final train loss",
-            f"{s['final_train_loss']:.6g}" if s["final_train_loss"] is not None else "—",
-        ),
-        (
-            "val accuracy",
-            f"{100 * s['final_val_accuracy']:.2f} %"
-            if s["final_val_accuracy"] is not None
-            else "—",
-        ),
-        ("test accuracy", test),
-    ]
-    if n > 1:
-        rows.append(("per seed", ", ".join(f"{100 * a:.2f}" for a in s["test_accuracies"])))
-    if s["shadow_max_rel_error"] is not None:
-        rows.append(("shadow check", f"max rel. error vs autodiff {s['shadow_max_rel_error']:.2e}"))
-    rows.append(
-        ("wall time", f"{s['wall_time_s']:.1f} s on {s['devices']} {s['platform']} device(s)")
-    )
-    width = max(len(r[0]) for r in rows)
-    print()
-    for key, value in rows:
-        print(f"  {key:<{width}}  {value}")
-    print(f"\noutputs went to {run_dir}/: {', '.join(written)}")
