@@ -41,7 +41,7 @@ def test_shadow_verification_at_given_params_and_labels_float32():
     assert result.ok, str(result)
     assert result.config["dtype"] == "float32" and result.config["sizes"] == [4, 5, 3]
     assert result.sections["gradient"].title.startswith("graph gradient")
-    assert {r.oracle for r in result.sections["sources"].rows} >= {"hand", "scan", "custom_vjp"}
+    assert {r.oracle for r in result.sections["sources"].rows} >= {"manual", "scan", "custom_vjp"}
 
 
 def test_a_broken_source_fails_its_section(monkeypatch):
@@ -61,7 +61,7 @@ def test_a_broken_source_fails_its_section(monkeypatch):
     [
         (dict(sizes=[3, 2], dtype="float16"), "dtype: expected float32 or float64"),
         (dict(sizes=[3, 2], batch=0), "batch"),
-        (dict(sizes=[3, 2], grad="magic"), "valid sources are hand, graph, scan, custom_vjp"),
+        (dict(sizes=[3, 2], grad="magic"), "valid sources are manual, graph, scan, custom_vjp"),
         (dict(sizes=[3, 2], activation="swish"), "activation"),
         (dict(sizes=None), "sizes"),
     ],

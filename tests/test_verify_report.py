@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from jaxbp.verify import Report, compare, default_rtol, tolerance_table
-from jaxbp.verify.report import ANALYTIC_RTOL_F64, ANALYTIC_ULPS, FD_RTOL_FACTOR
+from jaxbp.verify.report import (
+    ANALYTIC_RTOL_F64,
+    ANALYTIC_ULPS,
+    ANALYTIC_ULPS_HALF,
+    FD_RTOL_FACTOR,
+)
 
 
 def test_identical_arrays_pass_with_zero_errors():
@@ -123,7 +128,8 @@ def test_empty_report_is_not_ok():
 @pytest.mark.parametrize("dtype", [jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64])
 def test_default_tolerances_derive_from_eps(dtype):
     e = float(jnp.finfo(dtype).eps)
-    analytic = ANALYTIC_RTOL_F64 if dtype == jnp.float64 else ANALYTIC_ULPS * e
+    ulps = ANALYTIC_ULPS if dtype == jnp.float32 else ANALYTIC_ULPS_HALF
+    analytic = ANALYTIC_RTOL_F64 if dtype == jnp.float64 else ulps * e
     assert default_rtol(dtype, "analytic") == pytest.approx(analytic)
     assert default_rtol(dtype, "fd") == pytest.approx(FD_RTOL_FACTOR * e ** (2 / 3))
     row = next(r for r in tolerance_table() if r["dtype"] == str(jnp.dtype(dtype)))

@@ -34,7 +34,11 @@ def add_parser(sub) -> None:
     p.add_argument("--modes", default="rev,fwd,fd", help="oracles, comma-separated (default all)")
     p.add_argument("--batch", default="16", help="number of generated examples (default 16)")
     p.add_argument("--seed", default="0", help="seed of parameters, data and directions")
-    p.add_argument("--grad", default="hand", help="gradient source to check (default hand)")
+    p.add_argument(
+        "--grad",
+        default="manual",
+        help="gradient source to check: manual (the δ recursion), graph, scan, custom_vjp",
+    )
     p.add_argument(
         "--fd-budget",
         default="20000",

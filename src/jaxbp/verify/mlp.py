@@ -38,7 +38,7 @@ from jaxbp.verify.transforms import (
     reference_value_and_grad,
 )
 
-GRAD_SOURCES = ("hand", "graph", "scan", "custom_vjp")
+GRAD_SOURCES = ("manual", "graph", "scan", "custom_vjp")
 """Hand gradients ``verify_mlp`` can put under the ``gradient`` section's three oracles."""
 
 
@@ -47,7 +47,7 @@ def gradient_source(name: str):
     import jaxbp
     import jaxbp.graph
 
-    if name == "hand":
+    if name == "manual":
         return jaxbp.value_and_grad
     if name == "graph":
         return jaxbp.graph.value_and_grad
@@ -178,7 +178,7 @@ def verify_mlp(
     modes: Sequence[str] = MODES,
     batch: int = 16,
     seed: int = 0,
-    grad: str = "hand",
+    grad: str = "manual",
     fd_budget: int | None = DEFAULT_FD_BUDGET,
     n_projections: int = DEFAULT_PROJECTIONS,
     params=None,
