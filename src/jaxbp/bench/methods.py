@@ -47,6 +47,7 @@ class Prepared(NamedTuple):
       reason: why the method is not ``ok``; empty otherwise.
       params: ``params()`` → the current parameters as a tuple of ``Layer`` of numpy arrays in
         jaxbp's layout (W: (n_out, n_in)), to check that every method trains the same network.
+      device: where a peer runs when that is not obvious (``cpu``, ``cuda``); empty for JAX.
     """
 
     status: str
@@ -55,6 +56,7 @@ class Prepared(NamedTuple):
     memory_bytes: int | None = None
     reason: str = ""
     params: object = None
+    device: str = ""
 
 
 class Problem(NamedTuple):

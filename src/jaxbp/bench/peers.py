@@ -6,6 +6,8 @@ rate. A peer that is not installed is reported as such, never silently replaced.
 
 - ``torch``: ``nn.Sequential`` of ``nn.Linear`` and the activation, ``CrossEntropyLoss`` on
   integer labels, ``torch.optim.SGD``; a step is ``zero_grad``, forward, ``backward``, ``step``.
+  On the CPU with the threads PyTorch picks by default; where JAX runs on a GPU and PyTorch has
+  CUDA, on that GPU (synchronised after the last step, as the JAX steps are).
 - ``sklearn``: ``MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m)``; a step is one
   ``partial_fit`` on the batch (one SGD update on all m rows, input checks included).
 """
@@ -61,9 +63,12 @@ def prepare_torch(problem: Problem, *, activation="sigmoid", lr: float = 0.1) ->
     """PyTorch CPU autograd step on the same network and batch (module docstring)."""
     if not installed("torch"):
         return Prepared("not installed", reason="PyTorch is not installed (optional extra `bench`)")
+    import jax
     import torch
 
     params, x, y = problem
+    on_gpu = jax.default_backend() == "gpu" and torch.cuda.is_available()
+    device = torch.device("cuda" if on_gpu else "cpu")
     names = (activation,) * (len(params) - 1) if isinstance(activation, str) else activation
     if any(n not in _TORCH_ACTIVATIONS and n != "leaky_relu" for n in names):
         return Prepared("unsupported", reason=f"no torch module mapped for activation {names}")
@@ -73,10 +78,10 @@ def prepare_torch(problem: Problem, *, activation="sigmoid", lr: float = 0.1) ->
     layers = []
     for l, layer in enumerate(params):
         n_out, n_in = layer.W.shape
-        linear = torch.nn.Linear(n_in, n_out, dtype=dtype)
+        linear = torch.nn.Linear(n_in, n_out, dtype=dtype, device=device)
         with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(np.array(layer.W)))
-            linear.bias.copy_(torch.from_numpy(np.array(layer.b)))
+            linear.weight.copy_(torch.from_numpy(np.array(layer.W)).to(device))
+            linear.bias.copy_(torch.from_numpy(np.array(layer.b)).to(device))
         layers.append(linear)
         if l < len(params) - 1:
             name = names[l]
@@ -88,8 +93,8 @@ def prepare_torch(problem: Problem, *, activation="sigmoid", lr: float = 0.1) ->
     model = torch.nn.Sequential(*layers)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     loss_fn = torch.nn.CrossEntropyLoss()
-    xt = torch.from_numpy(np.array(x))
-    yt = torch.from_numpy(np.array(y).astype(np.int64))
+    xt = torch.from_numpy(np.array(x)).to(device)
+    yt = torch.from_numpy(np.array(y).astype(np.int64)).to(device)
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -97,14 +102,17 @@ def prepare_torch(problem: Problem, *, activation="sigmoid", lr: float = 0.1) ->
             loss = loss_fn(model(xt), yt)
             loss.backward()
             optimizer.step()
+        if on_gpu:
+            torch.cuda.synchronize()
 
     def current():
         linears = [m for m in model if isinstance(m, torch.nn.Linear)]
         return tuple(
-            Layer(m.weight.detach().numpy().copy(), m.bias.detach().numpy().copy()) for m in linears
+            Layer(m.weight.detach().cpu().numpy().copy(), m.bias.detach().cpu().numpy().copy())
+            for m in linears
         )
 
-    return Prepared("ok", run, params=current)
+    return Prepared("ok", run, params=current, device=device.type)
 
 
 def prepare_sklearn(problem: Problem, *, activation="sigmoid", lr: float = 0.1) -> Prepared:
@@ -157,4 +165,4 @@ def prepare_sklearn(problem: Problem, *, activation="sigmoid", lr: float = 0.1) 
             Layer(W.T.copy(), b.copy()) for W, b in zip(clf.coefs_, clf.intercepts_, strict=True)
         )
 
-    return Prepared("ok", run, params=current)
+    return Prepared("ok", run, params=current, device="cpu")

@@ -31,7 +31,7 @@ LABELS = {
     "vmap": "per-example vmap",
     "custom_vjp": "jax.grad via custom_vjp",
     "autodiff": "plain jax.grad",
-    "torch": "PyTorch CPU autograd",
+    "torch": "PyTorch autograd",
     "sklearn": "sklearn MLPClassifier partial_fit",
 }
 
@@ -114,7 +114,8 @@ def bench_config(
     flops = step_flops(config.sizes, config.batch)
     rows = {}
     for method, p in prepared.items():
-        row = {"label": LABELS[method], "status": p.status, "reason": p.reason}
+        label = LABELS[method] + (f" ({p.device})" if p.device else "")
+        row = {"label": label, "status": p.status, "reason": p.reason, "device": p.device}
         row["compile_s"] = p.compile_s
         row["memory_mib"] = None if p.memory_bytes is None else p.memory_bytes / 2**20
         if method in timings:

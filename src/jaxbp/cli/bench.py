@@ -45,6 +45,11 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--no-accuracy", action="store_true", help="skip the time-to-97 %% run on digits"
     )
+    p.add_argument(
+        "--devices",
+        help="also measure data-parallel scaling over these device counts, e.g. 1,2,4 "
+        "(jaxbp.distributed.bench_scaling; on a CPU the devices are forced slices of its cores)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run)
 
@@ -92,13 +97,33 @@ def parse(args):
         configs = [CONFIGS[n] for n in names]
     methods = _names(args.methods, METHODS, "--methods") if args.methods else list(METHODS)
     precision = None if args.matmul_precision == "default" else args.matmul_precision
-    return configs, methods, args.dtype, precision, budget
+    devices = parse_devices(args.devices, configs) if args.devices is not None else None
+    return configs, methods, args.dtype, precision, budget, devices
+
+
+def parse_devices(text: str, configs) -> list[int]:
+    """ "1,2,4" → [1, 2, 4], each dividing every configuration's batch."""
+    from jaxbp.cli import UsageError
+
+    try:
+        counts = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise UsageError(f"--devices: expected comma-separated integers, got {text!r}") from None
+    if not counts or min(counts) < 1:
+        raise UsageError(f"--devices: device counts must be ≥ 1, got {text!r}")
+    for c in configs:
+        bad = [n for n in counts if c.batch % n]
+        if bad:
+            raise UsageError(
+                f"--devices: {c.name}'s batch {c.batch} does not split evenly over {bad} device(s)"
+            )
+    return counts
 
 
 def run(args) -> int:
     from jaxbp.cli import UsageError
 
-    configs, methods, dtype_name, precision, budget = parse(args)
+    configs, methods, dtype_name, precision, budget, devices = parse(args)
     if args.json:
         out = Path(args.json)
         if not out.parent.is_dir():
@@ -113,6 +138,13 @@ def run(args) -> int:
 
     if dtype_name == "float64":
         jax.config.update("jax_enable_x64", True)
+    if devices:
+        from jaxbp.distributed.platform import request_cpu_devices
+
+        try:  # before any JAX operation; affects the CPU backend only
+            request_cpu_devices(max(devices))
+        except RuntimeError as e:
+            raise UsageError(f"--devices: {e}") from None
     import jax.numpy as jnp
 
     from jaxbp.activations import resolve
@@ -148,12 +180,43 @@ def run(args) -> int:
         seed=args.seed,
         log=log,
     )
+    if devices:
+        result["scaling"] = scaling(result, configs, devices, args, precision, log)
     result["command"] = command(args)
     print(render(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
+
+
+def scaling(result: dict, configs, devices, args, precision, log) -> list[dict]:
+    """Data-parallel throughput per device count for each configuration (bench_scaling)."""
+    import math
+
+    from jaxbp.cli import UsageError
+    from jaxbp.distributed import bench_scaling
+
+    out = []
+    for c, row in zip(configs, result["configs"], strict=True):
+        hand = row["methods"].get("hand", {})
+        step_s = hand["step_ms"] / 1e3 if hand.get("step_ms") else 0.01
+        steps = max(1, min(1000, math.ceil(0.2 / step_s)))  # ≈ 0.2 s per timing
+        log(f"scaling {c.name} over {devices} device(s), {steps} steps per timing")
+        try:
+            rows = bench_scaling(
+                devices,
+                sizes=c.sizes,
+                batch=c.batch,
+                steps=steps,
+                activation=args.activation,
+                precision="bf16" if precision == "bfloat16" else "float32",
+                repeats=5,
+            )
+        except ValueError as e:
+            raise UsageError(f"--devices: {e}") from None
+        out.append({"name": c.name, "rows": rows})
+    return out
 
 
 def command(args) -> str:
@@ -171,6 +234,7 @@ def command(args) -> str:
         ("--matmul-precision", args.matmul_precision, "default"),
         ("--lr", args.lr, 0.1),
         ("--budget", args.budget, None),
+        ("--devices", args.devices, None),
         ("--seed", args.seed, 0),
         ("--json", args.json, None),
     ):
@@ -208,18 +272,18 @@ def render(result: dict) -> str:
             f"{c['name']}: {sizes}, batch {c['batch']}, {c['flops_per_step'] / 1e6:.1f} MFLOP/step"
         )
         header = (
-            f"  {'method':<34} {'step ms':>10} {'IQR':>5} {'GFLOP/s':>8} {'% peak':>7} "
+            f"  {'method':<40} {'step ms':>10} {'IQR':>5} {'GFLOP/s':>8} {'% peak':>7} "
             f"{'vs hand':>8} {'compile s':>9} {'mem MiB':>8}"
         )
         lines.append(header)
         for name, row in c["methods"].items():
             if row["status"] != "ok":
-                lines.append(f"  {row['label']:<34} {row['status']}: {row['reason']}")
+                lines.append(f"  {row['label']:<40} {row['status']}: {row['reason']}")
                 continue
             ratio = 1.0 if name == "hand" else c["ratios"].get(f"hand/{name}")
             vs = None if not ratio else 1 / ratio
             lines.append(
-                f"  {row['label']:<34} {row['step_ms']:>10.4g} {100 * row['spread']:>4.0f}% "
+                f"  {row['label']:<40} {row['step_ms']:>10.4g} {100 * row['spread']:>4.0f}% "
                 f"{row['gflops']:>8.1f} {_fmt(row['pct_peak'], '>6.1f')}% {_fmt(vs, '>7.2f')}x "
                 f"{_fmt(row['compile_s'], '>9.2f')} {_fmt(row['memory_mib'], '>8.1f')}"
             )
@@ -227,6 +291,13 @@ def render(result: dict) -> str:
     if tta:
         lines.append("")
         lines.append(render_tta(tta))
+    for sc in result.get("scaling") or ():
+        from jaxbp.distributed import scaling_markdown
+
+        lines += ["", f"data-parallel scaling, {sc['name']} (jaxbp.distributed.bench_scaling):"]
+        if sc["rows"] and sc["rows"][-1].get("forced_cpu_devices"):
+            lines.append("  (forced CPU devices share the same cores: overhead, not speed-up)")
+        lines += ["  " + line for line in scaling_markdown(sc["rows"]).splitlines()]
     if result["targets"]:
         lines.append("")
         lines.append("targets (issue 5):")
