@@ -30,9 +30,12 @@ def test_any_failure_exits_1(monkeypatch, tmp_path, capsys):
         J, g = jaxbp.value_and_grad(params, x, y, **kw)
         return J, (jaxbp.Layer(1.05 * g[0].W, g[0].b), g[1])
 
+    import jaxbp.verify
     import jaxbp.verify.mlp
 
     monkeypatch.setattr(jaxbp.verify.mlp, "gradient_source", lambda name: broken)
+    real = jaxbp.verify.verify_mlp  # only the gradient section: the exit code is what is tested
+    monkeypatch.setattr(jaxbp.verify, "verify_mlp", lambda **o: real(**o, sections=("gradient",)))
     path = tmp_path / "v.json"
     code = main(["verify", "--sizes", "3,4,2", "--activation", "tanh", "--batch", "4",
                  "--modes", "rev", "--json", str(path)])  # fmt: skip

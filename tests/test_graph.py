@@ -83,33 +83,56 @@ def test_l2_never_touches_biases():
         np.testing.assert_allclose(g1.W - g0.W, 2.0 / 6 * p.W, rtol=1e-12)
 
 
-def _graph(output="softmax_ce"):
-    params, x, y = numpy_problem([3, 4, 2], output=output, m=5, labels=False)
-    return params, jaxbp.graph.build(params, x, y, activation="tanh", output=output, l2=0.3)
+def _problem(output="softmax_ce"):
+    return numpy_problem([3, 4, 2], output=output, m=5, labels=False)
 
 
 def test_every_node_stores_its_value_and_local_derivatives():
-    _, graph = _graph()
-    assert graph.nodes[-1].name == "E" and graph.nodes[-1].a.shape == ()
-    for n, node in enumerate(graph.nodes):
-        assert node.kind in {"input", "elementwise", "sum", "jacobian", "bias_unit"}
-        assert all(i < n for i in node.inputs)  # topological order
-        if node.kind in {"elementwise", "sum", "jacobian"}:
-            assert len(node.f_prime) == len(node.inputs)
-    product = graph.nodes[graph.products[0]]
-    assert product.a.shape == (5, 4, 4)  # (m, n_out, n_in + 1): O_i v_{j,i} for every example
+    params, x, y = _problem()
+    meta = {}
+
+    def trace(p, x_, y_):  # traced abstractly (jax.eval_shape): no compilation
+        graph = jaxbp.graph.build(p, x_, y_, activation="tanh", output="softmax_ce", l2=0.3)
+        meta["graph"] = [
+            (n.name, n.kind, n.a.shape, n.inputs, len(n.f_prime), n.axis) for n in graph.nodes
+        ]
+        meta["products"] = graph.products
+        return graph.nodes[-1].a
+
+    jax.eval_shape(trace, params, x, y)
+    nodes = meta["graph"]
+    assert nodes[-1][0] == "E" and nodes[-1][2] == ()
+    for n, (_, kind, _, inputs, n_prime, _) in enumerate(nodes):
+        assert kind in {"input", "elementwise", "sum", "jacobian", "bias_unit"}
+        assert all(i < n for i in inputs)  # topological order
+        if kind in {"elementwise", "sum", "jacobian"}:
+            assert n_prime == len(inputs)  # one local derivative per input
+    # (m, n_out, n_in + 1): O_i v_{j,i} for every example t
+    assert nodes[meta["products"][0]][2] == (5, 4, 4)
+    assert [kind for _, kind, *_ in nodes].count("jacobian") == 1  # log-softmax (S2)
+
+
+@jax.jit
+def _backward_twice(params, x, y):
+    graph = jaxbp.graph.build(params, x, y, activation="tanh", output="sigmoid_bce", l2=0.3)
+    b1, b2 = jaxbp.graph.backward(graph), jaxbp.graph.backward(graph)
+    at_theta = [b1[i] for i in graph.params]
+    return b1, b2, jaxbp.graph.parameter_gradients(graph, b1), at_theta
 
 
 def test_backward_is_repeatable_and_the_lecture_formula_holds():
-    params, graph = _graph("sigmoid_bce")
-    b1, b2 = jaxbp.graph.backward(graph), jaxbp.graph.backward(graph)
+    params, x, y = _problem("sigmoid_bce")
+    b1, b2, grads, at_theta = _backward_twice(params, x, y)
     for u, v in zip(b1, b2, strict=True):
         if u is not None:
             np.testing.assert_array_equal(u, v)  # no state accumulated between calls
-    grads = jaxbp.graph.parameter_gradients(graph, b1)
-    for l, t_idx in enumerate(graph.params):  # Σ_t O_i b_{j,i} + penalty = b at the node Θ^(l)
-        np.testing.assert_allclose(jaxbp.to_theta(grads)[l], b1[t_idx], rtol=1e-13)
+    # Σ_t O_i b_{j,i} at the product node (+ the penalty's) = what accumulated at the node Θ^(l)
+    for theta_grad, b_theta in zip(jaxbp.to_theta(grads), at_theta, strict=True):
+        np.testing.assert_allclose(theta_grad, b_theta, rtol=1e-13)
     assert b1[-1] == 1.0  # b_E = 1
+    _, grads_ad = jaxbp.autodiff_value_and_grad(params, x, y, activation="tanh",
+                                                output="sigmoid_bce", l2=0.3)  # fmt: skip
+    assert_tree_close(grads, grads_ad, RTOL_F64)
 
 
 def test_independent_of_the_delta_recursion():

@@ -48,7 +48,7 @@ def _loss(activation, output, l2):
 
 
 @settings(
-    max_examples=15,
+    max_examples=12,
     deadline=None,
     derandomize=True,
     print_blob=True,

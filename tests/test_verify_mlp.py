@@ -10,6 +10,7 @@ from jaxbp import verify
 from verify_support import numpy_problem
 
 SECTIONS = ["gradient", "sources", "deltas", "transforms", "backward_vjp", "loss_vjp"]
+assert tuple(SECTIONS) == verify.SECTIONS
 
 
 def test_every_section_passes_and_the_record_is_json():
@@ -50,9 +51,11 @@ def test_a_broken_source_fails_its_section(monkeypatch):
         return J, (g[0], jaxbp.Layer(g[1].W, -g[1].b))
 
     monkeypatch.setattr(verify.mlp, "gradient_source", lambda name: broken)
-    result = verify.verify_mlp([3, 4, 2], activation="tanh", batch=4, modes=("rev",))
+    result = verify.verify_mlp([3, 4, 2], activation="tanh", batch=4, modes=("rev",),
+                               sections=("gradient", "transforms"))  # fmt: skip
     assert not result.ok
-    assert result.failed["gradient"] == ["[1].b"]
+    assert list(result.sections) == ["gradient", "transforms"]
+    assert result.failed == {"gradient": ["[1].b"], "transforms": ["[1].b"]}
     assert json.loads(result.to_json())["ok"] is False
 
 
@@ -64,6 +67,7 @@ def test_a_broken_source_fails_its_section(monkeypatch):
         (dict(sizes=[3, 2], grad="magic"), "valid sources are manual, graph, scan, custom_vjp"),
         (dict(sizes=[3, 2], activation="swish"), "activation"),
         (dict(sizes=None), "sizes"),
+        (dict(sizes=[3, 2], sections=("gradient", "speed")), "valid sections are gradient"),
     ],
 )
 def test_bad_arguments(kwargs, match):

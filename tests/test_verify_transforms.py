@@ -44,6 +44,8 @@ def test_mean_of_per_example_catches_a_missing_one_over_m():
     # single examples (m = 1) cannot see it; the batch and the mean of per-example can
     assert failing == {"eager", "jit", "mean(vmap) = batch"}
     assert report.failed == ["[0].W", "[0].b", "[1].W", "[1].b"]
+    with pytest.raises(AssertionError, match="mean\\(vmap\\) = batch"):
+        report.raise_if_failed()
 
 
 def _fresh_jit_each_call(params, x, y, **kw):
@@ -70,10 +72,3 @@ def test_compile_counter():
         f(b).block_until_ready()
     assert first.compiles >= 1 and first.traces >= 1
     assert again.compiles == 0 and again.traces == 0
-
-
-def test_raise_on_fail():
-    params, x, y = _problem()
-    with pytest.raises(AssertionError, match="mean\\(vmap\\) = batch"):
-        verify.check_transforms(params, x, y, value_and_grad_fn=_forgot_one_over_m,
-                                raise_on_fail=True, **KW)  # fmt: skip

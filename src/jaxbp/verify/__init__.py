@@ -19,6 +19,7 @@ from jaxbp.verify.identities import backward_vjp, check_backward, check_loss_vjp
 from jaxbp.verify.kinks import KINK_MARGIN, within_step
 from jaxbp.verify.mlp import (
     GRAD_SOURCES,
+    SECTIONS,
     MLPVerification,
     gradient_source,
     make_problem,
@@ -34,6 +35,7 @@ __all__ = [
     "GRAD_SOURCES",
     "KINK_MARGIN",
     "MODES",
+    "SECTIONS",
     "CompileCounter",
     "MLPVerification",
     "Report",

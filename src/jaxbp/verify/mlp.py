@@ -38,6 +38,9 @@ from jaxbp.verify.transforms import (
     reference_value_and_grad,
 )
 
+SECTIONS = ("gradient", "sources", "deltas", "transforms", "backward_vjp", "loss_vjp")
+"""The checks :func:`verify_mlp` runs, in order (module docstring)."""
+
 GRAD_SOURCES = ("manual", "graph", "scan", "custom_vjp")
 """Hand gradients ``verify_mlp`` can put under the ``gradient`` section's three oracles."""
 
@@ -183,6 +186,7 @@ def verify_mlp(
     n_projections: int = DEFAULT_PROJECTIONS,
     params=None,
     data=None,
+    sections: Sequence[str] = SECTIONS,
 ) -> MLPVerification:
     """Runs every check on one MLP problem.
 
@@ -201,6 +205,8 @@ def verify_mlp(
       params: parameters to verify at instead of fresh ones — e.g. a training run's current
         parameters (shadow verification).
       data: ``(x, y)`` to verify on instead of generated data (labels or targets).
+      sections: which of :data:`SECTIONS` to run (default all), e.g. ``("gradient",)`` for a
+        cheap shadow check during training.
 
     Returns:
       An :class:`MLPVerification`: ``.ok``, ``.failed``, ``.sections``, ``str()`` tables,
@@ -231,6 +237,12 @@ def verify_mlp(
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         raise ValueError(f"batch: expected an integer ≥ 1, got {batch!r}")
     source = gradient_source(grad)
+    unknown = [name for name in sections if name not in SECTIONS]
+    if unknown or not sections:
+        raise ValueError(
+            f"sections: unknown {unknown or list(sections)!r}; valid sections are "
+            f"{', '.join(SECTIONS)}"
+        )
     sizes = tuple(sizes)
     if params is None or data is None:
         p0, x0, y0 = make_problem(sizes, activation=activation, output=output, dtype=dtype,
@@ -244,14 +256,17 @@ def verify_mlp(
     kw = dict(names, l2=l2)
     config = {"sizes": list(sizes), "activation": activation, "output": output, "l2": float(l2),
               "dtype": str(dtype), "modes": list(modes), "batch": int(x.shape[0]), "seed": seed,
-              "grad": grad, "fd_budget": fd_budget, "n_projections": n_projections}  # fmt: skip
-    sections: dict[str, Report] = {}
+              "grad": grad, "fd_budget": fd_budget, "n_projections": n_projections,
+              "sections": list(sections)}  # fmt: skip
+    reports: dict[str, Report] = {}
     seconds: dict[str, float] = {}
     start = time.perf_counter()
 
     def timed(name, fn):
+        if name not in sections:
+            return
         t0 = time.perf_counter()
-        sections[name] = fn()
+        reports[name] = fn()
         seconds[name] = time.perf_counter() - t0
 
     watched = {"relu", "leaky_relu"} & set(reference.activation_names(activation, len(params) - 1))
@@ -274,7 +289,7 @@ def verify_mlp(
     y_real = as_targets(jnp.asarray(y), sizes[-1], dtype)
     timed("loss_vjp", lambda: check_loss_vjp(params, x, y_real, l2, key=seed, **names))
     seconds["total"] = time.perf_counter() - start
-    return MLPVerification(config, sections, seconds)
+    return MLPVerification(config, reports, seconds)
 
 
 def _cached_partial(fn, **kw):
