@@ -222,3 +222,17 @@ def test_bad_params_and_bad_grad_fn_result():
     params, x, y = _problem()
     with pytest.raises(TypeError, match="grad_fn: returned a tree"):
         verify.check(lambda *a: GRAD(*a)[1][0], LOSS, params, x, y)
+
+
+def test_a_leaf_of_the_wrong_shape_fails_every_oracle_by_name():
+    params, x, y = _problem()
+
+    def wrong(p, x_, y_):
+        J, g = GRAD(p, x_, y_)
+        return J, (g[0], jaxbp.Layer(g[1].W.T, g[1].b))
+
+    report = verify.check(wrong, LOSS, params, x, y)
+    assert report.failed == ["[1].W"]
+    bad = [r for r in report.rows if not r.ok]
+    assert [r.oracle for r in bad] == ["rev", "fwd", "fd"]
+    assert all("returned shape (5, 3), the parameter has shape (3, 5)" in r.problem for r in bad)

@@ -13,6 +13,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -153,6 +155,10 @@ def check(
     t0 = time.perf_counter()
     value, grads = hand_gradient(grad_fn, params, args)
     hand = [np.asarray(g) for g in jax.tree.leaves(grads)]
+    # A leaf of the wrong shape fails every oracle's row (below); zeros stand in meanwhile.
+    misshapen = {i: h.shape for i, h in enumerate(hand) if h.shape != layout.shapes[i]}
+    for i in misshapen:
+        hand[i] = np.zeros(layout.shapes[i], hand[i].dtype)
     hand64 = [np.asarray(g, np.float64) for g in hand]
     seconds["grad_fn"] = time.perf_counter() - t0
 
@@ -198,6 +204,14 @@ def check(
                          elementwise, directions, rtols, atols, kinks, meta_fd, n_projections)  # fmt: skip
         seconds["fd"] = time.perf_counter() - t0
 
+    for k, row in enumerate(rows):
+        if row.order in misshapen and row.path == paths[row.order]:
+            rows[k] = dataclasses.replace(
+                row, ok=False, margin=math.inf, max_abs=math.inf, max_rel=math.inf,
+                norm_rel=math.inf, worst_index=None, value=math.nan,
+                problem=f"grad_fn returned shape {misshapen[row.order]}, the parameter has "
+                f"shape {layout.shapes[row.order]}",
+            )  # fmt: skip
     meta = {
         **key_record,
         "modes": list(modes),
@@ -263,7 +277,9 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
              directions, rtols, atols, kinks, meta_fd, n_projections) -> list[Row]:  # fmt: skip
     """fd (V4, V5, V9): central differences, kink directions reported apart."""
     steps = {
-        i: oracles.step_size(theta_host[layout.offsets[i] : layout.offsets[i + 1]], hand[i].dtype)
+        i: oracles.step_size(
+            theta_host[layout.offsets[i] : layout.offsets[i + 1]], layout.dtypes[i]
+        )
         for i in range(len(paths))
     }
     meta_fd["steps"] = {paths[i]: h for i, h in steps.items()}
@@ -272,8 +288,8 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
         if e:
             seg = theta_host[layout.offsets[i] : layout.offsets[i + 1]]
             idx_parts.append(np.arange(layout.offsets[i], layout.offsets[i + 1]))
-            plus_parts.append(oracles.rounded(seg + steps[i], hand[i].dtype))
-            minus_parts.append(oracles.rounded(seg - steps[i], hand[i].dtype))
+            plus_parts.append(oracles.rounded(seg + steps[i], layout.dtypes[i]))
+            minus_parts.append(oracles.rounded(seg - steps[i], layout.dtypes[i]))
     basis = None
     if idx_parts:
         basis = oracles.fd_basis(
@@ -301,8 +317,8 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
         else:
             seg = theta_host[layout.offsets[i] : layout.offsets[i + 1]]
             h = steps[i]
-            s_plus = oracles.rounded(seg + h * directions[i], dtype)
-            s_minus = oracles.rounded(seg - h * directions[i], dtype)
+            s_plus = oracles.rounded(seg + h * directions[i], layout.dtypes[i])
+            s_minus = oracles.rounded(seg - h * directions[i], layout.dtypes[i])
             values = oracles.fd_segment(loss_fn, layout, theta, args, layout.offsets[i],
                                         s_plus, s_minus, kinks)  # fmt: skip
             den = np.full(n_projections, 2 * h)
