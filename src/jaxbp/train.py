@@ -22,6 +22,18 @@ targets (one-hot for classification: :func:`jaxbp.data.one_hot`).
 The gradient source is a function with the signature of :func:`jaxbp.value_and_grad`:
 ``manual`` (the δ recursion), ``autodiff`` (``jax.grad`` of the same cost) or ``graph`` (the
 lecture's node-by-node computational graph, :mod:`jaxbp.graph`).
+
+Example (two seeds at once; ``jaxbp train`` does exactly this, plus checkpoints and reports):
+  >>> opt = jaxbp.optim.make_optimizer("adam", lr=3e-3)
+  >>> kw = dict(activation="relu", output="softmax_ce")
+  >>> epoch = make_epoch(opt, gradient_source("manual"), batch_size=64, **kw)
+  >>> step = compile_step(make_step(epoch, **kw))
+  >>> def init(seed):
+  ...     state = init_state(jax.random.key(seed), [64, 256, 10], opt)
+  ...     return state, init_early_stop(state.params)
+  >>> state, stop = jax.vmap(init)(jnp.arange(2))
+  >>> for e, state, stop, metrics in fit(step, state, stop, (x, y, x_val, y_val), epochs=40):
+  ...     print(e, metrics.val_accuracy)  # one value per seed
 """
 
 from __future__ import annotations

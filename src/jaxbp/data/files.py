@@ -161,8 +161,13 @@ def load_csv(path, *, label_column="last") -> Table:
             try:
                 value = float(s)
             except ValueError:
+                hint = (
+                    f" (if column {column} holds the labels, set the label column to it)"
+                    if not rows and not _is_number(s) and s
+                    else ""
+                )
                 raise DataError(
-                    f"{p}, line {number}, column {column}: cannot parse {s!r} as a number"
+                    f"{p}, line {number}, column {column}: cannot parse {s!r} as a number{hint}"
                 ) from None
             if not math.isfinite(value):
                 raise DataError(f"{p}, line {number}, column {column}: non-finite value {s!r}")
