@@ -37,6 +37,25 @@ class GemmPeak(NamedTuple):
     per_shape: tuple[tuple[tuple[int, int, int], float], ...]
 
 
+def gemm_runner(shape: tuple[int, int, int], *, dtype=jnp.float32, precision=None):
+    """``(run, flops)``: ``run(n)`` does n products C = A @ B of shape (M, K, N), compiled and
+    warmed up, and blocks on the last; ``flops`` = 2·M·K·N per product."""
+    M, K, N = shape
+    ka, kb = jax.random.split(jax.random.fold_in(jax.random.key(0), M * 7 + K * 3 + N))
+    a = jax.random.normal(ka, (M, K), dtype)
+    b = jax.random.normal(kb, (K, N), dtype)
+    f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision))
+    f(a, b).block_until_ready()
+
+    def run(n: int) -> None:
+        out = None
+        for _ in range(n):
+            out = f(a, b)
+        out.block_until_ready()
+
+    return run, 2 * M * K * N
+
+
 def gemm_peak(
     shapes: Sequence[tuple[int, int, int]] = SHAPES,
     *,
@@ -52,23 +71,11 @@ def gemm_peak(
       budget_s: seconds of timed samples per shape (interleaved across shapes).
       precision: passed to ``jnp.matmul`` (``None``: the backend default).
     """
-    key = jax.random.key(0)
     runs, flops = {}, {}
-    for M, K, N in shapes:
-        ka, kb = jax.random.split(jax.random.fold_in(key, M * 7 + K * 3 + N))
-        a = jax.random.normal(ka, (M, K), dtype)
-        b = jax.random.normal(kb, (K, N), dtype)
-        f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=precision))
-        f(a, b).block_until_ready()
-
-        def run(n, f=f, a=a, b=b):
-            out = None
-            for _ in range(n):
-                out = f(a, b)
-            out.block_until_ready()
-
-        runs[(M, K, N)] = run
-        flops[(M, K, N)] = 2 * M * K * N
+    for shape in shapes:
+        runs[tuple(shape)], flops[tuple(shape)] = gemm_runner(
+            shape, dtype=dtype, precision=precision
+        )
     timings = interleaved(
         {str(s): r for s, r in runs.items()}, budget_s=budget_s, sample_s=0.05, min_rounds=3
     )

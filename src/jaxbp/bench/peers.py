@@ -14,6 +14,7 @@ rate. A peer that is not installed is reported as such, never silently replaced.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 
 import numpy as np
@@ -22,6 +23,8 @@ from jaxbp.bench.methods import Prepared, Problem
 from jaxbp.params import Layer
 
 PEERS = ("torch", "sklearn")
+
+_DISTRIBUTIONS = {"sklearn": "scikit-learn"}
 
 _TORCH_ACTIVATIONS = {
     "sigmoid": "Sigmoid",
@@ -45,10 +48,14 @@ def installed(peer: str) -> bool:
 
 
 def peer_version(peer: str) -> str | None:
-    """The peer package's version, or None when it is not installed."""
+    """The peer package's version (from its metadata, without importing it), or None when it is
+    not installed."""
     if not installed(peer):
         return None
-    return importlib.import_module(peer).__version__
+    try:
+        return importlib.metadata.version(_DISTRIBUTIONS.get(peer, peer))
+    except importlib.metadata.PackageNotFoundError:
+        return importlib.import_module(peer).__version__
 
 
 def _one_activation(activation, n_hidden: int) -> str | None:

@@ -43,6 +43,11 @@ def add_parser(sub) -> None:
         help="seconds of timed samples per method and configuration (default 3; --quick 1)",
     )
     p.add_argument(
+        "--peak-shapes",
+        help="GEMM shapes MxKxN,... for the peak (default 1024x1024x1024,2048x2048x2048,"
+        "1024x2048x2048,256x2048x2048; --quick the first and third)",
+    )
+    p.add_argument(
         "--no-accuracy", action="store_true", help="skip the time-to-97 %% run on digits"
     )
     p.add_argument(
@@ -98,7 +103,26 @@ def parse(args):
     methods = _names(args.methods, METHODS, "--methods") if args.methods else list(METHODS)
     precision = None if args.matmul_precision == "default" else args.matmul_precision
     devices = parse_devices(args.devices, configs) if args.devices is not None else None
-    return configs, methods, args.dtype, precision, budget, devices
+    shapes = parse_shapes(args.peak_shapes) if args.peak_shapes is not None else None
+    return configs, methods, args.dtype, precision, budget, devices, shapes
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """ "1024x1024x1024,256x2048x2048" → [(1024, 1024, 1024), (256, 2048, 2048)]."""
+    from jaxbp.cli import UsageError
+
+    shapes = []
+    for part in text.split(","):
+        try:
+            shape = tuple(int(v) for v in part.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3 or min(shape) < 1:
+            raise UsageError(
+                f"--peak-shapes: expected comma-separated MxKxN with positive sizes, got {text!r}"
+            )
+        shapes.append(shape)
+    return shapes
 
 
 def parse_devices(text: str, configs) -> list[int]:
@@ -123,7 +147,7 @@ def parse_devices(text: str, configs) -> list[int]:
 def run(args) -> int:
     from jaxbp.cli import UsageError
 
-    configs, methods, dtype_name, precision, budget, devices = parse(args)
+    configs, methods, dtype_name, precision, budget, devices, shapes = parse(args)
     if args.json:
         out = Path(args.json)
         if not out.parent.is_dir():
@@ -175,6 +199,7 @@ def run(args) -> int:
         lr=args.lr,
         precision=precision,
         budget_s=budget,
+        peak_shapes=shapes,
         quick=args.quick,
         accuracy=accuracy,
         seed=args.seed,
@@ -235,6 +260,7 @@ def command(args) -> str:
         ("--lr", args.lr, 0.1),
         ("--budget", args.budget, None),
         ("--devices", args.devices, None),
+        ("--peak-shapes", args.peak_shapes, None),
         ("--seed", args.seed, 0),
         ("--json", args.json, None),
     ):
