@@ -308,7 +308,7 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
             sl = slice(cursor, cursor + n)
             cursor += n
             values = oracles.FDValues(basis.j0, basis.j_plus[sl], basis.j_minus[sl],
-                                      basis.near_kink[sl])  # fmt: skip
+                                      basis.near_kink[sl], basis.ratio[sl])  # fmt: skip
             den = plus_all[sl] - minus_all[sl]
             hand_vals = hand64[i].ravel()
             method = "elementwise"
@@ -350,10 +350,54 @@ def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elem
             d_minus, d_plus = kinks_mod.one_sided(
                 values.j0, values.j_plus[near], values.j_minus[near], den[near]
             )
+            small = _small_steps(loss_fn, layout, theta_host, theta, args, i, elementwise[i],
+                                 np.flatnonzero(near), values.ratio[near], steps[i],
+                                 directions.get(i), hand64[i].ravel(), dtype)  # fmt: skip
+            if atol is not None:
+                small = small._replace(noise=np.zeros_like(small.noise))
+            hand_near = np.where(np.isfinite(small.d), small.hand, hand_vals[near])
             kink_rows.append(
-                kinks_mod.kink_row(path=path, hand=hand_vals[near], d_minus=d_minus,
-                                   d_plus=d_plus, sides=sides[near], indices=index_of, noise=noise[near], rtol=rtol,
-                                   atol=row_atol, dtype=dtype, shape=shape, method=method,
-                                   order=i)
+                kinks_mod.kink_row(path=path, hand=hand_near, d_minus=d_minus, d_plus=d_plus,
+                                   sides=sides[near], small=small, indices=index_of,
+                                   noise=noise[near], rtol=rtol, atol=row_atol, dtype=dtype,
+                                   shape=shape, method=method, order=i)
             )  # fmt: skip
     return rows + kink_rows
+
+
+def _small_steps(loss_fn, layout, theta_host, theta, args, i, elementwise, sel, ratio, h,
+                 directions, hand_flat, dtype) -> kinks_mod.SmallStep:  # fmt: skip
+    """Central differences again for the kink directions ``sel`` of leaf i, each with its step
+    scaled by KINK_STEP_FRACTION · ratio so that it reaches no kink (V9); NaN where z = 0."""
+    leaf_dtype = layout.dtypes[i]
+    start = layout.offsets[i]
+    factor = np.minimum(kinks_mod.KINK_STEP_FRACTION * ratio, 1.0)
+    usable = factor > 0
+    d = np.full(len(sel), np.nan)
+    noise = np.full(len(sel), np.nan)
+    hand = np.full(len(sel), np.nan)
+    if usable.any():
+        h_small = h * factor[usable]
+        if elementwise:
+            seg = theta_host[start + sel[usable]]
+            plus, minus = (
+                oracles.rounded(seg + h_small, leaf_dtype),
+                oracles.rounded(seg - h_small, leaf_dtype),
+            )
+            values = oracles.fd_basis(loss_fn, layout, theta, args, start + sel[usable], plus,
+                                      minus)  # fmt: skip
+            den = plus - minus
+            hand_u = hand_flat[sel[usable]]
+        else:
+            seg = theta_host[start : start + hand_flat.size]
+            v = directions[sel[usable]] * h_small[:, None]
+            plus = oracles.rounded(seg + v, leaf_dtype)
+            minus = oracles.rounded(seg - v, leaf_dtype)
+            values = oracles.fd_segment(loss_fn, layout, theta, args, start, plus, minus)
+            den = 2 * h_small
+            hand_u = (plus - minus) @ hand_flat / den
+        ok = den != 0
+        d_u = np.where(ok, (values.j_plus - values.j_minus) / np.where(ok, den, 1), np.nan)
+        noise_u = np.where(ok, oracles.fd_noise(values, np.where(ok, den, 1), dtype), np.nan)
+        d[usable], noise[usable], hand[usable] = d_u, noise_u, hand_u
+    return kinks_mod.SmallStep(d=d, noise=noise, hand=hand, factor=factor)

@@ -213,20 +213,24 @@ class FDValues(NamedTuple):
       j_minus: f(θ₋) per direction.
       near_kink: per direction, which steps cross a kink (0 none, 1 the + step, 2 the − step,
         3 both; all 0 when no kink function was given).
+      ratio: per direction, min over watched units of |z| / |dz| — the fraction of the step that
+        reaches the nearest kink (inf when none is moved or no kink function was given).
     """
 
     j0: float
     j_plus: np.ndarray
     j_minus: np.ndarray
     near_kink: np.ndarray
+    ratio: np.ndarray
 
 
 def _near_kink(kinks, layout, args, theta, tangent):
-    """Which steps along ``tangent`` cross a kinked pre-activation (eq. V9; 0 when none)."""
-    from jaxbp.verify.kinks import crossing_sides
+    """Which steps along ``tangent`` cross a kinked pre-activation (eq. V9; 0 when none), and the
+    fraction of the step that reaches the nearest one."""
+    from jaxbp.verify.kinks import crossing_sides, step_ratio
 
     z, dz = jax.jvp(lambda t: kinks(layout.unflatten(t), *args), (theta,), (tangent,))
-    return crossing_sides(z, dz)
+    return crossing_sides(z, dz), step_ratio(z, dz)
 
 
 @functools.partial(jax.jit, static_argnames=("loss_fn", "kinks", "layout", "static_spec", "batch"))
@@ -237,10 +241,10 @@ def _fd_basis(loss_fn, kinks, layout, static_spec, batch, theta, dynamic, indice
     def one(inputs):
         i, vp, vm = inputs
         plus, minus = theta.at[i].set(vp), theta.at[i].set(vm)
-        near = jnp.asarray(0, jnp.int32)
+        near, ratio = jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float32)
         if kinks is not None:
-            near = _near_kink(kinks, layout, args, theta, plus - theta)
-        return f(plus), f(minus), near
+            near, ratio = _near_kink(kinks, layout, args, theta, plus - theta)
+        return f(plus), f(minus), near, ratio
 
     return f(theta), jax.lax.map(one, (indices, v_plus, v_minus), batch_size=batch)
 
@@ -254,10 +258,10 @@ def _fd_segment(loss_fn, kinks, layout, static_spec, batch, theta, dynamic, star
         sp, sm = inputs
         plus = jax.lax.dynamic_update_slice(theta, sp, (start,))
         minus = jax.lax.dynamic_update_slice(theta, sm, (start,))
-        near = jnp.asarray(0, jnp.int32)
+        near, ratio = jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float32)
         if kinks is not None:
-            near = _near_kink(kinks, layout, args, theta, plus - theta)
-        return f(plus), f(minus), near
+            near, ratio = _near_kink(kinks, layout, args, theta, plus - theta)
+        return f(plus), f(minus), near, ratio
 
     return f(theta), jax.lax.map(one, (s_plus, s_minus), batch_size=batch)
 
@@ -277,27 +281,29 @@ def fd_basis(loss_fn, layout, theta, args, indices, v_plus, v_minus, kinks=None)
     """f at θ with θ_i set to ``v_plus[k]`` / ``v_minus[k]`` for each ``i = indices[k]``."""
     dynamic, static_spec = split_args(args)
     batch = batch_size(layout.size, len(indices))
-    j0, (jp, jm, near) = _fd_basis(
+    j0, (jp, jm, near, ratio) = _fd_basis(
         loss_fn, kinks, layout, static_spec, batch, theta, dynamic,
         jnp.asarray(indices, jnp.int32), jnp.asarray(v_plus, theta.dtype),
         jnp.asarray(v_minus, theta.dtype),
     )  # fmt: skip
     return FDValues(
-        float(j0), np.asarray(jp, np.float64), np.asarray(jm, np.float64), np.asarray(near)
-    )
+        float(j0), np.asarray(jp, np.float64), np.asarray(jm, np.float64), np.asarray(near),
+        np.asarray(ratio, np.float64),
+    )  # fmt: skip
 
 
 def fd_segment(loss_fn, layout, theta, args, start, s_plus, s_minus, kinks=None) -> FDValues:
     """f at θ with the segment from ``start`` replaced by each row of ``s_plus`` / ``s_minus``."""
     dynamic, static_spec = split_args(args)
     batch = batch_size(layout.size, s_plus.shape[0])
-    j0, (jp, jm, near) = _fd_segment(
+    j0, (jp, jm, near, ratio) = _fd_segment(
         loss_fn, kinks, layout, static_spec, batch, theta, dynamic, start,
         jnp.asarray(s_plus, theta.dtype), jnp.asarray(s_minus, theta.dtype),
     )  # fmt: skip
     return FDValues(
-        float(j0), np.asarray(jp, np.float64), np.asarray(jm, np.float64), np.asarray(near)
-    )
+        float(j0), np.asarray(jp, np.float64), np.asarray(jm, np.float64), np.asarray(near),
+        np.asarray(ratio, np.float64),
+    )  # fmt: skip
 
 
 def fd_noise(values: FDValues, denominator: np.ndarray, dtype) -> np.ndarray:
