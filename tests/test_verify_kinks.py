@@ -88,3 +88,17 @@ def test_crossing_sides():
     assert int(crossing_sides((jnp.array([0.0]),), (jnp.array([1.0]),))) == PLUS | MINUS
     two = (jnp.array([1e-3, -1e-3]),)  # two units crossing in opposite senses
     assert int(crossing_sides(two, (jnp.array([-1e-2, -1e-2]),))) == PLUS | MINUS
+
+
+def test_a_unit_exactly_at_the_kink_uses_the_one_sided_slopes():
+    params, x, y = numpy_problem([3, 4, 2], output="identity_mse", m=3, seed=3)
+    x = x.at[0].set(0.0)  # z[0, 0] = b[0] exactly
+    params = (jaxbp.Layer(params[0].W, params[0].b.at[0].set(0.0)), params[1])
+    kw = dict(activation="relu", output="identity_mse")
+    report = verify.check(
+        functools.partial(jaxbp.value_and_grad, **kw), functools.partial(reference.cost, **kw),
+        params, x, y, modes=("fd",), kinks=functools.partial(_kinks, activation="relu"),
+    )  # fmt: skip
+    assert report.ok, str(report)
+    row = next(r for r in report.rows if r.oracle == "fd-kink" and r.path == "[0].b")
+    assert row.worst_index == (0,) and "at the kink: one-sided" in row.note
