@@ -35,8 +35,10 @@ from jaxbp.verify.report import eps, fd_step_factor
 
 Array = jax.Array
 
-MEMORY_ELEMENTS = 1 << 22
-"""Bound on B · N, the perturbed parameter vectors alive at once (4M numbers)."""
+MEMORY_ELEMENTS = 1 << 19
+"""Bound on B · N, the perturbed parameter vectors alive at once (512K numbers, 4 MB in float64):
+chunks that stay in cache run faster than larger ones (10 285-parameter network on the CPU:
+B = 50 takes 0.85 s for the full elementwise fd, B = 407 2.4 s)."""
 
 DEFAULT_FD_BUDGET = 20_000
 """Parameters checked elementwise; above it, the largest leaves are checked by projections."""
