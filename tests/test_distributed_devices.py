@@ -9,11 +9,7 @@ session, shared between pytest-xdist workers through a file lock.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
@@ -23,10 +19,9 @@ import pytest
 
 import distributed_problem as prob
 import jaxbp
+from distributed_subprocess import run_once
 from jaxbp.distributed import bf16_grad_rtol
 
-HERE = Path(__file__).resolve().parent
-WORKER = HERE / "distributed_worker.py"
 WORKER_TIMEOUT_S = 300
 
 RTOL = {"float64": 1e-12, "float32": 64 * float(jnp.finfo(jnp.float32).eps)}
@@ -51,31 +46,9 @@ class WorkerResults:
 
 @pytest.fixture(scope="session")
 def worker(tmp_path_factory) -> WorkerResults:
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # shared by the xdist workers of this session
-    out = base / "jaxbp_distributed_worker"
-    with open(base / "jaxbp_distributed_worker.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            if not (out / "results.json").exists():
-                out.mkdir(exist_ok=True)
-                env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-                env.pop("XLA_FLAGS", None)
-                env["PYTHONPATH"] = os.pathsep.join(
-                    filter(None, [str(HERE), env.get("PYTHONPATH", "")])
-                )
-                proc = subprocess.run(
-                    [sys.executable, str(WORKER), str(out)],
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=WORKER_TIMEOUT_S,
-                )
-                assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return WorkerResults(out)
+    return WorkerResults(
+        run_once(tmp_path_factory, "distributed_worker.py", timeout_s=WORKER_TIMEOUT_S)
+    )
 
 
 def rel_error(actual, expected) -> float:

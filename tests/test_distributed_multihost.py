@@ -4,7 +4,6 @@ and end at the single-process, single-device result (jax.distributed over Gloo).
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -15,6 +14,7 @@ import numpy as np
 import pytest
 
 import distributed_problem as prob
+from distributed_subprocess import clean_env
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "distributed_multihost_worker.py"
@@ -28,22 +28,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(**extra: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
-    env.pop("XLA_FLAGS", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
-    env.update(extra)
-    return env
-
-
 def _run_two_processes(out_dir: Path) -> list[str]:
     """Starts process 0 with flags and process 1 from the environment; kills both on failure."""
     address = f"127.0.0.1:{_free_port()}"
     commands = [
-        ([sys.executable, str(WORKER), str(out_dir), "0", address], _env()),
+        ([sys.executable, str(WORKER), str(out_dir), "0", address], clean_env()),
         (
             [sys.executable, str(WORKER), str(out_dir)],
-            _env(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1"),
+            clean_env(JAX_COORDINATOR_ADDRESS=address, JAX_NUM_PROCESSES="2", JAX_PROCESS_ID="1"),
         ),
     ]
     logs = [out_dir / f"log_{i}.txt" for i in range(2)]
