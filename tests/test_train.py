@@ -289,7 +289,8 @@ def test_shadow_catches_a_wrong_gradient():
         J, g = manual(p, xb, yb, **kw)
         return J, (g[0], g[1]._replace(W=g[1].W - kw["l2"] / xb.shape[0] * p[1].W))
 
-    errors = jax.device_get(S.shadow_errors(params, x, y, l2=5.0, hand=wrong, **KW))
+    errors = jax.jit(lambda p: S.shadow_errors(p, x, y, l2=5.0, hand=wrong, **KW))(params)
+    errors = jax.device_get(errors)
     with pytest.raises(S.ShadowError, match=r"epoch 7: .* diverge at \[1\].W"):
         S.check_shadow(errors, jnp.float64, epoch=7)
     with pytest.raises(S.ShadowError, match="inf"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from datetime import datetime
@@ -313,6 +314,8 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
             )
         )
     tty = sys.stdout.isatty()
+    # A terminal that reports a 0×0 size (some pseudo-terminals) would make tqdm hide the bar.
+    size = shutil.get_terminal_size((100, 24))
     bar = tqdm(
         total=c["epochs"],
         initial=start,
@@ -320,7 +323,8 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         unit="epoch",
         file=sys.stdout,
         disable=not tty,
-        dynamic_ncols=True,
+        ncols=min(size.columns, 120),
+        nrows=size.lines,
     )
     every = max(1, c["epochs"] // 10)
     last_saved = start
