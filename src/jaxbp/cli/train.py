@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +54,12 @@ def add_parser(sub) -> None:
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    multi = p.add_argument_group(
+        "multi-host (docs/distributed.md; each falls back to its JAX_* environment variable)"
+    )
+    multi.add_argument("--coordinator-address", metavar="HOST:PORT", help="process 0's address")
+    multi.add_argument("--num-processes", type=int, metavar="N", help="number of processes")
+    multi.add_argument("--process-id", type=int, metavar="I", help="this process's index")
     p.set_defaults(run=run)
 
 
@@ -169,16 +176,36 @@ def plan(args) -> Plan:
     return Plan(config, dataset, run_dir, resume_meta, hashed, digest, fresh)
 
 
-def place(tree):
-    """The single place where arrays go to devices: the data splits, and the training state
-    read back from a checkpoint (today: all on the default device).
-
-    A sharded run replaces this with ``jax.device_put(tree, NamedSharding(...))``; the training
-    functions (:mod:`jaxbp.train`) never place anything themselves.
+def place(tree, mesh):
+    """The single place where arrays go to devices: the data splits and the training state,
+    replicated on every device of ``mesh``; each minibatch is then split over the mesh by the
+    data-parallel gradient source (:mod:`jaxbp.distributed`). The training functions
+    (:mod:`jaxbp.train`) never place anything themselves.
     """
+    from jaxbp.distributed import replicate
+
+    return replicate(mesh, tree)
+
+
+def _mesh(c):
+    """The data mesh of ``--devices`` devices of ``--platform``; UsageError if unavailable."""
     import jax
 
-    return jax.device_put(tree)
+    from jaxbp.distributed import data_mesh, select_platform
+
+    try:
+        devices = select_platform(c["platform"]) if c["platform"] else jax.devices()
+    except RuntimeError as e:
+        raise UsageError(f"--platform: {e}") from None
+    n = c["devices"] or len(devices)
+    if n > len(devices):
+        raise UsageError(
+            f"--devices: {n} requested but {len(devices)} {devices[0].platform} device(s) are "
+            "available (on a CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    if jax.process_count() > 1 and n != len(devices):
+        raise UsageError(f"--devices: a multi-host run uses all {len(devices)} devices, got {n}")
+    return data_mesh(devices[:n])
 
 
 def _device_count(array) -> int:
@@ -198,6 +225,15 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def run(args) -> int:
+    from jaxbp.distributed import initialize
+
+    try:  # before anything starts JAX
+        info = initialize(args.coordinator_address, args.num_processes, args.process_id)
+    except ValueError as e:  # "num_processes: …" → "--num-processes: …"
+        name, _, rest = str(e).partition(":")
+        raise UsageError(f"--{name.replace('_', '-')}:{rest}") from None
+    if info.process_id > 0 and not args.resume:
+        args.overwrite = True  # process 0 owns --out; the others write to a scratch directory
     p = plan(args)
     return execute(p)
 
@@ -229,15 +265,18 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
     n_train = ds.x_train.shape[0]
     batch = None if c["batch_size"] == "all" else c["batch_size"]
     steps_per_epoch = 1 if batch is None else n_train // batch
+    mesh = _mesh(c)
+    main = jax.process_index() == 0
     x, y, x_val, y_val = place(
         (
             np.asarray(ds.x_train, dtype),
             one_hot(ds.y_train, k, dtype),
             np.asarray(ds.x_val, dtype),
             one_hot(ds.y_val, k, dtype),
-        )
+        ),
+        mesh,
     )
-    x_test, y_test = place((np.asarray(ds.x_test, dtype), one_hot(ds.y_test, k, dtype)))
+    x_test, y_test = place((np.asarray(ds.x_test, dtype), one_hot(ds.y_test, k, dtype)), mesh)
     optimizer = make_optimizer(
         c["optimizer"],
         lr=c["lr"],
@@ -247,6 +286,11 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         weight_decay=c["weight_decay"],
     )
     source = T.gradient_source(c["grad"])
+    parallel = mesh.devices.size > 1 or c["precision"] != "float32"
+    if parallel:  # each minibatch split over the mesh: per-device Δ, one psum (distributed.md)
+        from jaxbp.distributed import data_parallel_source
+
+        source = data_parallel_source(mesh, precision=c["precision"], base=source)
     epoch_fn = T.make_epoch(
         optimizer,
         source,
@@ -266,16 +310,16 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         state = T.init_state(jax.random.key(seed), sizes, optimizer, scheme=c["init"], dtype=dtype)
         return state, T.init_early_stop(state.params)
 
-    state, stop = jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32))
+    state, stop = place(jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32)), mesh)
     history: list[dict] = []
     start, elapsed_before, shadow_worst = 0, 0.0, None
-    if p.fresh_dir:
+    if p.fresh_dir and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
-    else:
+    elif not p.fresh_dir:
         (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
-        state, stop = place((state, stop))
+        state, stop = place((state, stop), mesh)
         start = int(meta["epoch"])
         elapsed_before = float(meta.get("wall_time_s", 0.0))
         shadow_worst = meta.get("shadow_max_rel_error")
@@ -283,6 +327,8 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
             for text in (run_dir / METRICS).read_text().splitlines():
                 if text.strip() and json.loads(text)["epoch"] <= start:
                     history.append(json.loads(text))
+    if not main:  # multi-host: only process 0 writes the run directory
+        run_dir = Path(tempfile.mkdtemp(prefix=f"jaxbp-process{jax.process_index()}-"))
     header = (
         f"jaxbp {jaxbp.__version__} train — fully resolved configuration of this run\n"
         f"config hash {p.hash}"
@@ -305,7 +351,9 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         save(0, 0.0)
     shadow_fn = None
     if c["shadow_every"]:
-        hand = source if c["grad"] == "graph" else None
+        hand = (
+            source if c["grad"] == "graph" or (parallel and c["precision"] == "float32") else None
+        )
         shadow_fn = jax.jit(
             jax.vmap(
                 lambda params: shadow.shadow_errors(
@@ -402,5 +450,6 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
     summary["outputs"] = written
     _atomic_write(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    report.print_summary(summary, run_dir, written)
+    if main:
+        report.print_summary(summary, run_dir, written)
     return 0

@@ -71,6 +71,9 @@ OPTIONS = (
     Option("patience", "int", 0, "early stopping after N epochs without validation gain"),
     Option("shadow_every", "int", 0, "compare manual and autodiff gradients every N epochs", False),
     Option("dtype", "str", "float32", "float32 or float64"),
+    Option("precision", "str", "float32", "gradient compute: float32, or bf16 (manual grad only)"),
+    Option("devices", "int", None, "devices each minibatch is split over (default: all)", False),
+    Option("platform", "str", None, "cpu, gpu or tpu (default: JAX's own choice)", False),
     Option("checkpoint_every", "int", 1, "write the checkpoint every N epochs", False),
     Option("plots", "bool", True, "write PNG plots", False),
     Option("out", "path", None, "run directory (default runs/<dataset>-<timestamp>)", False),
@@ -231,6 +234,8 @@ def resolve(config: dict) -> dict:
     """
     from jaxbp.activations import ACTIVATIONS
     from jaxbp.data import BUILTIN, LABEL_COLUMNS, SCALINGS
+    from jaxbp.distributed.platform import PLATFORMS
+    from jaxbp.distributed.precision import PRECISIONS
     from jaxbp.losses import OUTPUTS
     from jaxbp.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
     from jaxbp.params import SCHEMES
@@ -249,6 +254,13 @@ def resolve(config: dict) -> dict:
     check_choice("optimizer", c["optimizer"], OPTIMIZERS)
     check_choice("grad", c["grad"], GRAD_SOURCES)
     check_choice("dtype", c["dtype"], DTYPES)
+    check_choice("precision", c["precision"], PRECISIONS)
+    if c["precision"] != "float32" and c["grad"] != "manual":
+        raise UsageError(f"--precision: {c['precision']} needs --grad manual, got {c['grad']!r}")
+    if c["platform"] is not None:
+        check_choice("platform", c["platform"], PLATFORMS)
+    if c["devices"] is not None and c["devices"] < 1:
+        raise UsageError(f"--devices: must be ≥ 1, got {c['devices']}")
     hidden = c["hidden"]
     if any(h < 1 for h in hidden):
         raise UsageError(f"--hidden: widths must be positive integers, got {hidden}")
