@@ -79,3 +79,36 @@ def test_python_dash_m_help():
     )  # fmt: skip
     assert result.returncode == 0
     assert "--modes" in result.stdout and "--json" in result.stdout
+
+
+def test_verify_devices_sharded_subprocess(tmp_path):
+    """``jaxbp verify --devices 4`` on 4 forced CPU devices: the sharded section passes and is
+    recorded in the JSON."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu"
+    )
+    out = tmp_path / "v.json"
+    r = subprocess.run(
+        [sys.executable, "-m", "jaxbp", "verify", "--sizes", "6,5,3", "--batch", "8",
+         "--devices", "4", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "sharded over 4 device(s)" in r.stdout
+    record = json.loads(out.read_text())
+    assert record["ok"] is True and record["sharded"]["ok"] is True
+    assert record["sharded"]["devices"] == 4
+
+
+def test_verify_devices_bad_input(capsys):
+    from jaxbp.cli import main
+
+    assert main(["verify", "--devices", "0"]) == 2
+    assert "--devices" in capsys.readouterr().err
+    assert main(["verify", "--devices", "64"]) == 2
+    assert "64 requested" in capsys.readouterr().err

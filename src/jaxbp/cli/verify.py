@@ -44,6 +44,12 @@ def add_parser(sub) -> None:
         default="20000",
         help="parameters checked elementwise by fwd/fd; above it, projections ('none': no limit)",
     )
+    p.add_argument(
+        "--devices",
+        default=None,
+        help="also check the data-parallel hand gradient with the batch sharded over N devices "
+        "(jaxbp.distributed; on a CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the full record as JSON to PATH")
     p.set_defaults(run=run)
 
@@ -111,6 +117,7 @@ def parse_args(args) -> dict:
         "seed": _int("--seed", args.seed, 0),
         "grad": _choice("--grad", args.grad, GRAD_SOURCES),
         "fd_budget": budget,
+        "devices": None if args.devices is None else _int("--devices", args.devices, 1),
     }
 
 
@@ -124,11 +131,25 @@ def run(args) -> int:
         jax.config.update("jax_enable_x64", True)
     from jaxbp.verify import verify_mlp
 
+    devices = options.pop("devices")
+    if devices is not None and devices > len(jax.devices()):
+        raise UsageError(
+            f"--devices: {devices} requested but {len(jax.devices())} "
+            f"{jax.default_backend()} device(s) are available "
+            "(on a CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)"
+        )
+    if devices is not None and options["batch"] % devices:
+        raise UsageError(
+            f"--batch: {options['batch']} examples do not split evenly over --devices {devices}"
+        )
     t0 = time.perf_counter()
     try:
         result = verify_mlp(**options)
     except (ValueError, TypeError) as e:
         raise UsageError(str(e)) from None
+    sharded = None
+    if devices is not None:
+        sharded = _sharded(options, devices)
     wall = time.perf_counter() - t0
     o = options
     print(
@@ -137,12 +158,49 @@ def run(args) -> int:
         f"modes {','.join(o['modes'])}, backend {jax.default_backend()}\n"
     )
     print(result)
-    print(f"wall time {wall:.2f} s")
+    if sharded is not None:
+        print(f"\nsharded over {devices} device(s): data-parallel hand gradient vs autodiff")
+        print(sharded)
+    ok = result.ok and (sharded is None or sharded.ok)
+    print(f"wall time {wall:.2f} s: {'PASS' if ok else 'FAIL'}")
     if args.json:
         record = result.to_dict()
         record["seconds"]["wall"] = wall
+        if sharded is not None:
+            record["sharded"] = {"devices": devices, **sharded.to_dict()}
+            record["ok"] = ok
         import json
 
         Path(args.json).expanduser().write_text(json.dumps(record, indent=2, allow_nan=False))
         print(f"wrote {args.json}")
-    return 0 if result.ok else 1
+    return 0 if ok else 1
+
+
+def _sharded(options: dict, devices: int):
+    """The same network and batch, checked with the batch split over ``devices`` devices."""
+    import jax.numpy as jnp
+
+    from jaxbp.distributed import data_mesh
+    from jaxbp.distributed.verify import sharded_check
+    from jaxbp.verify.mlp import make_problem
+
+    o = options
+    params, x, y = make_problem(
+        o["sizes"],
+        activation=o["activation"],
+        output=o["output"],
+        dtype=jnp.dtype(o["dtype"]),
+        batch=o["batch"],
+        seed=o["seed"],
+    )
+    return sharded_check(
+        data_mesh(devices),
+        params,
+        x,
+        y,
+        activation=o["activation"],
+        output=o["output"],
+        l2=o["l2"],
+        modes=o["modes"],
+        fd_budget=o["fd_budget"],
+    )

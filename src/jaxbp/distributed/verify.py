@@ -58,7 +58,8 @@ def sharded_check(
         _hand, mesh=mesh, activation=activation, output=output, l2=l2, precision=precision
     )
     loss_fn = functools.partial(cost, activation=activation, output=output, l2=l2)
-    title = f"sharded gradient check ({mesh.shape}, {precision})"
+    axes = ", ".join(f"{name}={size}" for name, size in mesh.shape.items())
+    title = f"sharded gradient check (mesh {axes}, hand-side compute {precision})"
     return check(
         grad_fn, loss_fn, params, xs, ys, modes=modes, rtol=rtol, title=title, **check_kwargs
     )
