@@ -55,20 +55,26 @@ def test_custom_config_names_its_shape():
 # --- harness -------------------------------------------------------------------------------
 
 
-def test_interleaved_rotates_the_order_every_round():
+def test_interleaved_shuffles_every_round_and_times_each_method_once_per_round():
     calls = []
 
     def runner(name):
         return lambda n: calls.append((name, n))
 
-    t = interleaved(
-        {k: runner(k) for k in "ABC"}, budget_s=1e9, sample_s=1e-9, min_rounds=3, max_rounds=3
-    )
-    # 2 calibration steps and 1 warm-up sample each, then rounds A B C, B C A, C A B.
-    timed = [name for name, _ in calls[9:]]
-    assert timed == list("ABCBCACAB")
-    assert all(t[k].rounds == (0, 1, 2) and len(t[k].samples) == 3 for k in "ABC")
-    assert all(t[k].inner >= 1 for k in "ABC")
+    names = "ABCDE"
+    kw = dict(budget_s=1e9, sample_s=1e-9, min_rounds=20, max_rounds=20)
+    t = interleaved({k: runner(k) for k in names}, **kw)
+    # 2 calibration steps and 1 warm-up sample each, then 20 rounds of one sample each.
+    timed = [name for name, _ in calls[3 * len(names) :]]
+    rounds = [timed[i : i + len(names)] for i in range(0, len(timed), len(names))]
+    assert len(rounds) == 20 and all(sorted(r) == list(names) for r in rounds)
+    predecessors = {(r[i - 1], r[i]) for r in rounds for i in range(1, len(r))}
+    assert all(len({a for a, b in predecessors if b == n}) > 1 for n in names)  # varied neighbours
+    assert len({tuple(r) for r in rounds}) > 1
+    assert all(t[k].rounds == tuple(range(20)) and t[k].inner >= 1 for k in names)
+    calls.clear()
+    interleaved({k: runner(k) for k in names}, **kw)
+    assert [name for name, _ in calls[3 * len(names) :]] == timed  # seeded: reproducible
 
 
 def test_interleaved_stops_a_method_at_its_budget_after_min_rounds():
@@ -225,3 +231,16 @@ def test_bench_cli_bad_input_exits_2_with_one_line(argv, fragment, capsys):
     assert main(["bench", *argv]) == 2
     err = capsys.readouterr().err.strip()
     assert fragment in err and "\n" not in err and "Traceback" not in err
+
+
+# --- time to accuracy ------------------------------------------------------------------------
+
+
+def test_time_to_accuracy_trains_digits_to_the_target():
+    from jaxbp.bench.accuracy import TARGET, jaxbp_time_to_accuracy, load_digits_split
+
+    x_fit, y_fit, x_test, y_test, _ = load_digits_split(0)
+    assert x_fit.shape == (1438, 64) and x_test.shape == (359, 64)
+    run = jaxbp_time_to_accuracy(x_fit, y_fit, x_test, y_test, dtype=jnp.float32)
+    assert run["reached"] and run["test_accuracy"] >= TARGET
+    assert 1 <= run["epochs"] <= 200 and 0 < run["compile_s"] <= run["wall_s"]

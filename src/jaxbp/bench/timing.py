@@ -5,8 +5,11 @@ once the last one has finished (``block_until_ready`` for JAX). The harness
 
 1. calibrates, per method, how many steps make one sample of at least ``sample_s`` seconds (so
    that timer and dispatch granularity vanish for the 40 µs steps of a tiny network);
-2. runs rounds: in round r every still-active method takes one sample, in an order rotated by r
-   (A B C, B C A, C A B, …) so no method always runs first or right after the same neighbour;
+2. runs rounds: in round r every still-active method takes one sample, in an order shuffled
+   afresh each round (seeded), so that no method always runs first or always right after the
+   same neighbour — a library whose threads keep spinning for a while after its own step
+   (OpenBLAS under scikit-learn spins ~0.1 s) slows whichever sample comes next, and that must
+   not always be the same method;
 3. stops a method after ``min_rounds`` once its samples have used ``budget_s``, or at
    ``max_rounds``.
 
@@ -18,6 +21,7 @@ round alike: the ratio of two methods is taken per round and its median reported
 from __future__ import annotations
 
 import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping
@@ -73,8 +77,9 @@ def interleaved(
     sample_s: float = 0.02,
     min_rounds: int = 3,
     max_rounds: int = 200,
+    seed: int = 0,
 ) -> dict[str, Timing]:
-    """Times every runner in rotated rounds (module docstring).
+    """Times every runner in shuffled rounds (module docstring).
 
     Args:
       runs: name → ``run(n)``; each has already been compiled and warmed up once.
@@ -82,6 +87,7 @@ def interleaved(
       sample_s: minimum duration of one sample.
       min_rounds: rounds every method takes part in, whatever its cost.
       max_rounds: rounds after which every method stops.
+      seed: seed of the per-round orders.
 
     Returns:
       name → :class:`Timing`.
@@ -100,12 +106,13 @@ def interleaved(
     samples: dict[str, list[float]] = {name: [] for name in names}
     rounds: dict[str, list[int]] = {name: [] for name in names}
     spent = dict.fromkeys(names, 0.0)
+    rng = random.Random(seed)
     for r in range(max_rounds):
         active = [n for n in names if r < min_rounds or spent[n] < budget_s]
         if not active:
             break
-        shift = r % len(active)
-        for name in active[shift:] + active[:shift]:
+        rng.shuffle(active)
+        for name in active:
             t = sample(runs[name], inner[name])
             samples[name].append(t)
             rounds[name].append(r)
