@@ -30,11 +30,14 @@ class GemmPeak(NamedTuple):
       gflops: the best shape's GFLOP/s (2·M·K·N per product).
       shape: that shape (M, K, N).
       per_shape: every shape measured, as ((M, K, N), GFLOP/s).
+      torch_per_shape: PyTorch's ``a @ b`` on the same shapes in the same rounds (its BLAS —
+        MKL or OpenBLAS on a CPU — is another library than XLA's), or empty when not measured.
     """
 
     gflops: float
     shape: tuple[int, int, int]
     per_shape: tuple[tuple[tuple[int, int, int], float], ...]
+    torch_per_shape: tuple[tuple[tuple[int, int, int], float], ...] = ()
 
 
 def gemm_runner(shape: tuple[int, int, int], *, dtype=jnp.float32, precision=None):
@@ -56,12 +59,31 @@ def gemm_runner(shape: tuple[int, int, int], *, dtype=jnp.float32, precision=Non
     return run, 2 * M * K * N
 
 
+def torch_gemm_runner(shape: tuple[int, int, int], *, dtype=jnp.float32):
+    """Like :func:`gemm_runner` for PyTorch's ``a @ b`` on the CPU."""
+    import torch
+
+    M, K, N = shape
+    tdtype = getattr(torch, jnp.dtype(dtype).name)
+    generator = torch.Generator().manual_seed(M * 7 + K * 3 + N)
+    a = torch.randn(M, K, generator=generator, dtype=tdtype)
+    b = torch.randn(K, N, generator=generator, dtype=tdtype)
+
+    def run(n: int) -> None:
+        for _ in range(n):
+            a @ b
+
+    run(1)
+    return run, 2 * M * K * N
+
+
 def gemm_peak(
     shapes: Sequence[tuple[int, int, int]] = SHAPES,
     *,
     dtype=jnp.float32,
     budget_s: float = 1.0,
     precision=None,
+    torch: bool = False,
 ) -> GemmPeak:
     """Times ``a @ b`` for each (M, K, N) in ``shapes`` and returns the best rate.
 
@@ -70,15 +92,24 @@ def gemm_peak(
       dtype: operand dtype.
       budget_s: seconds of timed samples per shape (interleaved across shapes).
       precision: passed to ``jnp.matmul`` (``None``: the backend default).
+      torch: also time PyTorch's product on the CPU in the same rounds (for reference only:
+        the peak is XLA's).
     """
     runs, flops = {}, {}
     for shape in shapes:
-        runs[tuple(shape)], flops[tuple(shape)] = gemm_runner(
-            shape, dtype=dtype, precision=precision
-        )
+        shape = tuple(shape)
+        runs[("xla", shape)], flops[shape] = gemm_runner(shape, dtype=dtype, precision=precision)
+        if torch:
+            runs[("torch", shape)], _ = torch_gemm_runner(shape, dtype=dtype)
     timings = interleaved(
-        {str(s): r for s, r in runs.items()}, budget_s=budget_s, sample_s=0.05, min_rounds=3
+        {str(k): r for k, r in runs.items()}, budget_s=budget_s, sample_s=0.05, min_rounds=3
     )
-    per_shape = tuple((s, flops[s] / timings[str(s)].median / 1e9) for s in runs)
+
+    def rates(lib):
+        return tuple(
+            (s, flops[s] / timings[str((lib, s))].median / 1e9) for lb, s in runs if lb == lib
+        )
+
+    per_shape = rates("xla")
     best = max(per_shape, key=lambda item: item[1])
-    return GemmPeak(best[1], best[0], per_shape)
+    return GemmPeak(best[1], best[0], per_shape, rates("torch") if torch else ())

@@ -19,7 +19,7 @@ import jaxbp
 from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, Config, step_flops
 from jaxbp.bench.methods import JAX_METHODS, make_problem, prepare_jax
 from jaxbp.bench.peak import QUICK_SHAPES, SHAPES, gemm_peak, gemm_runner
-from jaxbp.bench.peers import PEERS, peer_version, prepare_sklearn, prepare_torch
+from jaxbp.bench.peers import PEERS, installed, peer_version, prepare_sklearn, prepare_torch
 from jaxbp.bench.timing import interleaved, paired_ratio
 
 METHODS = JAX_METHODS + PEERS
@@ -214,7 +214,10 @@ def run_bench(
     short = quick or budget_s < 1.0
     shapes = peak_shapes if peak_shapes is not None else (QUICK_SHAPES if short else SHAPES)
     log("measuring the GEMM peak")
-    peak = gemm_peak(shapes, dtype=dtype, budget_s=min(1.5, budget_s), precision=precision)
+    with_torch = "torch" in methods and installed("torch") and jax.default_backend() == "cpu"
+    peak = gemm_peak(
+        shapes, dtype=dtype, budget_s=min(1.5, budget_s), precision=precision, torch=with_torch
+    )
     results = []
     for config in configs:
         log(f"configuration {config.name} {config.sizes} batch {config.batch}")
@@ -257,6 +260,7 @@ def run_bench(
             "gflops": peak.gflops,
             "shape": list(peak.shape),
             "per_shape": [{"shape": list(s), "gflops": g} for s, g in peak.per_shape],
+            "torch_per_shape": [{"shape": list(s), "gflops": g} for s, g in peak.torch_per_shape],
         },
         "configs": results,
         "time_to_accuracy": tta,

@@ -291,6 +291,11 @@ def render(result: dict) -> str:
         f"{'x'.join(map(str, p['shape']))}: {p['gflops']:.0f}" for p in peak["per_shape"]
     )
     lines.append(f"GEMM peak {peak['gflops']:.1f} GFLOP/s (M x K x N → GFLOP/s: {shapes})")
+    if peak.get("torch_per_shape"):
+        shapes = ", ".join(
+            f"{'x'.join(map(str, p['shape']))}: {p['gflops']:.0f}" for p in peak["torch_per_shape"]
+        )
+        lines.append(f"  PyTorch's a @ b, same rounds, for reference: {shapes}")
     for c in result["configs"]:
         lines.append("")
         sizes = "-".join(map(str, c["sizes"]))
