@@ -343,16 +343,21 @@ def render(result: dict) -> str:
 
 def render_tta(tta: dict) -> str:
     """The time-to-accuracy lines."""
-    rows = [f"time to {100 * tta['target']:.0f} % test accuracy on digits ({tta['setup']}):"]
+    rows = [
+        f"time to {100 * tta['target']:.0f} % test accuracy on digits ({tta['setup']}), "
+        f"median of {tta['repeats']} alternated runs:"
+    ]
     for name, r in tta["runs"].items():
         acc = _fmt(r.get("test_accuracy"), ".4f")
-        if r.get("reached") is False:
-            rows.append(f"  {name:<34} not reached: {r['wall_s']:.2f} s, final accuracy {acc}")
-        else:
-            extra = f", compile {r['compile_s']:.2f} s" if r.get("compile_s") is not None else ""
-            rows.append(
-                f"  {name:<34} {r['wall_s']:.2f} s (accuracy {acc}, {r['epochs']} epochs{extra})"
-            )
+        runs = ", ".join(f"{t:.2f}" for t in r["wall_s_all"])
+        reached = "" if r["reached"] else f" — target NOT reached (accuracy {acc})"
+        extra = ""
+        if r.get("compile_s") is not None:
+            extra = f", compile {r['compile_s']:.2f} s, first run {r['first_wall_s']:.2f} s"
+        rows.append(
+            f"  {name:<28} {r['wall_s']:.2f} s (runs {runs}; accuracy {acc}, "
+            f"{r['epochs']} epochs{extra}){reached}"
+        )
     if tta.get("ratio") is not None:
-        rows.append(f"  ratio hand / sklearn: {tta['ratio']:.3f}")
+        rows.append(f"  ratio jaxbp / scikit-learn: {tta['ratio']:.3f}")
     return "\n".join(rows)
