@@ -1,12 +1,19 @@
-"""Profile evidence for docs/benchmarks.md: where a training step's time goes, per XLA op.
+"""Profile evidence for docs/benchmarks.md: where a training step's time goes, and how far it is
+from the time of its matrix products alone.
 
-For each configuration and gradient method, compiles the same jitted step that ``jaxbp bench``
-times, runs it under ``jax.profiler`` (a Perfetto trace), and splits the per-op device time into
-matrix products (XLA ``dot``s, inside YNNPACK fusions or not) and everything else. It also counts
-the ops of the compiled program and lists its products' dimension numbers, which shows whether
-two methods run the same GEMMs.
+For each configuration and gradient method (default: hand-derived and plain ``jax.grad``):
 
-    PYTHONPATH=src python benchmarks/profile_step.py --configs mnist,wide,deep --steps 20
+1. compiles the jitted step that ``jaxbp bench`` times and lists its XLA ops: how many, and the
+   matrix products (shape, contracting dimensions) — equal lists mean both methods run the same
+   GEMMs;
+2. runs it under ``jax.profiler`` (a Perfetto trace) and splits the per-op time into products
+   (XLA ``dot``s, inside YNNPACK fusions or not) and everything else;
+3. times, interleaved with the steps (:func:`jaxbp.bench.timing.interleaved`), a program that
+   does only the step's products — a Wᵀ, δᵀ a and δ W per layer, same shapes and layouts, all
+   independent so XLA may overlap them — the time a step would take if everything else were
+   free.
+
+    PYTHONPATH=src python benchmarks/profile_step.py --configs mnist,wide,deep
 """
 
 from __future__ import annotations
@@ -25,55 +32,43 @@ import optax
 
 from jaxbp.bench import CONFIGS
 from jaxbp.bench.methods import make_problem, make_step, prepare_jax, value_and_grad_fn
+from jaxbp.bench.timing import interleaved, paired_ratio
+
+SKIP = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
 
 
-def compiled_ops(method: str, problem) -> tuple[dict[str, str], int, list[str]]:
-    """name → op kind ("dot" for products), the entry computation's op count, the dots."""
+def compiled_ops(method: str, problem) -> tuple[dict[str, str], list[str]]:
+    """op name → "dot" or "other" for the compiled step's entry computation, and its products."""
     optimizer = optax.sgd(0.1)
     step = make_step(value_and_grad_fn(method, "sigmoid"), optimizer)
-    text = step.lower(problem.params, optimizer.init(problem.params), problem.x, problem.y)
-    text = text.compile().as_text()
+    lowered = step.lower(problem.params, optimizer.init(problem.params), problem.x, problem.y)
+    text = lowered.compile().as_text()
     entry = text[text.index("ENTRY") :]
     entry = entry[: entry.index("\n}")]
     kinds, dots = {}, []
     for line in entry.splitlines()[1:]:
         m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = (\S+) ([\w\-]+)\(", line)
-        if not m or m.group(3) in (
-            "parameter",
-            "constant",
-            "tuple",
-            "get-tuple-element",
-            "bitcast",
-        ):
+        if not m or m.group(3) in SKIP:
             continue
         name, shape, op = m.groups()
-        is_dot = op == "dot"
+        source = line
         called = re.search(r"calls=%([\w.\-]+)", line)
-        if called and not is_dot:
+        if op != "dot" and called:
             body = text[text.index("%" + called.group(1) + " ") :]
-            body = body[: body.index("\n}")]
-            d = re.search(
-                r"dot\(.*?lhs_contracting_dims=\{(\d)\}, rhs_contracting_dims=\{(\d)\}", body
-            )
-            is_dot = d is not None
-            dims = d.groups() if d else None
-        elif is_dot:
-            d = re.search(r"lhs_contracting_dims=\{(\d)\}, rhs_contracting_dims=\{(\d)\}", line)
-            dims = d.groups()
-        kinds[name] = "dot" if is_dot else "other"
-        if is_dot:
-            dots.append(f"{shape} contracting lhs {dims[0]} rhs {dims[1]}")
-    return kinds, len(kinds), sorted(dots)
+            source = body[: body.index("\n}")]
+        dims = re.search(r"lhs_contracting_dims=\{(\d)\}, rhs_contracting_dims=\{(\d)\}", source)
+        kinds[name] = "dot" if dims else "other"
+        if dims:
+            dots.append(f"{shape.split('{')[0]} lhs {dims.group(1)} rhs {dims.group(2)}")
+    return kinds, sorted(dots)
 
 
-def profile(method: str, problem, steps: int) -> dict[str, float]:
-    """ms per step of dot ops and of other ops, from a profiler trace of ``steps`` steps."""
-    prepared = prepare_jax(method, problem)
-    prepared.run(3)
+def op_times(run, steps: int) -> collections.Counter:
+    """ms per step of every op, from a profiler trace of ``steps`` steps of ``run``."""
     folder = tempfile.mkdtemp(prefix="jaxbp-profile-")
     try:
         with jax.profiler.trace(folder, create_perfetto_trace=True):
-            prepared.run(steps)
+            run(steps)
         (path,) = glob.glob(folder + "/**/*.trace.json.gz", recursive=True)
         events = json.load(gzip.open(path))["traceEvents"]
     finally:
@@ -85,32 +80,79 @@ def profile(method: str, problem, steps: int) -> dict[str, float]:
     return per_op
 
 
+def products_only(config):
+    """``run(n)``: n calls of a program doing only the step's matrix products (module
+    docstring, item 3), on random data."""
+    m, sizes = config.batch, config.sizes
+    arrays = []
+    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        ka, kw, kd = jax.random.split(jax.random.fold_in(jax.random.key(1), l), 3)
+        arrays.append(
+            (
+                jax.random.normal(ka, (m, n_in)),
+                jax.random.normal(kw, (n_out, n_in)),
+                jax.random.normal(kd, (m, n_out)),
+            )
+        )
+
+    @jax.jit
+    def products(arrays):
+        out = []
+        for l, (a, W, d) in enumerate(arrays):
+            out += [a @ W.T, d.T @ a]  # eqs. F2 and B3
+            if l > 0:
+                out.append(d @ W)  # eq. B2 (not needed below the first weight layer)
+        return out
+
+    jax.block_until_ready(products(arrays))
+
+    def run(n: int) -> None:
+        out = None
+        for _ in range(n):
+            out = products(arrays)
+        jax.block_until_ready(out)
+
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny,course,mnist,wide,deep")
     parser.add_argument("--methods", default="hand,autodiff")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds per method (timing)")
     args = parser.parse_args()
-    print("| config | method | ops | dots | dot ms/step | other ms/step | dot share |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    same = {}
+    methods = args.methods.split(",")
+    print(
+        "| config | method | ops | products | product ms | other ms | products' share "
+        "| step / products-only |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    verdicts = []
     for name in args.configs.split(","):
-        problem = make_problem(CONFIGS[name])
-        for method in args.methods.split(","):
-            kinds, n_ops, dots = compiled_ops(method, problem)
-            per_op = profile(method, problem, args.steps if name != "wide" else 3)
+        config = CONFIGS[name]
+        problem = make_problem(config)
+        runs = {m: prepare_jax(m, problem).run for m in methods}
+        runs["products only"] = products_only(config)
+        timings = interleaved(runs, budget_s=args.budget)
+        lists = []
+        for method in methods:
+            kinds, dots = compiled_ops(method, problem)
+            lists.append(dots)
+            per_op = op_times(runs[method], 3 if name == "wide" else 20)
             dot = sum(v for k, v in per_op.items() if kinds.get(k) == "dot")
             other = sum(v for k, v in per_op.items() if kinds.get(k) == "other")
-            same.setdefault(name, []).append(dots)
+            bound = paired_ratio(timings[method], timings["products only"])
             print(
-                f"| {name} | {method} | {n_ops} | {len(dots)} | {dot:.3f} | {other:.3f} "
-                f"| {100 * dot / (dot + other):.0f} % |",
+                f"| {name} | {method} | {len(kinds)} | {len(dots)} | {dot:.3f} | {other:.3f} "
+                f"| {100 * dot / (dot + other):.0f} % | {bound:.2f} |",
                 flush=True,
             )
+        same = all(d == lists[0] for d in lists)
+        verdicts.append(f"{name}: the matrix products are {'the same' if same else 'DIFFERENT'}")
+        products_ms = timings["products only"].median * 1e3
+        verdicts[-1] += f" ({len(lists[0])}; products alone {products_ms:.3f} ms)"
     print()
-    for name, lists in same.items():
-        verdict = "the same" if all(d == lists[0] for d in lists) else "DIFFERENT"
-        print(f"{name}: the methods' matrix products (shape, contracting dims) are {verdict}")
+    print("\n".join(verdicts))
 
 
 if __name__ == "__main__":

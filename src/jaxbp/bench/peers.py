@@ -9,13 +9,21 @@ rate. A peer that is not installed is reported as such, never silently replaced.
   On the CPU with the threads PyTorch picks by default; where JAX runs on a GPU and PyTorch has
   CUDA, on that GPU (synchronised after the last step, as the JAX steps are).
 - ``sklearn``: ``MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m)``; a step is one
-  ``partial_fit`` on the batch (one SGD update on all m rows, input checks included).
+  ``partial_fit`` on the batch (one SGD update on all m rows, input checks included). It runs in
+  a worker process of its own (:mod:`jaxbp.bench.sklearn_worker`), where OpenBLAS's threads can
+  be told not to spin after each call.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+import weakref
+from pathlib import Path
 
 import numpy as np
 
@@ -122,14 +130,56 @@ def prepare_torch(problem: Problem, *, activation="sigmoid", lr: float = 0.1) ->
     return Prepared("ok", run, params=current, device=device.type)
 
 
+OPENBLAS_THREAD_TIMEOUT = "4"
+"""OpenBLAS's spin after a call, as log2 of cycles, in the scikit-learn worker (its minimum)."""
+
+
+def sklearn_worker():
+    """Starts :mod:`jaxbp.bench.sklearn_worker` as a script in its own process, with OpenBLAS's
+    spin-waiting cut short (its module docstring says why).
+
+    Returns:
+      ``call(*message) -> reply``; the process ends when ``call`` is garbage-collected or at exit.
+    """
+    env = dict(os.environ)
+    env.setdefault("OPENBLAS_THREAD_TIMEOUT", OPENBLAS_THREAD_TIMEOUT)
+    script = Path(__file__).with_name("sklearn_worker.py")
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
+    )
+
+    def call(*message):
+        pickle.dump(message, proc.stdin)
+        proc.stdin.flush()
+        try:
+            reply = pickle.load(proc.stdout)
+        except EOFError:
+            raise RuntimeError(
+                f"the scikit-learn worker ({script}) exited with code {proc.wait()}"
+            ) from None
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    weakref.finalize(call, _stop, proc)
+    return call
+
+
+def _stop(proc) -> None:
+    proc.stdin.close()  # the worker ends on EOF
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    proc.stdout.close()
+
+
 def prepare_sklearn(problem: Problem, *, activation="sigmoid", lr: float = 0.1) -> Prepared:
-    """scikit-learn MLPClassifier ``partial_fit`` step on the same network and batch."""
+    """scikit-learn MLPClassifier ``partial_fit`` step on the same network and batch, in a
+    worker process (:func:`sklearn_worker`); the timed ``run(n)`` includes one round trip."""
     if not installed("sklearn"):
         return Prepared("not installed", reason="scikit-learn is not installed")
-    import warnings
-
-    from sklearn.neural_network import MLPClassifier
-
     params, x, y = problem
     name = _one_activation(activation, len(params) - 1)
     if name not in _SKLEARN_ACTIVATIONS:
@@ -140,36 +190,23 @@ def prepare_sklearn(problem: Problem, *, activation="sigmoid", lr: float = 0.1) 
         )
     if str(x.dtype) not in ("float32", "float64"):
         return Prepared("unsupported", reason=f"dtype {x.dtype} not benchmarked for sklearn")
-    xn, yn = np.array(x), np.array(y)
-    k = params[-1].W.shape[0]
-    clf = MLPClassifier(
-        hidden_layer_sizes=tuple(p.W.shape[0] for p in params[:-1]),
-        activation=_SKLEARN_ACTIVATIONS[name],
-        solver="sgd",
-        learning_rate_init=lr,
-        momentum=0.0,
-        nesterovs_momentum=False,
-        alpha=0.0,
-        batch_size=xn.shape[0],
-        shuffle=False,
-        random_state=0,
+    call = sklearn_worker()
+    call(
+        "init",
+        [np.array(p.W) for p in params],
+        [np.array(p.b) for p in params],
+        np.array(x),
+        np.array(y),
+        np.arange(params[-1].W.shape[0]),
+        _SKLEARN_ACTIVATIONS[name],
+        lr,
     )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.partial_fit(xn, yn, classes=np.arange(k))
-    # The same initial parameters as the other methods: sklearn keeps W as (n_in, n_out).
-    clf.coefs_ = [np.array(p.W).T.copy() for p in params]
-    clf.intercepts_ = [np.array(p.b) for p in params]
 
     def run(n: int) -> None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            for _ in range(n):
-                clf.partial_fit(xn, yn)
+        call("run", n)
 
     def current():
-        return tuple(
-            Layer(W.T.copy(), b.copy()) for W, b in zip(clf.coefs_, clf.intercepts_, strict=True)
-        )
+        Ws, bs = call("params")
+        return tuple(Layer(W, b) for W, b in zip(Ws, bs, strict=True))
 
     return Prepared("ok", run, params=current, device="cpu")
