@@ -64,7 +64,7 @@ def test_interleaved_shuffles_every_round_and_times_each_method_once_per_round()
     names = "ABCDE"
     kw = dict(budget_s=1e9, sample_s=1e-9, min_rounds=20, max_rounds=20)
     t = interleaved({k: runner(k) for k in names}, **kw)
-    # 2 calibration steps and 1 warm-up sample each, then 20 rounds of one sample each.
+    # 2 calibration calls and 1 warm-up sample each, then 20 rounds of one sample each.
     timed = [name for name, _ in calls[3 * len(names) :]]
     rounds = [timed[i : i + len(names)] for i in range(0, len(timed), len(names))]
     assert len(rounds) == 20 and all(sorted(r) == list(names) for r in rounds)

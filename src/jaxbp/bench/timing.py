@@ -4,7 +4,8 @@ Every method to be compared is a ``run(n)`` callable that performs n training st
 once the last one has finished (``block_until_ready`` for JAX). The harness
 
 1. calibrates, per method, how many steps make one sample of at least ``sample_s`` seconds (so
-   that timer and dispatch granularity vanish for the 40 µs steps of a tiny network);
+   that timer, dispatch and synchronisation costs are spread over many of the 40 µs steps of a
+   tiny network, as in a training loop);
 2. runs rounds: in round r every still-active method takes one sample, in an order shuffled
    afresh each round (seeded), so that no method always runs first or always right after the
    same neighbour — a library whose threads keep spinning for a while after its own step
@@ -65,8 +66,18 @@ def sample(run: Runner, n: int) -> float:
 
 
 def calibrate(run: Runner, sample_s: float, max_inner: int = 100_000) -> int:
-    """Steps per sample so that one sample takes at least ``sample_s`` seconds (≥ 1)."""
-    per_step = min(sample(run, 1) for _ in range(2))
+    """Steps per sample so that one sample takes at least ``sample_s`` seconds (≥ 1).
+
+    Doubles n until n steps take a quarter of ``sample_s`` (one step's time is no guide for a
+    40 µs step: a lone call pays the whole dispatch and synchronisation), then scales up.
+    """
+    run(1)  # the first call after compiling can take milliseconds more than any other
+    n = 1
+    while True:
+        per_step = sample(run, n)
+        if per_step * n >= sample_s / 4 or n >= max_inner:
+            break
+        n *= 2
     return max(1, min(max_inner, math.ceil(sample_s / max(per_step, 1e-9))))
 
 
