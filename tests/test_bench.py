@@ -203,6 +203,7 @@ def test_bench_cli_writes_the_documented_json(tmp_path, capsys):
         status = config["methods"][peer]["status"]
         assert status == ("ok" if peers.installed(peer) else "not installed")
     assert "hand/autodiff" in config["ratios"] and config["gemm_gflops"] > 0
+    assert config["peak_gflops"] == max(peak["gflops"], config["gemm_gflops"])
     assert {t["target"] for t in result["targets"]} >= {"hand / jax.grad step time"}
     text = capsys.readouterr().out
     assert "hand-derived batched" in text and "plain jax.grad" in text and "targets" in text
