@@ -87,7 +87,7 @@ def render(r: dict) -> str:
         "|---|---|---:|---:|---|",
     ]
     for t in r["targets"]:
-        op = "≥" if "peak" in t["target"] else "≤"
+        op = "≥" if "peak" in t["target"] else ("<" if "PyTorch" in t["target"] else "≤")
         out.append(
             f"| {t['target']} | {t['config']} | {t['value']:.3f} | {op} {t['threshold']} "
             f"| {'yes' if t['met'] else '**no**'} |"

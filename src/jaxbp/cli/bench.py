@@ -333,7 +333,7 @@ def render(result: dict) -> str:
         lines.append("")
         lines.append("targets (issue 5):")
         for t in result["targets"]:
-            op = "≥" if "peak" in t["target"] else "≤"
+            op = "≥" if "peak" in t["target"] else ("<" if "PyTorch" in t["target"] else "≤")
             lines.append(
                 f"  {'met  ' if t['met'] else 'UNMET'} {t['target']:<28} {t['config']:<7} "
                 f"{t['value']:.3f} (target {op} {t['threshold']})"
