@@ -10,6 +10,7 @@ import pytest
 
 from jaxbp import shadow as S
 from jaxbp import train as T
+from jaxbp.backprop import is_plain_zero
 from jaxbp.data import load_dataset, one_hot
 from jaxbp.optim import DEFAULT_LR, make_optimizer, make_schedule, needs_value_fn
 
@@ -147,6 +148,31 @@ def test_l2_is_the_full_training_set_term_for_every_batch_size():
         expected = state.params[0].W * (1 - 1.2 / 12) ** steps
         np.testing.assert_allclose(new.params[0].W, expected, rtol=1e-12)
         results.append(new)
+
+
+@pytest.mark.parametrize("source", ["manual", "autodiff", "graph"])
+def test_zero_l2_leaves_the_penalty_out_and_changes_nothing(source):
+    """λ = 0 given as a plain number is passed on as one, so the hand-derived gradient skips the
+    penalty's pass over the weights; the epoch equals one whose λ is a traced zero."""
+    opt = optax.adam(1e-2)
+    data = problem()
+    state = T.init_state(jax.random.key(3), [4, 8, 3], opt, scheme="glorot", dtype=jnp.float64)
+    plain = T.make_epoch(opt, T.gradient_source(source), batch_size=27, l2=0.0, **KW)
+    traced = T.make_epoch(opt, T.gradient_source(source), batch_size=27, l2=jnp.zeros(()), **KW)
+    a, (loss_a, norm_a) = jax.jit(plain)(state, data[0], data[1])
+    b, (loss_b, norm_b) = jax.jit(traced)(state, data[0], data[1])
+    assert max_rel(a.params, b.params) <= 1e-14
+    np.testing.assert_allclose([loss_a, norm_a], [loss_b, norm_b], rtol=1e-14)
+    if source == "manual":
+        seen = []
+
+        def recording(*args, l2, **kw):
+            seen.append(l2)
+            return T.gradient_source("manual")(*args, l2=l2, **kw)
+
+        epoch = T.make_epoch(opt, recording, batch_size=27, l2=0.0, **KW)
+        jax.jit(epoch)(state, data[0], data[1])
+        assert seen and all(is_plain_zero(l2) for l2 in seen)
 
 
 def run_steps(step, state, stop, data, epochs):

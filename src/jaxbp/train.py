@@ -47,6 +47,7 @@ import numpy as np
 import optax
 
 from jaxbp.autodiff import autodiff_value_and_grad
+from jaxbp.backprop import is_plain_zero
 from jaxbp.backprop import value_and_grad as manual_value_and_grad
 from jaxbp.cost import data_cost, l2_penalty
 from jaxbp.forward import forward
@@ -239,7 +240,8 @@ def make_epoch(
         if not 1 <= b <= m:
             raise ValueError(f"batch_size: must be between 1 and the {m} training rows, got {b}")
         n_batches = m // b
-        l2_batch = jnp.asarray(l2 * b / m, x.dtype)
+        # A plain zero stays a Python number, so value_and_grad leaves the penalty out.
+        l2_batch = 0.0 if is_plain_zero(l2) else jnp.asarray(l2 * b / m, x.dtype)
         if b == m:
             index = jnp.arange(m)[None]
         else:
