@@ -3,6 +3,10 @@
 beside plain ``jax.grad``, interleaved in one process (docs/benchmarks.md, "Changes to the core").
 
     PYTHONPATH=src python benchmarks/ab_core.py --rev 1936228 --configs tiny,course,mnist
+    PYTHONPATH=src python benchmarks/ab_core.py --rev HEAD --configs deep,64-256-10@512
+
+A configuration is a name of ``jaxbp bench`` or any network as ``SIZES@BATCH`` (sizes joined by
+``-``).
 
 Only ``src/jaxbp/backprop.py`` is taken from the revision; the rest of jaxbp is the working tree's.
 """
@@ -22,6 +26,7 @@ import optax
 
 import jaxbp
 from jaxbp.bench import CONFIGS
+from jaxbp.bench.configs import custom_config
 from jaxbp.bench.methods import make_problem, make_step
 from jaxbp.bench.timing import interleaved, paired_ratio
 
@@ -42,6 +47,14 @@ def backprop_at(rev: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def config(name: str):
+    """A named configuration, or ``SIZES@BATCH`` such as ``64-256-10@512``."""
+    if name in CONFIGS:
+        return CONFIGS[name]
+    sizes, _, batch = name.partition("@")
+    return custom_config([int(n) for n in sizes.split("-")], int(batch))
 
 
 def runner(value_and_grad, problem):
@@ -76,7 +89,7 @@ def main() -> None:
           "| after / jax.grad |")  # fmt: skip
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in args.configs.split(","):
-        problem = make_problem(CONFIGS[name])
+        problem = make_problem(config(name))
         t = interleaved({k: runner(v, problem) for k, v in sources.items()}, budget_s=args.budget)
         ms = {k: v.median * 1e3 for k, v in t.items()}
         print(

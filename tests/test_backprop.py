@@ -197,3 +197,59 @@ def test_finite_at_logits_of_1e4_float32(output):
     J, g = jaxbp.value_and_grad(params, x, y, output=output)
     _, g_ad = jaxbp.autodiff_value_and_grad(params, x, y, output=output)
     assert_tree_close(g, g_ad, rtol_for(jnp.float32))
+
+
+@pytest.mark.parametrize(
+    "m, n_in, n_out, transposed",
+    [
+        (64, 32, 10, True),  # a long batch, a small δ: δᵀ formed first on CPU
+        (256, 784, 512, False),  # the batch shorter than the widths: as written
+        (2048, 300, 300, False),  # δ over TRANSPOSE_MAX_BYTES: as written
+        (1, 4, 3, False),
+    ],
+)
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_weight_gradient_is_the_batch_sum_of_outer_products(m, n_in, n_out, transposed, dtype):
+    """Δ = δᵀ a = Σ_i δ_i a_iᵀ (eq. B3) in either layout, and the layout is the documented one."""
+    from jaxbp.backprop import TRANSPOSE_MAX_BYTES, weight_gradient
+
+    delta = jax.random.normal(jax.random.key(0), (m, n_out), dtype)
+    a = jax.random.normal(jax.random.key(1), (m, n_in), dtype)
+    got = jax.jit(weight_gradient)(delta, a)
+    want = np.einsum("mo,mi->oi", np.asarray(delta, np.float64), np.asarray(a, np.float64))
+    scale = np.abs(np.asarray(delta, np.float64)).T @ np.abs(np.asarray(a, np.float64))
+    assert got.shape == (n_out, n_in) and got.dtype == dtype
+    assert np.all(
+        np.abs(np.asarray(got, np.float64) - want) <= 4 * m * jnp.finfo(dtype).eps * scale
+    )
+    hlo = jax.jit(weight_gradient).lower(delta, a).as_text()
+    fits = m * n_out * jnp.dtype(dtype).itemsize <= TRANSPOSE_MAX_BYTES
+    expect_barrier = transposed and fits and jax.default_backend() == "cpu"
+    assert ("optimization_barrier" in hlo) == expect_barrier
+
+
+def test_weight_gradient_under_grad_jvp_and_vmap():
+    """The CPU layout changes nothing for transformations: derivatives and batching of Δ = δᵀ a
+    equal those of the plain product."""
+    from jaxbp.backprop import weight_gradient
+
+    delta = jax.random.normal(jax.random.key(0), (16, 4), jnp.float64)
+    a = jax.random.normal(jax.random.key(1), (16, 3), jnp.float64)
+
+    def plain(d, x):
+        return d.T @ x
+
+    sq = [lambda d, x, f=f: jnp.sum(f(d, x) ** 2) for f in (weight_gradient, plain)]
+    assert_tree_close(
+        jax.grad(sq[0], (0, 1))(delta, a), jax.grad(sq[1], (0, 1))(delta, a), RTOL_F64
+    )
+    tangents = (jnp.ones_like(delta), -a)
+    np.testing.assert_allclose(
+        jax.jvp(sq[0], (delta, a), tangents)[1], jax.jvp(sq[1], (delta, a), tangents)[1], rtol=1e-12
+    )
+    batch = jnp.stack([delta, 2 * delta, -delta])
+    assert_tree_close(
+        jax.vmap(weight_gradient, (0, None))(batch, a),
+        jax.vmap(plain, (0, None))(batch, a),
+        RTOL_F64,
+    )
