@@ -21,12 +21,11 @@ from pathlib import Path
 import jax.numpy as jnp
 
 import jaxbp
-from jaxbp.bench import CONFIGS
 from jaxbp.bench.methods import make_problem
 from jaxbp.bench.timing import interleaved, paired_ratio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ab_core import runner  # noqa: E402  (the same step and runner as the before/after script)
+from ab_core import config, runner  # noqa: E402  (the before/after script's step, runner)
 
 KW = dict(activation="sigmoid", output="softmax_ce")
 
@@ -59,7 +58,7 @@ def main() -> None:
     print("| config | " + " | ".join(f"{n} / jax.grad" for n in names) + " | jax.grad ms |")
     print("|---|" + "---:|" * (len(names) + 1))
     for name in args.configs.split(","):
-        problem = make_problem(CONFIGS[name])
+        problem = make_problem(config(name))
         t = interleaved({k: runner(v, problem) for k, v in SOURCES.items()}, budget_s=args.budget)
         ratios = " | ".join(f"{paired_ratio(t[n], t['jax.grad']):.3f}" for n in names)
         print(f"| {name} | {ratios} | {t['jax.grad'].median * 1e3:.4g} |", flush=True)

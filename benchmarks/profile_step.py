@@ -5,13 +5,13 @@ For each configuration and gradient method (default: hand-derived and plain ``ja
 
 1. compiles the jitted step that ``jaxbp bench`` times and lists its XLA ops: how many, and the
    matrix products (shape, contracting dimensions) — equal lists mean both methods run the same
-   GEMMs;
+   GEMMs, and where they differ the products only one method runs are listed;
 2. runs it under ``jax.profiler`` (a Perfetto trace) and splits the per-op time into products
    (XLA ``dot``s, inside YNNPACK fusions or not) and everything else;
 3. times, interleaved with the steps (:func:`jaxbp.bench.timing.interleaved`), a program that
-   does only the step's products — a Wᵀ, δᵀ a and δ W per layer, same shapes and layouts, all
-   independent so XLA may overlap them — the time a step would take if everything else were
-   free.
+   does only the step's products — a Wᵀ, δᵀ a and δ W per layer, same shapes, in ``jax.grad``'s
+   layouts, all independent so XLA may overlap them — the time a step would take if everything
+   else were free.
 
     PYTHONPATH=src python benchmarks/profile_step.py --configs mnist,wide,deep
 """
@@ -151,6 +151,12 @@ def main() -> None:
         verdicts.append(f"{name}: the matrix products are {'the same' if same else 'DIFFERENT'}")
         products_ms = timings["products only"].median * 1e3
         verdicts[-1] += f" ({len(lists[0])}; products alone {products_ms:.3f} ms)"
+        if not same:  # name the products only one method runs: result shape, contracting dims
+            for method, dots in zip(methods, lists, strict=True):
+                others = collections.Counter(d for ds in lists if ds is not dots for d in ds)
+                own = collections.Counter(dots) - others
+                listed = "; ".join(f"{n} × {d}" for d, n in sorted(own.items()))
+                verdicts.append(f"  only in {method}: {listed or 'none'}")
     print()
     print("\n".join(verdicts))
 
