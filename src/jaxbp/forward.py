@@ -54,6 +54,9 @@ def forward(params: Params, x: Array, *, activation="sigmoid", output: str = "so
 
     Returns:
       A :class:`Cache`; ``cache.a[-1]`` is ŷ = h_Θ(x) and ``cache.z[-1]`` its logits.
+
+    This is the building block that runs inside jitted code and checks nothing beyond what JAX
+    does; :func:`predict` and the gradient entry points check their arguments and name the bad one.
     """
     acts = resolve(activation, len(params) - 1)
     link = get_output(output).link
