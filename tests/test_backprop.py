@@ -215,7 +215,8 @@ def test_weight_gradient_is_the_batch_sum_of_outer_products(m, n_in, n_out, tran
 
     delta = jax.random.normal(jax.random.key(0), (m, n_out), dtype)
     a = jax.random.normal(jax.random.key(1), (m, n_in), dtype)
-    got = jax.jit(weight_gradient)(delta, a)
+    with jax.default_matmul_precision("highest"):  # no TF32 on GPUs: a float32 product
+        got = jax.jit(weight_gradient)(delta, a)
     want = np.einsum("mo,mi->oi", np.asarray(delta, np.float64), np.asarray(a, np.float64))
     scale = np.abs(np.asarray(delta, np.float64)).T @ np.abs(np.asarray(a, np.float64))
     assert got.shape == (n_out, n_in) and got.dtype == dtype
