@@ -3,9 +3,8 @@
 A checkpoint is one ``.npz`` file: every leaf of the tree as raw bytes (so any dtype — float32,
 float64, bfloat16, int32, bool, PRNG key data — round-trips bit for bit), and ``__meta__``, a JSON
 document with each leaf's dtype and shape plus whatever the caller adds (epoch, config and its
-hash). Writing is atomic: the file is written to a temporary name in the same directory, flushed
-and ``fsync``-ed, then ``os.replace``-d over the old checkpoint, and the directory is ``fsync``-ed;
-a crash at any moment leaves either the old checkpoint or the new one, never a torn file.
+hash). Writing is atomic (:func:`jaxbp.files.write_atomic`): a crash at any moment leaves either
+the old checkpoint or the new one, never a torn file.
 
 Loading needs a *template* tree of the same structure (e.g. a freshly initialised state): the
 leaves are checked against it (count, shape, dtype) and put back into its structure. Typed PRNG
@@ -16,12 +15,12 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import jax
 import numpy as np
+
+from jaxbp.files import write_atomic
 
 FORMAT = "jaxbp-checkpoint-1"
 """Format tag in every header; a file without it is not a jaxbp checkpoint."""
@@ -59,38 +58,7 @@ def save(path, tree, *, meta: dict | None = None) -> None:
     header = {"format": FORMAT, "leaves": specs, "meta": meta or {}}
     buffer = io.BytesIO()
     np.savez(buffer, __meta__=np.frombuffer(json.dumps(header).encode(), dtype=np.uint8), **arrays)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(buffer.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. platforms that cannot open directories
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    write_atomic(path, buffer.getvalue())
 
 
 def read_meta(path) -> dict:

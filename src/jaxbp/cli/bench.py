@@ -9,6 +9,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from jaxbp.files import write_atomic
+
 DTYPES = ("float32", "float64")
 PRECISIONS = ("default", "bfloat16", "tensorfloat32", "float32", "highest")
 
@@ -210,7 +212,7 @@ def run(args) -> int:
     result["command"] = command(args)
     print(render(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -21,6 +20,7 @@ from pathlib import Path
 from jaxbp.cli import UsageError
 from jaxbp.cli import train_config as tc
 from jaxbp.cli import train_report as report
+from jaxbp.files import write_atomic
 
 CHECKPOINT = "checkpoint.npz"
 METRICS = "metrics.jsonl"
@@ -215,15 +215,6 @@ def _device_count(array) -> int:
         return 1
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def run(args) -> int:
     from jaxbp.distributed import initialize
 
@@ -333,8 +324,8 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
         f"jaxbp {jaxbp.__version__} train — fully resolved configuration of this run\n"
         f"config hash {p.hash}"
     )
-    _atomic_write(run_dir / CONFIG, tc.to_toml(c, header))
-    _atomic_write(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    write_atomic(run_dir / CONFIG, tc.to_toml(c, header))
+    write_atomic(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
 
     def save(epoch, wall):
         meta = {
@@ -449,7 +440,7 @@ def execute(p: Plan) -> int:  # noqa: C901 - the run, step by step
     if c["plots"] and history:
         written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
     summary["outputs"] = written
-    _atomic_write(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     if main:
         report.print_summary(summary, run_dir, written)
     return 0

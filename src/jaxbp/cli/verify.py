@@ -171,7 +171,9 @@ def run(args) -> int:
             record["ok"] = ok
         import json
 
-        Path(args.json).expanduser().write_text(json.dumps(record, indent=2, allow_nan=False))
+        from jaxbp.files import write_atomic
+
+        write_atomic(Path(args.json).expanduser(), json.dumps(record, indent=2, allow_nan=False))
         print(f"wrote {args.json}")
     return 0 if ok else 1
 
