@@ -25,6 +25,17 @@ def test_passes_prints_tables_and_writes_json(tmp_path, capsys):
     assert record["seconds"]["wall"] > 0
 
 
+def test_sections_runs_only_those(tmp_path, capsys):
+    path = tmp_path / "v.json"
+    assert main([*SMALL, "--sections", "deltas,gradient", "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "sections deltas,gradient" in out
+    assert "[deltas]" in out and "[gradient]" in out
+    for other in ("[sources]", "[transforms]", "[backward_vjp]", "[loss_vjp]"):
+        assert other not in out
+    assert set(json.loads(path.read_text())["sections"]) == {"deltas", "gradient"}
+
+
 def test_any_failure_exits_1(monkeypatch, tmp_path, capsys):
     def broken(params, x, y, **kw):
         J, g = jaxbp.value_and_grad(params, x, y, **kw)
@@ -34,11 +45,9 @@ def test_any_failure_exits_1(monkeypatch, tmp_path, capsys):
     import jaxbp.verify.mlp
 
     monkeypatch.setattr(jaxbp.verify.mlp, "gradient_source", lambda name: broken)
-    real = jaxbp.verify.verify_mlp  # only the gradient section: the exit code is what is tested
-    monkeypatch.setattr(jaxbp.verify, "verify_mlp", lambda **o: real(**o, sections=("gradient",)))
-    path = tmp_path / "v.json"
+    path = tmp_path / "v.json"  # only the gradient section: the exit code is what is tested
     code = main(["verify", "--sizes", "3,4,2", "--activation", "tanh", "--batch", "4",
-                 "--modes", "rev", "--json", str(path)])  # fmt: skip
+                 "--modes", "rev", "--sections", "gradient", "--json", str(path)])  # fmt: skip
     assert code == 1
     assert "FAIL" in capsys.readouterr().out
     record = json.loads(path.read_text())
@@ -58,6 +67,8 @@ BAD = {
     "--seed": (["--seed", "x"], "--seed: expected an integer"),
     "--fd-budget": (["--fd-budget", "lots"], "--fd-budget"),
     "--json": (["--json", "/nonexistent-dir/x.json"], "--json: directory"),
+    "--sections": (["--sections", "gradient,hessian"], "valid choices are gradient, sources"),
+    "--sections twice": (["--sections", "deltas,deltas"], "--sections: a section is named twice"),
     "unknown flag": (["--sizez", "3,2"], "unrecognized arguments"),
 }
 

@@ -50,6 +50,12 @@ def add_parser(sub) -> None:
         help="also check the data-parallel hand gradient with the batch sharded over N devices "
         "(jaxbp.distributed; on a CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)",
     )
+    p.add_argument(
+        "--sections",
+        default="all",
+        help="checks to run, comma-separated: gradient, sources, deltas, transforms, "
+        "backward_vjp, loss_vjp (default all)",
+    )
     p.add_argument("--json", metavar="PATH", help="write the full record as JSON to PATH")
     p.set_defaults(run=run)
 
@@ -81,6 +87,7 @@ def parse_args(args) -> dict:
     from jaxbp.cli.demo import parse_sizes
     from jaxbp.losses import OUTPUTS
     from jaxbp.verify import GRAD_SOURCES, MODES
+    from jaxbp.verify.mlp import SECTIONS
 
     sizes = parse_sizes(args.sizes)
     names = tuple(a.strip() for a in args.activation.split(","))
@@ -101,6 +108,14 @@ def parse_args(args) -> dict:
         l2 = math.nan
     if not (math.isfinite(l2) and l2 >= 0):
         raise UsageError(f"--l2: expected a finite number ≥ 0, got {args.l2!r}")
+    if args.sections.strip() == "all":
+        sections = SECTIONS
+    else:
+        sections = tuple(name.strip() for name in args.sections.split(","))
+        for name in sections:
+            _choice("--sections", name, SECTIONS)
+        if len(set(sections)) != len(sections):
+            raise UsageError(f"--sections: a section is named twice in {args.sections!r}")
     budget = None if args.fd_budget.lower() == "none" else _int("--fd-budget", args.fd_budget, 0)
     if args.json:
         parent = Path(args.json).expanduser().resolve().parent
@@ -118,6 +133,7 @@ def parse_args(args) -> dict:
         "grad": _choice("--grad", args.grad, GRAD_SOURCES),
         "fd_budget": budget,
         "devices": None if args.devices is None else _int("--devices", args.devices, 1),
+        "sections": sections,
     }
 
 
@@ -155,7 +171,8 @@ def run(args) -> int:
     print(
         f"jaxbp verify: sizes {o['sizes']}, activation {o['activation']}, output {o['output']}, "
         f"l2 {o['l2']}, {o['dtype']}, m = {o['batch']}, seed {o['seed']}, grad {o['grad']}, "
-        f"modes {','.join(o['modes'])}, backend {jax.default_backend()}\n"
+        f"modes {','.join(o['modes'])}, sections {','.join(o['sections'])}, "
+        f"backend {jax.default_backend()}\n"
     )
     print(result)
     if sharded is not None:
