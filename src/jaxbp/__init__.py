@@ -8,7 +8,13 @@ Public API (docs/derivation.md maps each function to the lecture's equation and 
 - gradients: :func:`value_and_grad` (the δ recursion), :func:`scan_value_and_grad` (the lecture's
   per-sample loop), :func:`per_example_grads`, :func:`loss` (``jax.custom_vjp``),
   :func:`autodiff_value_and_grad` (``jax.grad`` reference), :func:`cost`.
+
+The subpackages — ``jaxbp.verify``, ``jaxbp.data``, ``jaxbp.train``, ``jaxbp.distributed`` and the
+rest of :data:`SUBMODULES` — are imported on first use (``jaxbp.verify.check`` works after a plain
+``import jaxbp``), so that importing the core does not import scikit-learn or matplotlib.
 """
+
+import importlib
 
 from jaxbp.activations import ACTIVATIONS, Activation, get_activation
 from jaxbp.autodiff import autodiff_value_and_grad
@@ -50,3 +56,30 @@ __all__ = [
     "to_theta",
     "value_and_grad",
 ]
+
+SUBMODULES = frozenset(
+    {
+        "bench",
+        "checkpoint",
+        "data",
+        "distributed",
+        "files",
+        "graph",
+        "optim",
+        "plots",
+        "shadow",
+        "train",
+        "verify",
+    }
+)
+"""Subpackages and modules imported lazily as attributes of ``jaxbp``."""
+
+
+def __getattr__(name: str):
+    if name in SUBMODULES:
+        return importlib.import_module(f"jaxbp.{name}")
+    raise AttributeError(f"module 'jaxbp' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | SUBMODULES)
