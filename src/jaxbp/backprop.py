@@ -78,7 +78,7 @@ def backward(params: Params, cache: Cache, delta_out: Array, *, activation="sigm
 
 
 TRANSPOSE_MAX_BYTES = 512 * 1024
-"""Largest δ that :func:`weight_gradient` transposes explicitly on CPU (module docstring)."""
+"""Largest δ, in bytes, that :func:`weight_gradient` transposes explicitly on CPU (see there)."""
 
 
 def weight_gradient(delta: Array, a: Array) -> Array:
