@@ -65,6 +65,23 @@ def render(r: dict) -> str:
                 f"| {fmt(None if not ratio else 1 / ratio, '.2f')}× "
                 f"| {fmt(row['compile_s'], '.2f')} | {fmt(row['memory_mib'], '.1f')} |"
             )
+    epochs = [c for c in r["configs"] if c.get("in_epoch")]
+    if epochs:
+        out += [
+            "",
+            "**Inside `jaxbp train`'s epoch** (`jaxbp.train.make_epoch`: a `lax.scan` over "
+            "shuffled minibatches, one program per epoch):",
+            "",
+            "| config | minibatches per epoch | hand-derived ms/step | jax.grad ms/step "
+            "| hand / jax.grad |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for c in epochs:
+            e = c["in_epoch"]
+            out.append(
+                f"| **{c['name']}** | {e['minibatches']} | {step_ms(e['manual_ms'])} "
+                f"| {step_ms(e['autodiff_ms'])} | {e['ratio']:.3f} |"
+            )
     tta = r.get("time_to_accuracy")
     if tta:
         out += [

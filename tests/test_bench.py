@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -205,8 +206,42 @@ def test_bench_cli_writes_the_documented_json(tmp_path, capsys):
     assert "hand/autodiff" in config["ratios"] and config["gemm_gflops"] > 0
     assert config["peak_gflops"] == max(peak["gflops"], config["gemm_gflops"])
     assert {t["target"] for t in result["targets"]} >= {"hand / jax.grad step time"}
+    e = config["in_epoch"]
+    assert e["minibatches"] == 8 and e["manual_ms"] > 0 and e["autodiff_ms"] > 0 and e["ratio"] > 0
     text = capsys.readouterr().out
     assert "hand-derived batched" in text and "plain jax.grad" in text and "targets" in text
+    assert "inside jaxbp train's epoch (8 minibatches of 16)" in text
+
+
+def test_bench_cli_no_epoch_leaves_it_out(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main([*TINY, "--methods", "hand,autodiff", "--no-epoch", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert "in_epoch" not in result["configs"][0]
+    assert result["command"].endswith("--no-accuracy --no-epoch")
+    assert "inside jaxbp train's epoch" not in capsys.readouterr().out
+
+
+def test_epoch_sources_train_alike_and_the_timing_is_per_step():
+    """The two timed epochs train the same network the same way (same minibatches, same SGD)."""
+    from jaxbp.bench import epoch as E
+
+    config = custom_config((6, 5, 3), 4)
+    runs = {
+        s: E.prepare_epoch(s, config, minibatches=3, dtype=jnp.float64, lr=0.5) for s in E.SOURCES
+    }
+    for run, _ in runs.values():
+        run(2)
+    manual, autodiff = (runs[s][1]() for s in E.SOURCES)
+    for g, r in zip(jax.tree.leaves(manual), jax.tree.leaves(autodiff), strict=True):
+        np.testing.assert_allclose(g, r, rtol=1e-12, atol=1e-14)
+    timed = E.bench_epoch(config, minibatches=3, dtype=jnp.float64, budget_s=0.01, sample_s=1e-3)
+    assert timed["minibatches"] == 3 and set(timed) == {
+        "minibatches",
+        "manual_ms",
+        "autodiff_ms",
+        "ratio",
+    }
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ numbers and the command that regenerates them. Modules:
 - :mod:`~jaxbp.bench.peak` — the measured GEMM peak;
 - :mod:`~jaxbp.bench.methods` — the jitted JAX training steps;
 - :mod:`~jaxbp.bench.peers` — PyTorch and scikit-learn on the same network;
+- :mod:`~jaxbp.bench.epoch` — the step inside the runner's epoch (``jaxbp train``'s loop);
 - :mod:`~jaxbp.bench.accuracy` — time to 97 % test accuracy on digits;
 - :mod:`~jaxbp.bench.suite` — all of it as one JSON-able dict, with the targets.
 """

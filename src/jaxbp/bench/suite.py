@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 import jaxbp
 from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, Config, step_flops
+from jaxbp.bench.epoch import bench_epoch
 from jaxbp.bench.methods import JAX_METHODS, make_problem, prepare_jax
 from jaxbp.bench.peak import QUICK_SHAPES, SHAPES, GemmPeak, gemm_peak, gemm_runner
 from jaxbp.bench.peers import PEERS, installed, peer_version, prepare_sklearn, prepare_torch
@@ -200,10 +201,14 @@ def run_bench(
     peak_shapes: Sequence[tuple[int, int, int]] | None = None,
     quick: bool = False,
     accuracy: Callable[[], dict] | None = None,
+    epoch: bool = True,
     seed: int = 0,
     log: Callable[[str], None] = lambda _: None,
 ) -> dict:
     """The full benchmark (module docstring); ``accuracy`` is the time-to-accuracy run, if any.
+
+    With ``epoch`` (and both ``hand`` and ``autodiff`` among the methods), each configuration
+    also gets ``in_epoch``: the step inside the runner's epoch (:func:`jaxbp.bench.epoch.bench_epoch`).
 
     Returns:
       A JSON-able dict with keys ``date``, ``machine``, ``settings``, ``gemm_peak``,
@@ -239,6 +244,18 @@ def run_bench(
                 log=log,
             )
         )
+        if epoch and "hand" in methods and "autodiff" in methods:
+            log(f"  {config.name}: timing the runner's epoch (manual, autodiff)")
+            results[-1]["in_epoch"] = bench_epoch(
+                config,
+                dtype=dtype,
+                activation=activation,
+                lr=lr,
+                precision=precision,
+                budget_s=budget_s,
+                sample_s=sample_s,
+                seed=seed,
+            )
     tta = None
     if accuracy is not None:
         log("time to accuracy on digits")

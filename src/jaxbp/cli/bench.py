@@ -53,6 +53,11 @@ def add_parser(sub) -> None:
         "--no-accuracy", action="store_true", help="skip the time-to-97 %% run on digits"
     )
     p.add_argument(
+        "--no-epoch",
+        action="store_true",
+        help="skip timing the step inside jaxbp train's epoch (hand-derived vs jax.grad)",
+    )
+    p.add_argument(
         "--devices",
         help="also measure data-parallel scaling over these device counts, e.g. 1,2,4 "
         "(jaxbp.distributed.bench_scaling; on a CPU the devices are forced slices of its cores)",
@@ -204,6 +209,7 @@ def run(args) -> int:
         peak_shapes=shapes,
         quick=args.quick,
         accuracy=accuracy,
+        epoch=not args.no_epoch,
         seed=args.seed,
         log=log,
     )
@@ -270,6 +276,8 @@ def command(args) -> str:
             parts += [flag, str(value)]
     if args.no_accuracy:
         parts.append("--no-accuracy")
+    if args.no_epoch:
+        parts.append("--no-epoch")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -319,6 +327,13 @@ def render(result: dict) -> str:
                 f"  {row['label']:<40} {row['step_ms']:>10.4g} {100 * row['spread']:>4.0f}% "
                 f"{row['gflops']:>8.1f} {_fmt(row['pct_peak'], '>6.1f')}% {_fmt(vs, '>7.2f')}x "
                 f"{_fmt(row['compile_s'], '>9.2f')} {_fmt(row['memory_mib'], '>8.1f')}"
+            )
+        if c.get("in_epoch"):
+            e = c["in_epoch"]
+            lines.append(
+                f"  inside jaxbp train's epoch ({e['minibatches']} minibatches of {c['batch']}): "
+                f"hand-derived {e['manual_ms']:.4g} ms/step, jax.grad {e['autodiff_ms']:.4g} "
+                f"ms/step, hand / jax.grad {e['ratio']:.3f}"
             )
     tta = result.get("time_to_accuracy")
     if tta:
