@@ -208,7 +208,8 @@ def run_bench(
     """The full benchmark (module docstring); ``accuracy`` is the time-to-accuracy run, if any.
 
     With ``epoch`` (and both ``hand`` and ``autodiff`` among the methods), each configuration
-    also gets ``in_epoch``: the step inside the runner's epoch (:func:`jaxbp.bench.epoch.bench_epoch`).
+    also gets ``in_epoch``: the step inside the runner's epoch
+    (:func:`jaxbp.bench.epoch.bench_epoch`).
 
     Returns:
       A JSON-able dict with keys ``date``, ``machine``, ``settings``, ``gemm_peak``,
