@@ -42,9 +42,9 @@ def test_any_failure_exits_1(monkeypatch, tmp_path, capsys):
         return J, (jaxbp.Layer(1.05 * g[0].W, g[0].b), g[1])
 
     import jaxbp.verify
-    import jaxbp.verify.mlp
+    import jaxbp.verify.mlp.verify
 
-    monkeypatch.setattr(jaxbp.verify.mlp, "gradient_source", lambda name: broken)
+    monkeypatch.setattr(jaxbp.verify.mlp.verify, "gradient_source", lambda name: broken)
     path = tmp_path / "v.json"  # only the gradient section: the exit code is what is tested
     code = main(["verify", "--sizes", "3,4,2", "--activation", "tanh", "--batch", "4",
                  "--modes", "rev", "--sections", "gradient", "--json", str(path)])  # fmt: skip

@@ -10,7 +10,7 @@ import pytest
 
 import jaxbp
 from jaxbp import verify
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from verify_support import numpy_problem
 
 KW = dict(activation="tanh", output="softmax_ce", l2=0.1)

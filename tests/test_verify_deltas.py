@@ -7,7 +7,7 @@ import pytest
 
 import jaxbp
 from jaxbp import verify
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from verify_support import numpy_problem
 
 SIZES = [4, 5, 6, 3]

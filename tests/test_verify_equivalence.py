@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 import jaxbp
 import jaxbp.graph
 from jaxbp import verify
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from verify_support import numpy_problem
 
 ACTIVATIONS = sorted(jaxbp.ACTIVATIONS)

@@ -8,7 +8,7 @@ import pytest
 
 import jaxbp
 from jaxbp import verify
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from verify_support import numpy_problem
 
 

@@ -50,7 +50,7 @@ def test_a_broken_source_fails_its_section(monkeypatch):
         J, g = jaxbp.value_and_grad(params, x, y, **kw)
         return J, (g[0], jaxbp.Layer(g[1].W, -g[1].b))
 
-    monkeypatch.setattr(verify.mlp, "gradient_source", lambda name: broken)
+    monkeypatch.setattr(verify.mlp.verify, "gradient_source", lambda name: broken)
     result = verify.verify_mlp([3, 4, 2], activation="tanh", batch=4, modes=("rev",),
                                sections=("gradient", "transforms"))  # fmt: skip
     assert not result.ok

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import pytest
 
 from jaxbp import verify
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from verify_support import numpy_problem
 
 L2 = 0.5

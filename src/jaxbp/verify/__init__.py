@@ -14,20 +14,26 @@ docs/derivation.md explains them).
 """
 
 from jaxbp.verify.check import MODES, check, hand_gradient
-from jaxbp.verify.deltas import check_deltas, hand_deltas, probe_gradients
-from jaxbp.verify.identities import backward_vjp, check_backward, check_loss_vjp, check_vjp
 from jaxbp.verify.kinks import KINK_MARGIN, within_step
 from jaxbp.verify.mlp import (
     GRAD_SOURCES,
     SECTIONS,
+    CompileCounter,
     MLPVerification,
+    backward_vjp,
+    check_backward,
+    check_deltas,
+    check_loss_vjp,
+    check_transforms,
     gradient_source,
+    hand_deltas,
     make_problem,
+    probe_gradients,
     verify_mlp,
 )
 from jaxbp.verify.oracles import DEFAULT_FD_BUDGET, DEFAULT_PROJECTIONS
 from jaxbp.verify.report import Report, Row, compare, default_rtol, tolerance_table
-from jaxbp.verify.transforms import CompileCounter, check_transforms
+from jaxbp.verify.rules import check_vjp
 
 __all__ = [
     "DEFAULT_FD_BUDGET",

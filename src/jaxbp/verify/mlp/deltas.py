@@ -1,7 +1,7 @@
 """Per-layer δ check: every hand-derived δ^(l), and the forward cache, against autodiff.
 
 Autodiff has no δ to compare with — it never names ∂J/∂z^(l). We make it name it: the reference
-network (:mod:`jaxbp.verify.reference`) adds a zero "probe" offset p^(l) to every pre-activation,
+network (:mod:`jaxbp.verify.mlp.reference`) adds a zero "probe" offset p^(l) to every pre-activation,
 z^(l) + p^(l), and ``jax.grad`` with respect to the probes at p = 0 is exactly ∂J/∂z^(l) for every
 layer at once (eq. V6). The hand side is the δ recursion seeded as :func:`jaxbp.value_and_grad`
 seeds it, δ^(L) = (ŷ − y)/m (B1 with B4's 1/m), so δ[l] must equal ∂J/∂z^(l) row for row.
@@ -23,7 +23,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from jaxbp.verify.report import Report, Row, compare, default_rtol, environment
 
 Array = jax.Array

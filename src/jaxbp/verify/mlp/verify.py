@@ -26,17 +26,17 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.forward import as_targets
-from jaxbp.verify import reference
 from jaxbp.verify.check import MODES, check
-from jaxbp.verify.deltas import check_deltas
-from jaxbp.verify.identities import check_backward, check_loss_vjp
-from jaxbp.verify.oracles import DEFAULT_FD_BUDGET, DEFAULT_PROJECTIONS
-from jaxbp.verify.report import Report, _jsonable, default_rtol, environment
-from jaxbp.verify.transforms import (
+from jaxbp.verify.mlp import reference
+from jaxbp.verify.mlp.deltas import check_deltas
+from jaxbp.verify.mlp.identities import check_backward, check_loss_vjp
+from jaxbp.verify.mlp.transforms import (
     compare_trees,
     per_example_rows,
     reference_value_and_grad,
 )
+from jaxbp.verify.oracles import DEFAULT_FD_BUDGET, DEFAULT_PROJECTIONS
+from jaxbp.verify.report import Report, _jsonable, default_rtol, environment
 
 SECTIONS = ("gradient", "sources", "deltas", "transforms", "backward_vjp", "loss_vjp")
 """The checks :func:`verify_mlp` runs, in order (module docstring)."""
@@ -280,7 +280,7 @@ def verify_mlp(
     ))  # fmt: skip
     timed("sources", lambda: _sources(params, x, y, grad, kw))
     timed("deltas", lambda: check_deltas(params, x, y, **kw))
-    from jaxbp.verify.transforms import check_transforms
+    from jaxbp.verify.mlp.transforms import check_transforms
 
     timed("transforms", lambda: check_transforms(params, x, y, value_and_grad_fn=source,
                                                  key=seed, **kw))  # fmt: skip

@@ -1,7 +1,7 @@
 """The hand-derived gradient under every transformation: eager, ``jit``, ``vmap``, ``jit∘vmap``,
 and a recompilation guard.
 
-Checks (each leaf against the reference network's ``jax.grad``, :mod:`jaxbp.verify.reference`):
+Checks (each leaf against the reference network's ``jax.grad``, :mod:`jaxbp.verify.mlp.reference`):
 
 - ``eager`` / ``jit``: the batch gradient (eqs. B1–B4).
 - ``vmap`` / ``jit∘vmap``: per-example gradients — ``jax.vmap`` of the hand gradient over single
@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.verify import reference
+from jaxbp.verify.mlp import reference
 from jaxbp.verify.oracles import host_rng
 from jaxbp.verify.report import Report, Row, compare, default_rtol, environment
 
