@@ -25,69 +25,17 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-# --- Default tolerances (docs/derivation.md, "Tolerance table"). -------------------------------
-ANALYTIC_ULPS = 256
-"""rtol for two exact derivative computations in float32, in units of eps (3.05e-5)."""
-
-ANALYTIC_ULPS_HALF = 64
-"""The same for 16-bit floats (float16 0.0625, bfloat16 0.5): half precision is a coarse check."""
-
-ANALYTIC_RTOL_F64 = 1e-12
-"""rtol for two exact derivative computations in float64 (≈ 4 500 eps)."""
-
-FD_RTOL_FACTOR = 10.0
-"""Finite-difference rtol, in units of eps^(2/3): the relative error of a central difference with
-the step eps^(1/3) · scale that balances truncation (∝ h²) against round-off (∝ eps / h)."""
-
-FD_NOISE_FACTOR = 16.0
-"""Round-off allowance of one central difference: FD_NOISE_FACTOR · eps · (|J₊| + |J₋|) / (2h)."""
-
-
-def eps(dtype) -> float:
-    """Machine epsilon of a floating dtype."""
-    return float(jnp.finfo(jnp.dtype(dtype)).eps)
-
-
-def default_rtol(dtype, kind: str) -> float:
-    """The default relative tolerance for ``dtype`` and an oracle ``kind``.
-
-    Args:
-      dtype: the dtype of the compared leaf.
-      kind: ``"analytic"`` (two exact computations of the same derivative: rev, fwd, δ probes,
-        transformations, identities) or ``"fd"`` (against finite differences).
-
-    Returns:
-      analytic: float64 :data:`ANALYTIC_RTOL_F64`, float32 ``ANALYTIC_ULPS · eps``, 16-bit
-      ``ANALYTIC_ULPS_HALF · eps``; fd: ``FD_RTOL_FACTOR · eps^(2/3)``.
-      docs/derivation.md ("Tolerance table") gives the reasoning and the measured margins.
-    """
-    e = eps(dtype)
-    if kind == "analytic":
-        if jnp.dtype(dtype) == jnp.float64:
-            return ANALYTIC_RTOL_F64
-        return (ANALYTIC_ULPS_HALF if jnp.dtype(dtype).itemsize <= 2 else ANALYTIC_ULPS) * e
-    if kind == "fd":
-        return FD_RTOL_FACTOR * e ** (2.0 / 3.0)
-    raise ValueError(f"kind: expected 'analytic' or 'fd', got {kind!r}")
-
-
-def fd_step_factor(dtype) -> float:
-    """eps^(1/3): the central-difference step per unit of a leaf's scale."""
-    return eps(dtype) ** (1.0 / 3.0)
-
-
-def tolerance_table(dtypes: Sequence = ("float16", "bfloat16", "float32", "float64")) -> list:
-    """The default tolerances for each dtype, as rows of plain values (for docs and the CLI)."""
-    return [
-        {
-            "dtype": str(jnp.dtype(d)),
-            "eps": eps(d),
-            "analytic_rtol": default_rtol(d, "analytic"),
-            "fd_rtol": default_rtol(d, "fd"),
-            "fd_step_factor": fd_step_factor(d),
-        }
-        for d in dtypes
-    ]
+from jaxbp.verify.tolerance import (  # noqa: F401  (re-exported: the policy lives there)
+    ANALYTIC_RTOL_F64,
+    ANALYTIC_ULPS,
+    ANALYTIC_ULPS_HALF,
+    FD_NOISE_FACTOR,
+    FD_RTOL_FACTOR,
+    default_rtol,
+    eps,
+    fd_step_factor,
+    tolerance_table,
+)
 
 
 @dataclasses.dataclass(frozen=True)
