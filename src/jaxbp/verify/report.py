@@ -20,7 +20,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -62,6 +62,12 @@ class Row:
       note: extra information (one-sided derivatives at a kink, counts), else ``None``.
       order: position of the leaf in tree order, for :attr:`Report.failed`.
       margin: max over elements of |hand − ref| / tolerance (≤ 1 passes; inf with NaN/Inf).
+      transform: how the hand function was run: ``eager``, ``jit``, ``vmap`` (each member of a
+        batch of parameter copies against its own eager result), …
+      status: ``pass`` / ``FAIL`` from ``ok``, unless set: ``non-smooth`` (finite differences
+        found a kink and both one-sided values are in the note; never fails) or
+        ``not applicable`` (the oracle cannot run on this function, e.g. forward mode of a
+        ``custom_vjp``; the note says why; never fails).
     """
 
     oracle: str
@@ -83,6 +89,12 @@ class Row:
     note: str | None = None
     order: int = 0
     margin: float = 0.0
+    transform: str = "eager"
+    status: str | None = None
+
+    def __post_init__(self):
+        if self.status is None:
+            object.__setattr__(self, "status", "pass" if self.ok else "FAIL")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -221,6 +233,7 @@ def _jsonable(obj: Any) -> Any:
 
 COLUMNS = (
     ("oracle", "oracle"),
+    ("transform", "transform"),
     ("path", "path"),
     ("shape", "shape"),
     ("dtype", "dtype"),
@@ -240,7 +253,7 @@ COLUMNS = (
 def _cell(row: Row, attr: str) -> str:
     v = getattr(row, attr)
     if attr == "ok":
-        return "pass" if v else "FAIL"
+        return row.status
     if attr == "shape":
         return "x".join(map(str, v)) or "()"
     if attr == "worst_index":
@@ -263,6 +276,30 @@ def format_rows(rows: Sequence[Row]) -> str:
             if text:
                 lines.append(f"  {label}: {r.oracle} {r.path}: {text}")
     return "\n".join(lines)
+
+
+class Failure(NamedTuple):
+    """One failing row, as plain fields (:attr:`Report.failures`).
+
+    Attributes:
+      check: the report's title.
+      oracle: who produced the reference (``rev``, ``fwd``, ``fd``, ``vjp``, …).
+      transform: how the hand function ran (``eager``, ``jit``, ``vmap``, …).
+      path: the leaf's path.
+      index: the worst element's index in the leaf (for a projection: None), or None.
+      error: max |hand − ref| over the row.
+      tolerance: the tolerance at the worst element.
+      problem: NaN/Inf, shape or dtype mismatch, else None.
+    """
+
+    check: str
+    oracle: str
+    transform: str
+    path: str
+    index: tuple | None
+    error: float
+    tolerance: float
+    problem: str | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -293,6 +330,26 @@ class Report:
             if path not in seen:
                 seen.append(path)
         return seen
+
+    @property
+    def failures(self) -> list[Failure]:
+        """Every failing row as a :class:`Failure` record, in row order — for tests to assert on."""
+        return [
+            Failure(
+                check=self.title,
+                oracle=r.oracle,
+                transform=r.transform,
+                path=r.path,
+                index=r.worst_index,
+                error=r.max_abs,
+                tolerance=r.atol + r.rtol * abs(r.reference)
+                if math.isfinite(r.reference)
+                else math.nan,
+                problem=r.problem,
+            )
+            for r in self.rows
+            if not r.ok
+        ]
 
     def worst(self, oracle: str | None = None) -> Row | None:
         """The row with the largest norm-relative error (for ``oracle``, or over all rows)."""
@@ -328,6 +385,7 @@ class Report:
         if self.ok:
             return
         details = []
+        table = format_rows([r for r in self.rows if not r.ok])
         for path in self.failed:
             rows = [r for r in self.rows if r.path == path and not r.ok]
             why = "; ".join(
@@ -338,7 +396,7 @@ class Report:
         if not self.rows:
             details.append("nothing was compared")
         raise AssertionError(
-            f"{self.title} failed at {len(details)} leaf(s): " + "; ".join(details)
+            f"{self.title} failed at {len(details)} leaf(s): " + "; ".join(details) + "\n" + table
         )
 
 
