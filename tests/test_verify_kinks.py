@@ -28,23 +28,35 @@ def _problem(activation):
     return params, x, y, kw
 
 
+def _non_smooth(report, path):
+    return [r for r in report.rows if r.status == "non-smooth" and r.path == path]
+
+
 @pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
-def test_kink_directions_are_reported_apart_with_one_sided_slopes(activation):
+def test_a_kink_within_the_step_is_found_without_kinks_and_never_fails(activation):
     params, x, y, kw = _problem(activation)
     grad = functools.partial(jaxbp.value_and_grad, **kw)
     loss = functools.partial(reference.cost, **kw)
-    blind = verify.check(grad, loss, params, x, y, modes=("fd",))
-    # Without the kink watch the central difference averages the two slopes: a false failure.
-    assert "[0].b" in blind.failed
-
-    kinks = functools.partial(_kinks, activation=activation)
-    report = verify.check(grad, loss, params, x, y, modes=("fd",), kinks=kinks)
+    report = verify.check(grad, loss, params, x, y, modes=("fd",), transforms=())
     assert report.ok, str(report)
-    kink_rows = {r.path: r for r in report.rows if r.oracle == "fd-kink"}
-    assert set(kink_rows) == {"[0].W", "[0].b"}  # the entries feeding unit 0 of layer 0
-    assert kink_rows["[0].b"].worst_index == (0,)
-    assert "one-sided D-" in kink_rows["[0].b"].note and "D+" in kink_rows["[0].b"].note
-    assert kink_rows["[0].W"].method.endswith("3 within a step of a kink")
+    (row,) = _non_smooth(report, "[0].b")
+    assert row.ok and row.worst_index == (0,)
+    assert "non-smooth at this point" in row.note and "F₋ =" in row.note and "F₊ =" in row.note
+    assert "between them" in row.note  # the hand value is one of the one-sided slopes
+    assert report.meta["fd"]["non_smooth"]["[0].b"] == 1
+    assert report.meta["fd"]["non_smooth"]["[1].b"] == 0  # the output layer is linear in b
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_watched_kinks_keep_the_step_short_of_them(activation):
+    params, x, y, kw = _problem(activation)
+    grad = functools.partial(jaxbp.value_and_grad, **kw)
+    loss = functools.partial(reference.cost, **kw)
+    kinks = functools.partial(_kinks, activation=activation)
+    report = verify.check(grad, loss, params, x, y, modes=("fd",), kinks=kinks, transforms=())
+    assert report.ok, str(report)
+    # the step along [0].b[0] now stops at half the distance (1e-9): differenced, not skipped
+    assert not _non_smooth(report, "[0].b")
     assert report.meta["kinks_watched"]
 
 
@@ -53,12 +65,18 @@ def test_a_wrong_gradient_at_a_kink_still_fails():
 
     def wrong(p, x_, y_):
         J, g = jaxbp.value_and_grad(p, x_, y_, **kw)
-        return J, (jaxbp.Layer(g[0].W, g[0].b.at[0].add(1.0)), g[1])
+        return J, (jaxbp.Layer(g[0].W, g[0].b.at[0].add(5.0)), g[1])
 
-    report = verify.check(wrong, functools.partial(reference.cost, **kw), params, x, y,
-                          modes=("fd",), kinks=functools.partial(_kinks, activation="relu"))  # fmt: skip
-    assert report.failed == ["[0].b"]
-    assert [r.oracle for r in report.rows if not r.ok] == ["fd-kink"]
+    loss = functools.partial(reference.cost, **kw)
+    watched = verify.check(wrong, loss, params, x, y, modes=("fd",), transforms=(),
+                           kinks=functools.partial(_kinks, activation="relu"))  # fmt: skip
+    assert watched.failed == ["[0].b"]
+    assert [(r.oracle, r.worst_index) for r in watched.rows if not r.ok] == [("fd", (0,))]
+    # without the watch fd calls the element non-smooth, and rev (no step) catches the bug
+    blind = verify.check(wrong, loss, params, x, y, modes=("rev", "fd"), transforms=())
+    assert blind.failed == ["[0].b"]
+    assert [r.oracle for r in blind.rows if not r.ok] == ["rev"]
+    assert "outside them" in _non_smooth(blind, "[0].b")[0].note
 
 
 def test_within_step():
@@ -90,15 +108,17 @@ def test_crossing_sides():
     assert int(crossing_sides(two, (jnp.array([-1e-2, -1e-2]),))) == PLUS | MINUS
 
 
-def test_a_unit_exactly_at_the_kink_uses_the_one_sided_slopes():
+@pytest.mark.parametrize("watched", [False, True])
+def test_a_unit_exactly_at_the_kink_is_non_smooth(watched):
     params, x, y = numpy_problem([3, 4, 2], output="identity_mse", m=3, seed=3)
     x = x.at[0].set(0.0)  # z[0, 0] = b[0] exactly
     params = (jaxbp.Layer(params[0].W, params[0].b.at[0].set(0.0)), params[1])
     kw = dict(activation="relu", output="identity_mse")
     report = verify.check(
         functools.partial(jaxbp.value_and_grad, **kw), functools.partial(reference.cost, **kw),
-        params, x, y, modes=("fd",), kinks=functools.partial(_kinks, activation="relu"),
+        params, x, y, modes=("fd",), transforms=(),
+        kinks=functools.partial(_kinks, activation="relu") if watched else None,
     )  # fmt: skip
     assert report.ok, str(report)
-    row = next(r for r in report.rows if r.oracle == "fd-kink" and r.path == "[0].b")
-    assert row.worst_index == (0,) and "at the kink: one-sided" in row.note
+    (row,) = _non_smooth(report, "[0].b")
+    assert row.worst_index == (0,) and "F₋ =" in row.note

@@ -68,6 +68,7 @@ SUBMODULES = frozenset(
         "optim",
         "plots",
         "shadow",
+        "testing",
         "train",
         "verify",
     }

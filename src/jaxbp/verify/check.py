@@ -1,5 +1,5 @@
 """``jaxbp.verify.check``: any hand-written gradient against reverse mode, forward mode and finite
-differences, leaf by leaf, never stopping at the first failure.
+differences, and under ``jit`` and ``vmap``, leaf by leaf, never stopping at the first failure.
 
 Example:
   >>> import jax, jax.numpy as jnp, jaxbp
@@ -9,6 +9,14 @@ Example:
   >>> report = verify.check(jaxbp.value_and_grad, jaxbp.cost, params, x, y)
   >>> report.ok, report.failed
   (True, [])
+
+**Budget.** Every directional oracle (fwd, fd) runs in one compiled program whose cost is known
+before it runs: XLA's cost analysis of one loss evaluation times the evaluations per direction.
+With ``fd_budget="auto"`` every coordinate is checked while that stays under
+:data:`~jaxbp.verify.oracles.FD_FLOP_BUDGET`; above it, each leaf gets the coordinates of its
+largest hand value and of its largest disagreement with rev, random coordinates up to its share
+of the budget (rows name the element), and :data:`~jaxbp.verify.oracles.DEFAULT_PROJECTIONS`
+random unit directions over the whole leaf.
 """
 
 from __future__ import annotations
@@ -22,14 +30,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.verify import kinks as kinks_mod
-from jaxbp.verify import oracles
-from jaxbp.verify.report import Report, Row, compare, default_rtol, environment
+from jaxbp.verify import fd, oracles, select, tolerance
+from jaxbp.verify import transforms as tf
+from jaxbp.verify.report import Report, Row, compare, environment
 
 MODES = ("rev", "fwd", "fd")
-"""The oracles: reverse mode, forward mode, central finite differences."""
+"""The oracles: reverse mode, forward mode, finite differences."""
 
-_KIND = {"rev": "analytic", "fwd": "analytic", "fd": "fd"}
+_TRACE_ERRORS = (
+    jax.errors.ConcretizationTypeError,
+    jax.errors.TracerArrayConversionError,
+    jax.errors.TracerBoolConversionError,
+    jax.errors.TracerIntegerConversionError,
+)
 
 
 def _check_modes(modes) -> tuple[str, ...]:
@@ -44,54 +57,125 @@ def _check_modes(modes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(modes))
 
 
-def _per_mode(value, name: str, modes) -> dict:
-    """A float for every mode, a {mode: float} mapping, or None (dtype defaults)."""
-    if value is None:
-        return {}
-    if isinstance(value, Mapping):
-        bad = [m for m in value if m not in (*MODES, "value")]
-        if bad:
-            raise ValueError(
-                f"{name}: unknown mode(s) {bad!r} in the mapping; valid keys are "
-                f"{', '.join((*MODES, 'value'))}"
-            )
-        out = dict(value)
-    else:
-        out = {m: value for m in (*modes, "value")}
-    for m, v in out.items():
-        if v is not None and not (isinstance(v, (int, float)) and v >= 0):
-            raise ValueError(f"{name}: expected a number ≥ 0 for {m!r}, got {v!r}")
-    return {m: None if v is None else float(v) for m, v in out.items()}
+def parse_gradient(out, treedef, name: str = "grad_fn", value_ndim: int = 0):
+    """``(value or None, grads leaves)`` from what a gradient function returned.
 
-
-def hand_gradient(grad_fn: Callable, params, args: tuple):
-    """Calls ``grad_fn`` and returns ``(value or None, grads)``.
-
-    ``grad_fn`` may return the grads tree (same structure as ``params``) or ``(value, grads)``.
+    Accepted: the grads tree (the structure of the parameters; a leaf may be anything, it is
+    judged in its own row), or ``(value, grads)`` with a scalar value.
 
     Raises:
-      TypeError: the result is neither, naming both structures.
+      TypeError: any other structure, naming both; ValueError: a value that is not a scalar.
     """
-    out = grad_fn(params, *args)
-    treedef = jax.tree.structure(params)
     if jax.tree.structure(out) == treedef:
-        return None, out
-    if (
-        isinstance(out, (tuple, list))
-        and len(out) == 2
-        and jax.tree.structure(out[1]) == treedef
-        and jnp.ndim(out[0]) == 0
-    ):
-        return out[0], out[1]
+        return None, treedef.flatten_up_to(out)
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        try:
+            leaves = treedef.flatten_up_to(out[1])
+        except (ValueError, TypeError):
+            leaves = None
+        if leaves is not None:
+            if np.ndim(out[0]) != value_ndim:
+                raise ValueError(
+                    f"{name}: returned (value, grads) with a value of shape {np.shape(out[0])}; "
+                    "the value must be a scalar (for shape (1,), index it or use jnp.squeeze)"
+                )
+            return out[0], leaves
+    try:
+        return None, treedef.flatten_up_to(out)
+    except (ValueError, TypeError):
+        pass
     raise TypeError(
-        f"grad_fn: returned a tree of structure {jax.tree.structure(out)}; expected the structure "
-        f"of params, {treedef}, or a pair (value, grads)"
+        f"{name}: returned a tree of structure {jax.tree.structure(out)}; expected the structure "
+        f"of the parameters, {treedef}, or a pair (value, grads)"
     )
 
 
-def _rtol(rtols: dict, mode: str, dtype) -> float:
-    given = rtols.get(mode)
-    return default_rtol(dtype, _KIND.get(mode, "analytic")) if given is None else given
+def hand_gradient(grad_fn: Callable, params, args: tuple):
+    """Calls ``grad_fn(params, *args)`` → ``(value or None, grads tree)`` (see :func:`parse_gradient`)."""
+    treedef = jax.tree.structure(params)
+    value, leaves = parse_gradient(grad_fn(params, *args), treedef)
+    return value, jax.tree_util.tree_unflatten(treedef, leaves)
+
+
+def _leaf_problem(raw, param) -> tuple[np.ndarray | None, str | None]:
+    """The hand leaf as float64 of the parameter's shape, and what is wrong with it (or None)."""
+    p_shape, p_dtype = tuple(np.shape(param)), jnp.result_type(param)
+    if raw is None:
+        return None, f"grad_fn returned None; expected a {p_dtype} array of shape {p_shape}"
+    if isinstance(raw, (bool, int, float, complex)):
+        return None, (
+            f"grad_fn returned a Python {type(raw).__name__} ({raw!r}); expected a {p_dtype} array "
+            f"of shape {p_shape}"
+        )
+    try:
+        dtype = jnp.result_type(raw)
+        shape = tuple(np.shape(raw))
+    except TypeError:
+        return None, f"grad_fn returned {type(raw).__name__}; expected a {p_dtype} array"
+    if not jnp.issubdtype(dtype, jnp.floating):
+        return None, f"grad_fn returned dtype {dtype} (shape {shape}); expected {p_dtype} {p_shape}"
+    if shape != p_shape:
+        return None, f"grad_fn returned shape {shape}, the parameter has shape {p_shape}"
+    values = np.asarray(raw, np.float64)
+    if dtype != p_dtype:
+        return values, f"grad_fn returned dtype {dtype}, the parameter has dtype {p_dtype}"
+    return values, None
+
+
+def _check_loss(loss_fn, tree, args):
+    """The loss's output as a ShapeDtypeStruct; errors that name ``loss_fn`` otherwise."""
+    try:
+        out = jax.eval_shape(loss_fn, tree, *args)
+    except _TRACE_ERRORS as e:
+        raise TypeError(
+            f"loss_fn: cannot be traced by JAX ({tf.first_line(e)}); check differentiates it with "
+            "jax.grad and jax.jvp, so it must be written in jax.numpy (no float(), np.asarray or "
+            "Python branches on array values)"
+        ) from None
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(f"loss_fn: returned {jax.tree.structure(out)}; it must return one scalar")
+    if out.shape != ():
+        raise ValueError(
+            f"loss_fn: returned shape {out.shape} (dtype {out.dtype}); it must return a scalar "
+            "(per-example losses? take their mean)"
+        )
+    if not jnp.issubdtype(out.dtype, jnp.floating):
+        raise TypeError(f"loss_fn: returned dtype {out.dtype}; it must return a floating scalar")
+    return out
+
+
+def _options(fd_budget, n_projections, fd_step, kinks, grad_fn, loss_fn):
+    if not callable(grad_fn):
+        raise TypeError(f"grad_fn: expected a callable grad_fn(params, *args), got {grad_fn!r}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn: expected a callable loss_fn(params, *args), got {loss_fn!r}")
+    if kinks is not None and not callable(kinks):
+        raise TypeError(
+            "kinks: expected a callable kinks(params, *args) -> pytree of the pre-activations of "
+            f"kinked units, got {type(kinks).__name__} {kinks!r}"
+        )
+    if fd_budget != "auto" and fd_budget is not None:
+        if isinstance(fd_budget, bool) or not isinstance(fd_budget, int) or fd_budget < 0:
+            raise ValueError(
+                f"fd_budget: expected 'auto', an integer ≥ 0 or None, got {fd_budget!r}"
+            )
+    if isinstance(n_projections, bool) or not isinstance(n_projections, int) or n_projections < 1:
+        raise ValueError(f"n_projections: expected an integer ≥ 1, got {n_projections!r}")
+    if fd_step is not None and not isinstance(fd_step, Mapping):
+        if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float)) or not fd_step > 0:
+            raise ValueError(f"fd_step: expected a step > 0 or {{path: step}}, got {fd_step!r}")
+
+
+def _kinks_output_checked(kinks, tree, args):
+    try:
+        out = jax.eval_shape(kinks, tree, *args)
+    except _TRACE_ERRORS as e:
+        raise TypeError(f"kinks: cannot be traced by JAX ({tf.first_line(e)})") from None
+    for leaf in jax.tree.leaves(out):
+        if not jnp.issubdtype(leaf.dtype, jnp.floating):
+            raise TypeError(f"kinks: returned a leaf of dtype {leaf.dtype}; expected float arrays")
+    if not jax.tree.leaves(out):
+        raise TypeError("kinks: returned no arrays; expected the pre-activations of kinked units")
 
 
 def check(
@@ -100,11 +184,14 @@ def check(
     params,
     *args,
     modes: Sequence[str] = MODES,
+    transforms: Sequence[str] = tf.TRANSFORMS,
+    wrt=None,
     rtol: float | Mapping | None = None,
     atol: float | Mapping | None = None,
     key=None,
     raise_on_fail: bool = False,
-    fd_budget: int | None = oracles.DEFAULT_FD_BUDGET,
+    fd_budget: int | str | None = oracles.DEFAULT_FD_BUDGET,
+    fd_step: float | Mapping | None = None,
     n_projections: int = oracles.DEFAULT_PROJECTIONS,
     kinks: Callable | None = None,
     title: str = "gradient check",
@@ -114,123 +201,198 @@ def check(
     Args:
       grad_fn: ``grad_fn(params, *args)`` → grads (structure of ``params``) or ``(value, grads)``.
       loss_fn: ``loss_fn(params, *args)`` → the scalar whose gradient ``grad_fn`` claims to be.
-      params: any pytree of floating-point arrays.
+      params: any pytree; floating leaves are checked, integer / bool / key leaves held fixed.
       *args: passed to both functions (arrays are traced, other values static).
-      modes: any of ``"rev"`` (``jax.grad``, V2), ``"fwd"`` (``jax.jvp`` along basis / random
-        directions, V3), ``"fd"`` (central differences, V4).
-      rtol: one relative tolerance, or ``{mode: rtol}`` (also key ``"value"``); ``None`` uses the
-        dtype's default (docs/derivation.md, tolerance table).
-      atol: one absolute tolerance, or a mapping; ``None`` scales it with each leaf:
-        ``rtol · max |reference|`` (plus the round-off allowance for fd, V5).
-      key: PRNG key or int seed for the projection directions (default seed 0).
-      raise_on_fail: raise ``AssertionError`` naming every failing leaf instead of returning a
-        failing report.
-      fd_budget: parameters checked elementwise by fwd and fd; above it the largest leaves are
-        checked along ``n_projections`` random unit directions each. ``None``: no limit.
-      n_projections: random directions per projected leaf.
-      kinks: optional ``kinks(params, *args)`` → pytree of pre-activations of kinked units
-        (relu, leaky_relu); fd directions that move one of them across zero are reported apart
-        (``fd-kink`` rows, V9).
+      modes: any of ``"rev"`` (``jax.grad``, V2), ``"fwd"`` (``jax.jvp``, V3), ``"fd"`` (the
+        finite-difference ladder of :mod:`jaxbp.verify.fd`, V4). All run in the reference
+        precision (one precision above each leaf, :mod:`jaxbp.verify.tolerance`).
+      transforms: also run ``grad_fn`` under ``"jit"`` and ``"vmap"`` (a batch of distinct
+        parameter copies), each compared with its eager result (:mod:`jaxbp.verify.transforms`);
+        ``()`` for none.
+      wrt: which leaves are checked (:mod:`jaxbp.verify.select`): argnums, a predicate on paths,
+        a mask, or both.
+      rtol, atol: a number, ``{oracle: number}`` (oracles ``rev fwd fd value jit vmap``),
+        ``{path: number}`` or ``{oracle: {path: number}}``; ``None``: the parameter dtype's
+        default, ``atol = rtol · max |reference|`` per leaf (docs/verify.md, "Error model").
+      key: PRNG key or int seed for the directions and copies (default seed 0).
+      raise_on_fail: raise ``AssertionError`` with the failing rows' table instead of returning.
+      fd_budget: ``"auto"`` (module docstring, "Budget"), the number of coordinates checked in
+        total, or ``None`` for every coordinate.
+      fd_step: the ladder's base step h — one number, or ``{path: step}``; default relative to
+        each leaf's scale.
+      n_projections: random unit directions per leaf not covered coordinate by coordinate.
+      kinks: optional ``kinks(params, *args)`` → pytree of pre-activations of kinked units; the
+        step is kept short of them (V9). Kinks are also found without it (:mod:`jaxbp.verify.fd`).
       title: the report's title.
 
     Returns:
-      A :class:`~jaxbp.verify.Report` with one row per leaf per oracle (plus a ``(value)`` row
-      when ``grad_fn`` returns a value).
+      A :class:`~jaxbp.verify.Report`: one row per checked leaf per oracle and transformation
+      (plus ``(value)`` rows when ``grad_fn`` returns a value); ``meta["seconds"]`` has the cost.
 
     Raises:
-      ValueError / TypeError: bad modes, tolerances, key, params or ``grad_fn`` result.
+      ValueError / TypeError: a bad argument, named — a non-scalar or untraceable ``loss_fn``, a
+      ``grad_fn`` result of the wrong structure, a bad option.
       AssertionError: with ``raise_on_fail=True``, when any row fails.
     """
+    started = time.perf_counter()
+    _options(fd_budget, n_projections, fd_step, kinks, grad_fn, loss_fn)
     modes = _check_modes(modes)
-    rtols, atols = _per_mode(rtol, "rtol", modes), _per_mode(atol, "atol", modes)
-    if fd_budget is not None and (not isinstance(fd_budget, int) or fd_budget < 0):
-        raise ValueError(f"fd_budget: expected an integer ≥ 0 or None, got {fd_budget!r}")
-    if not isinstance(n_projections, int) or n_projections < 1:
-        raise ValueError(f"n_projections: expected an integer ≥ 1, got {n_projections!r}")
+    transforms = tf.check_transforms_arg(transforms)
     key, key_record = oracles.resolve_key(key)
     rng = oracles.host_rng(key)
-    layout, paths, theta_host = oracles.layout_of(params)
+
+    argnums, selector = select.split_wrt(wrt)
+    tree, rest, loss_c, grad_c, *nums = select.combine(loss_fn, grad_fn, params, args, argnums)
+    nums = nums[0] if nums else None
+    with_path, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    if not with_path:
+        raise ValueError("params: the tree has no leaves to check")
+    leaves = [leaf for _, leaf in with_path]
+    paths = select.display_paths([kp for kp, _ in with_path], nums)
+    for p, leaf in zip(paths, leaves, strict=True):
+        if isinstance(leaf, (jax.Array, np.ndarray)) and jnp.iscomplexobj(leaf):
+            raise TypeError(
+                f"params: leaf {p} is complex ({leaf.dtype}); check compares real gradients — use "
+                "jaxbp.verify.check_grads or check_vjp for complex functions"
+            )
+    checked, skipped = select.resolve(selector, tree, [kp for kp, _ in with_path], paths)
+    if not any(checked):
+        raise ValueError(
+            "params: no floating-point leaf to check"
+            + (
+                f" (left out: {', '.join(f'{p} ({w})' for p, w in skipped.items())})"
+                if skipped
+                else ""
+            )
+        )
+    idx = [i for i, c in enumerate(checked) if c]
+    dtypes = {i: str(jnp.result_type(leaves[i])) for i in idx}
+    rtol_of = select.tolerance_for(rtol, "rtol", paths, checked)
+    atol_of = select.tolerance_for(atol, "atol", paths, checked)
+    if isinstance(fd_step, Mapping):
+        bad = [p for p in fd_step if p not in {paths[i] for i in idx}]
+        if bad:
+            raise ValueError(f"fd_step: unknown leaf path(s) {bad!r}")
+    _check_loss(loss_c, tree, rest)
+    if kinks is not None:
+        _kinks_output_checked(kinks, *((tree, rest) if argnums is None else (params, args)))
+
+    def rtol_for(oracle, i):
+        given = rtol_of(oracle, paths[i])
+        return tolerance.default_rtol(dtypes[i]) if given is None else given
+
     seconds: dict[str, float] = {}
-
     t0 = time.perf_counter()
-    value, grads = hand_gradient(grad_fn, params, args)
-    hand = [np.asarray(g) for g in jax.tree.leaves(grads)]
-    # A leaf of the wrong shape fails every oracle's row (below); zeros stand in meanwhile.
-    misshapen = {i: h.shape for i, h in enumerate(hand) if h.shape != layout.shapes[i]}
-    for i in misshapen:
-        hand[i] = np.zeros(layout.shapes[i], hand[i].dtype)
-    hand64 = [np.asarray(g, np.float64) for g in hand]
+    value, raw = parse_gradient(grad_c(tree, *rest), treedef)
     seconds["grad_fn"] = time.perf_counter() - t0
+    hand, problems = {}, {}
+    for i in idx:
+        hand[i], problems[i] = _leaf_problem(raw[i], leaves[i])
+    usable = {i: hand[i] is not None for i in idx}
+    for i in idx:
+        if hand[i] is None:
+            hand[i] = np.zeros(np.shape(leaves[i]))
+    value_dtype = str(jnp.result_type(*[dtypes[i] for i in idx]))
 
-    rows: list[Row] = []
-    ref_value = None
-    if "rev" in modes:
-        t0 = time.perf_counter()
-        ref_value, ref = oracles.rev(loss_fn, params, args)
-        for i, (path, g, r) in enumerate(zip(paths, hand, jax.tree.leaves(ref), strict=True)):
-            rows.append(
-                compare(g, r, oracle="rev", path=path, rtol=_rtol(rtols, "rev", g.dtype),
-                        atol=atols.get("rev"), order=i)
-            )  # fmt: skip
-        seconds["rev"] = time.perf_counter() - t0
-    if value is not None:
-        if ref_value is None:
-            ref_value = loss_fn(params, *args)
-        dtype = jnp.result_type(value)
-        rows.insert(
-            0,
-            compare(value, ref_value, oracle="loss_fn", path="(value)", method="scalar",
-                    rtol=_rtol(rtols, "value", dtype), atol=atols.get("value"), order=-1),
+    state = _State(paths=paths, dtypes=dtypes, idx=idx, hand=hand, usable=usable,
+                   rtol_for=rtol_for, atol_of=atol_of)  # fmt: skip
+    rows: list[Row] = [
+        Row("grad_fn", paths[i], tuple(np.shape(leaves[i])), dtypes[i], "dtype and shape", 0,
+            math.inf, math.inf, math.inf, None, math.nan, math.nan, math.nan, math.nan, False,
+            problem=problems[i], order=i)
+        for i in idx if problems[i]
+    ]  # fmt: skip
+
+    ref_dtypes = [dtypes[i] for i in idx]
+    meta_fd: dict = {}
+    with tolerance.reference_precision(ref_dtypes):
+        eval_dtypes = [
+            tolerance.reference_dtype(jnp.result_type(leaf)) if c else None
+            for leaf, c in zip(leaves, checked, strict=True)
+        ]
+        layout = oracles.make_layout(
+            treedef, leaves, checked,
+            [d if d is not None else jnp.result_type(leaf) if hasattr(leaf, "dtype") else "float32"
+             for d, leaf in zip(eval_dtypes, leaves, strict=True)],
         )  # fmt: skip
+        theta = jnp.concatenate([jnp.ravel(jnp.asarray(leaves[i], layout.flat_dtype)) for i in idx])
+        fixed = tuple(tolerance.upcast(leaves[i]) for i, c in enumerate(checked) if not c)
+        rest_ref = tolerance.upcast(rest)
+        ref_tree = jax.tree_util.tree_unflatten(treedef, [tolerance.upcast(x) for x in leaves])
+        eval_dtype = _check_loss(loss_c, ref_tree, rest_ref).dtype
+        eval_eps = tolerance.eps(eval_dtype)
+        hand_flat = np.concatenate([hand[i].ravel() for i in idx])
 
-    elementwise = oracles.plan([int(h.size) for h in hand], fd_budget)
-    theta = jnp.asarray(theta_host, layout.flat_dtype)
-    meta_fd: dict = {"elementwise": [], "projected": [], "steps": {}}
-    for i, path in enumerate(paths):
-        meta_fd["elementwise" if elementwise[i] else "projected"].append(path)
-    directions = {
-        i: oracles.projections(rng, int(hand[i].size), n_projections)
-        for i in range(len(paths))
-        if not elementwise[i]
-    }
-    if "fwd" in modes:
-        t0 = time.perf_counter()
-        rows += _fwd_rows(loss_fn, layout, paths, theta, args, hand, hand64, elementwise,
-                          directions, rtols, atols)  # fmt: skip
-        seconds["fwd"] = time.perf_counter() - t0
-    if "fd" in modes:
-        t0 = time.perf_counter()
-        rows += _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64,
-                         elementwise, directions, rtols, atols, kinks, meta_fd, n_projections)  # fmt: skip
-        seconds["fd"] = time.perf_counter() - t0
+        g_rev, j_ref = None, None
+        if "rev" in modes or value is not None or "fd" in modes or "fwd" in modes:
+            t0 = time.perf_counter()
+            j_ref, g_rev = oracles.rev(loss_c, layout, theta, fixed, rest_ref)
+            seconds["rev"] = time.perf_counter() - t0
+        if "rev" in modes:
+            for i in idx:
+                ref = g_rev[layout.segment(i)].reshape(np.shape(leaves[i]))
+                rows.append(state.row(hand[i], ref, "rev", i, shape=np.shape(leaves[i])))
+        if value is not None:
+            given = rtol_of("value", "(value)")
+            vt = tolerance.default_rtol(value_dtype) if given is None else given
+            rows.insert(0, compare(value, j_ref, oracle="loss_fn", path="(value)",
+                                   method="scalar", rtol=vt, atol=atol_of("value", "(value)"),
+                                   order=-1, dtype=jnp.result_type(value)))  # fmt: skip
 
-    for k, row in enumerate(rows):
-        if row.order in misshapen and row.path == paths[row.order]:
-            rows[k] = dataclasses.replace(
-                row, ok=False, margin=math.inf, max_abs=math.inf, max_rel=math.inf,
-                norm_rel=math.inf, worst_index=None, value=math.nan,
-                problem=f"grad_fn returned shape {misshapen[row.order]}, the parameter has "
-                f"shape {layout.shapes[row.order]}",
-            )  # fmt: skip
+        if "fwd" in modes or "fd" in modes:
+            t0 = time.perf_counter()
+            dir_rows, meta_fd = _directional_rows(
+                state,
+                loss_c,
+                layout,
+                theta,
+                fixed,
+                rest_ref,
+                hand_flat,
+                g_rev,
+                leaves,
+                modes,
+                fd_budget,
+                fd_step,
+                n_projections,
+                kinks,
+                rng,
+                eval_dtype,
+                eval_eps,
+                argnums is None,
+            )
+            rows += dir_rows
+            seconds["directions"] = time.perf_counter() - t0
+
+    scales = _leaf_scales(leaves, checked)
+    if "jit" in transforms:
+        t0 = time.perf_counter()
+        rows += _jit_rows(state, grad_c, tree, rest, treedef, value)
+        seconds["jit"] = time.perf_counter() - t0
+    if "vmap" in transforms:
+        t0 = time.perf_counter()
+        rows += _vmap_rows(state, grad_c, leaves, checked, scales, treedef, rest, rng)
+        seconds["vmap"] = time.perf_counter() - t0
+    seconds["total"] = time.perf_counter() - started
+
     meta = {
         **key_record,
         "modes": list(modes),
-        "fd_budget": fd_budget,
-        "n_projections": n_projections,
-        "dtypes": dict(zip(paths, layout.dtypes, strict=True)),
+        "transforms": list(transforms),
+        "checked": [paths[i] for i in idx],
+        "skipped": skipped,
+        "dtypes": {paths[i]: dtypes[i] for i in idx},
+        "reference_dtypes": {paths[i]: str(eval_dtypes[i]) for i in idx},
+        "loss_evaluated_in": str(eval_dtype),
         "tolerances": {
-            m: {
-                "rtol": rtols[m]
-                if rtols.get(m) is not None
-                else {d: default_rtol(d, _KIND[m]) for d in sorted(set(layout.dtypes))},
-                "atol": atols[m]
-                if atols.get(m) is not None
-                else "rtol * max|reference| per leaf"
-                + (" + fd round-off allowance" if m == "fd" else ""),
-            }
-            for m in modes
-        },
-        "fd": meta_fd if "fd" in modes else None,
+            "rtol": "given"
+            if rtol is not None
+            else {d: tolerance.default_rtol(d) for d in sorted(set(ref_dtypes))},
+            "atol": "given" if atol is not None else "rtol * max|reference| per leaf",
+            "fd": "rtol + measured truncation and round-off per direction (jaxbp.verify.fd)",
+        },  # fmt: skip
+        "fd": meta_fd or None,
+        "n_projections": n_projections,
         "kinks_watched": kinks is not None,
         "seconds": seconds,
         **environment(),
@@ -241,163 +403,261 @@ def check(
     return report
 
 
-def _fwd_rows(loss_fn, layout, paths, theta, args, hand, hand64, elementwise, directions, rtols,
-              atols) -> list[Row]:  # fmt: skip
-    """fwd (V3): elementwise jvps for the leaves under budget, projections for the rest."""
-    rows: list[Row | None] = [None] * len(paths)
-    idx = np.concatenate(
-        [
-            np.arange(layout.offsets[i], layout.offsets[i + 1])
-            for i, e in enumerate(elementwise)
-            if e
-        ]
-        or [np.zeros(0, np.int64)]
-    )
-    basis = oracles.fwd_basis(loss_fn, layout, theta, args, idx) if idx.size else np.zeros(0)
-    cursor = 0
-    for i, path in enumerate(paths):
-        dtype = hand[i].dtype
-        rtol = _rtol(rtols, "fwd", dtype)
-        if elementwise[i]:
-            n = hand[i].size
-            ref = basis[cursor : cursor + n].reshape(hand[i].shape)
-            cursor += n
-            rows[i] = compare(hand[i], ref, oracle="fwd", path=path, rtol=rtol,
-                              atol=atols.get("fwd"), order=i)  # fmt: skip
-        else:
-            tangents = oracles.rounded(directions[i], layout.flat_dtype)
-            ref = oracles.fwd_segment(loss_fn, layout, theta, args, layout.offsets[i], tangents)
-            rows[i] = compare(tangents @ hand64[i].ravel(), ref, oracle="fwd", path=path,
-                              rtol=rtol, atol=atols.get("fwd"), method=f"{len(ref)} projections",
-                              shape=hand[i].shape, order=i, dtype=dtype)  # fmt: skip
-    return rows  # type: ignore[return-value]
+@dataclasses.dataclass
+class _State:
+    """What every row of one check needs: the leaves' names, dtypes, hand values, tolerances."""
 
+    paths: tuple
+    dtypes: dict
+    idx: list
+    hand: dict
+    usable: dict
+    rtol_for: Callable
+    atol_of: Callable
 
-def _fd_rows(loss_fn, layout, paths, theta_host, theta, args, hand, hand64, elementwise,
-             directions, rtols, atols, kinks, meta_fd, n_projections) -> list[Row]:  # fmt: skip
-    """fd (V4, V5, V9): central differences, kink directions reported apart."""
-    steps = {
-        i: oracles.step_size(
-            theta_host[layout.offsets[i] : layout.offsets[i + 1]], layout.dtypes[i]
+    def row(self, hand, ref, oracle, i, *, transform="eager", tol_key=None, atol=None,
+            **kw) -> Row:  # fmt: skip
+        """compare() with this leaf's tolerances; ``atol`` is the default floor (None: leaf-scaled)."""
+        key = tol_key or oracle
+        given = self.atol_of(key, self.paths[i])
+        row = compare(
+            hand,
+            ref,
+            oracle=oracle,
+            path=self.paths[i],
+            rtol=self.rtol_for(key, i),
+            atol=atol if given is None else given,
+            order=i,
+            dtype=self.dtypes[i],
+            **kw,
         )
-        for i in range(len(paths))
-    }
-    meta_fd["steps"] = {paths[i]: h for i, h in steps.items()}
-    idx_parts, plus_parts, minus_parts = [], [], []
-    for i, e in enumerate(elementwise):
-        if e:
-            seg = theta_host[layout.offsets[i] : layout.offsets[i + 1]]
-            idx_parts.append(np.arange(layout.offsets[i], layout.offsets[i + 1]))
-            plus_parts.append(oracles.rounded(seg + steps[i], layout.dtypes[i]))
-            minus_parts.append(oracles.rounded(seg - steps[i], layout.dtypes[i]))
-    basis = None
-    if idx_parts:
-        basis = oracles.fd_basis(
-            loss_fn, layout, theta, args, np.concatenate(idx_parts),
-            np.concatenate(plus_parts), np.concatenate(minus_parts), kinks,
-        )  # fmt: skip
-        plus_all, minus_all = np.concatenate(plus_parts), np.concatenate(minus_parts)
-    rows: list[Row] = []
-    kink_rows: list[Row] = []
-    cursor = 0
-    for i, path in enumerate(paths):
-        dtype = hand[i].dtype
-        rtol, atol = _rtol(rtols, "fd", dtype), atols.get("fd")
-        n = hand[i].size
-        if elementwise[i]:
-            sl = slice(cursor, cursor + n)
-            cursor += n
-            values = oracles.FDValues(basis.j0, basis.j_plus[sl], basis.j_minus[sl],
-                                      basis.near_kink[sl], basis.ratio[sl])  # fmt: skip
-            den = plus_all[sl] - minus_all[sl]
-            hand_vals = hand64[i].ravel()
-            method = "elementwise"
-            index_of = [tuple(int(k) for k in np.unravel_index(j, hand[i].shape)) for j in
-                        np.flatnonzero(values.near_kink)]  # fmt: skip
-        else:
-            seg = theta_host[layout.offsets[i] : layout.offsets[i + 1]]
-            h = steps[i]
-            s_plus = oracles.rounded(seg + h * directions[i], layout.dtypes[i])
-            s_minus = oracles.rounded(seg - h * directions[i], layout.dtypes[i])
-            values = oracles.fd_segment(loss_fn, layout, theta, args, layout.offsets[i],
-                                        s_plus, s_minus, kinks)  # fmt: skip
-            den = np.full(n_projections, 2 * h)
-            # the hand side along the perturbation as represented in the dtype
-            hand_vals = (s_plus - s_minus) @ hand64[i].ravel() / den
-            method = f"{n_projections} projections"
-            index_of = [(int(k),) for k in np.flatnonzero(values.near_kink)]
-        d = (values.j_plus - values.j_minus) / den
-        # the round-off allowance belongs to the default tolerance; a given atol is taken as is
-        noise = oracles.fd_noise(values, den, dtype) if atol is None else np.zeros_like(d)
-        sides = values.near_kink.astype(np.int32)
-        near = sides > 0
-        ref = np.where(near, hand_vals, d)  # kink directions are judged in the fd-kink row
-        row_atol = atol
-        if atol is None and near.any():
-            row_atol = rtol * float(np.max(np.abs(d[~near]), initial=0.0))
-        shape = hand[i].shape
-        if elementwise[i]:
-            rows.append(compare(hand[i], ref.reshape(shape), oracle="fd", path=path, rtol=rtol,
-                                atol=row_atol, noise=noise.reshape(shape), order=i,
-                                note=f"{int(near.sum())} kink direction(s) in the fd-kink row"
-                                if near.any() else None))  # fmt: skip
-        else:
-            rows.append(compare(hand_vals, ref, oracle="fd", path=path, rtol=rtol, atol=row_atol,
-                                noise=noise, method=method, shape=shape, order=i, dtype=dtype,
-                                note=f"{int(near.sum())} kink direction(s) in the fd-kink row"
-                                if near.any() else None))  # fmt: skip
-        if near.any():
-            d_minus, d_plus = kinks_mod.one_sided(
-                values.j0, values.j_plus[near], values.j_minus[near], den[near]
-            )
-            small = _small_steps(loss_fn, layout, theta_host, theta, args, i, elementwise[i],
-                                 np.flatnonzero(near), values.ratio[near], steps[i],
-                                 directions.get(i), hand64[i].ravel(), dtype)  # fmt: skip
-            if atol is not None:
-                small = small._replace(noise=np.zeros_like(small.noise))
-            hand_near = np.where(np.isfinite(small.d), small.hand, hand_vals[near])
-            kink_rows.append(
-                kinks_mod.kink_row(path=path, hand=hand_near, d_minus=d_minus, d_plus=d_plus,
-                                   sides=sides[near], small=small, indices=index_of,
-                                   noise=noise[near], rtol=rtol, atol=row_atol, dtype=dtype,
-                                   shape=shape, method=method, order=i)
+        row = dataclasses.replace(row, transform=transform)
+        if not self.usable[i]:
+            row = dataclasses.replace(
+                row, ok=False, status="FAIL", margin=math.inf,
+                problem="no usable hand values (see the grad_fn row)",
             )  # fmt: skip
-    return rows + kink_rows
+        return row
 
 
-def _small_steps(loss_fn, layout, theta_host, theta, args, i, elementwise, sel, ratio, h,
-                 directions, hand_flat, dtype) -> kinks_mod.SmallStep:  # fmt: skip
-    """Central differences again for the kink directions ``sel`` of leaf i, each with its step
-    scaled by KINK_STEP_FRACTION · ratio so that it reaches no kink (V9); NaN where z = 0."""
-    leaf_dtype = layout.dtypes[i]
-    start = layout.offsets[i]
-    factor = np.minimum(kinks_mod.KINK_STEP_FRACTION * ratio, 1.0)
-    usable = factor > 0
-    d = np.full(len(sel), np.nan)
-    noise = np.full(len(sel), np.nan)
-    hand = np.full(len(sel), np.nan)
-    if usable.any():
-        h_small = h * factor[usable]
-        if elementwise:
-            seg = theta_host[start + sel[usable]]
-            plus, minus = (
-                oracles.rounded(seg + h_small, leaf_dtype),
-                oracles.rounded(seg - h_small, leaf_dtype),
-            )
-            values = oracles.fd_basis(loss_fn, layout, theta, args, start + sel[usable], plus,
-                                      minus)  # fmt: skip
-            den = plus - minus
-            hand_u = hand_flat[sel[usable]]
+def _leaf_scales(leaves, checked) -> list[float]:
+    rms = np.array([
+        float(np.sqrt(np.mean(np.asarray(leaf, np.float64) ** 2))) if c and np.size(leaf) else 0.0
+        for leaf, c in zip(leaves, checked, strict=True)
+    ])  # fmt: skip
+    return list(fd.scales(rms))
+
+
+def _directional_rows(state, loss_c, layout, theta, fixed, rest_ref, hand_flat, g_rev, leaves,
+                      modes, fd_budget, fd_step, n_projections, kinks, rng, eval_dtype, eval_eps,
+                      kinks_args_match):  # fmt: skip
+    """fwd and fd rows: plan the directions, run the program once, judge each direction."""
+    idx = state.idx
+    sizes = {i: int(np.size(leaves[i])) for i in idx}
+    priority = {}
+    for i in idx:
+        h = state.hand[i].ravel()
+        first = [int(np.argmax(np.abs(h)))] if h.size else []
+        if g_rev is not None and h.size:
+            first.append(int(np.argmax(np.abs(h - g_rev[layout.segment(i)]))))
+        priority[i] = first
+    flops = oracles.flops_per_evaluation(loss_c, layout, theta, fixed, rest_ref)
+    plan = oracles.plan(sizes, fd_budget, flops=flops, n_projections=n_projections, rng=rng,
+                        priority=priority)  # fmt: skip
+    scales = dict(zip(range(len(leaves)), _leaf_scales(leaves, layout.checked), strict=True))
+    steps = {}
+    for i in idx:
+        if isinstance(fd_step, Mapping) and state.paths[i] in fd_step:
+            steps[i] = float(fd_step[state.paths[i]])
+        elif fd_step is not None and not isinstance(fd_step, Mapping):
+            steps[i] = float(fd_step)
         else:
-            seg = theta_host[start : start + hand_flat.size]
-            v = directions[sel[usable]] * h_small[:, None]
-            plus = oracles.rounded(seg + v, leaf_dtype)
-            minus = oracles.rounded(seg - v, leaf_dtype)
-            values = oracles.fd_segment(loss_fn, layout, theta, args, start, plus, minus)
-            den = 2 * h_small
-            hand_u = (plus - minus) @ hand_flat / den
-        ok = den != 0
-        d_u = np.where(ok, (values.j_plus - values.j_minus) / np.where(ok, den, 1), np.nan)
-        noise_u = np.where(ok, oracles.fd_noise(values, np.where(ok, den, 1), dtype), np.nan)
-        d[usable], noise[usable], hand[usable] = d_u, noise_u, hand_u
-    return kinks_mod.SmallStep(d=d, noise=noise, hand=hand, factor=factor)
+            steps[i] = float(fd.base_step(scales[i], eval_dtype))
+    key_shape = np.shape(jax.random.key_data(jax.random.key(0)))
+    kind, index, start, stop, keys, step, owner, elem = [], [], [], [], [], [], [], []
+    for i in idx:
+        off = layout.offsets[i]
+        for c in plan.coordinates[i]:
+            kind.append(0), index.append(off + int(c)), start.append(off + int(c))
+            stop.append(off + int(c) + 1), keys.append(np.zeros(key_shape, np.uint32))
+            step.append(steps[i]), owner.append(i), elem.append(int(c))
+        for _ in range(plan.projections[i]):
+            kind.append(1), index.append(0), start.append(off), stop.append(layout.offsets[i + 1])
+            keys.append(rng.integers(0, 2**32, size=key_shape, dtype=np.uint32))
+            step.append(steps[i]), owner.append(i), elem.append(-1)
+    meta = {
+        "budget": plan.budget,
+        "flops_per_evaluation": flops,
+        "steps": {state.paths[i]: steps[i] for i in idx},
+        "coordinates": {state.paths[i]: int(len(plan.coordinates[i])) for i in idx},
+        "complete": {state.paths[i]: bool(plan.complete[i]) for i in idx},
+        "projections": {state.paths[i]: int(plan.projections[i]) for i in idx},
+    }
+    if not kind:
+        return [], meta
+    dirs = oracles.Directions(*(np.asarray(a) for a in (kind, index, start, stop, keys, step)))
+    watch = kinks if kinks_args_match else None
+    fwd_ok, fwd_note = "fwd" in modes, None
+    try:
+        vals = oracles.directional(loss_c, layout, theta, fixed, rest_ref, hand_flat, dirs,
+                                   fwd=fwd_ok, kinks=watch)  # fmt: skip
+    except TypeError as e:
+        if not fwd_ok or "custom_vjp" not in str(e):
+            raise
+        fwd_ok, fwd_note = (
+            False,
+            "not applicable (custom_vjp): forward mode of a custom_vjp function",
+        )
+        vals = oracles.directional(loss_c, layout, theta, fixed, rest_ref, hand_flat, dirs,
+                                   fwd=False, kinks=watch)  # fmt: skip
+    steps_arr = np.where(vals.steps > 0, vals.steps, 1.0)
+    verdict = fd.verdict(vals.j0, vals.j_plus, vals.j_minus, vals.hand_diff, steps_arr, eval_eps,
+                         blocked=vals.blocked | (vals.steps[:, 0] <= 0))  # fmt: skip
+    owner, elem, kind_arr = np.asarray(owner), np.asarray(elem), np.asarray(kind)
+    meta["non_smooth"] = {state.paths[i]: int(np.sum(~verdict.smooth[owner == i])) for i in idx}
+    rows: list[Row] = []
+    for oracle in ("fwd", "fd"):
+        if oracle not in modes:
+            continue
+        for i in idx:
+            shape = tuple(np.shape(leaves[i]))
+            scale_max = float(np.max(np.abs(g_rev[layout.segment(i)]), initial=0.0))
+            scale_norm = float(np.linalg.norm(g_rev[layout.segment(i)]))
+            for k in (0, 1):  # coordinates, projections
+                sel = (owner == i) & (kind_arr == k)
+                if not sel.any() and not (k == 0 and sizes[i] == 0):
+                    continue
+                if k == 0:
+                    method = (
+                        "elementwise"
+                        if plan.complete[i]
+                        else f"{int(sel.sum())} of {sizes[i]} coordinates"
+                    )
+                else:
+                    method = f"{int(sel.sum())} projections"
+                scale = scale_max if k == 0 else scale_norm
+                if oracle == "fwd" and not fwd_ok:
+                    rows.append(Row("fwd", state.paths[i], shape, state.dtypes[i], method,
+                                    int(sel.sum()), math.nan, math.nan, math.nan, None, math.nan,
+                                    math.nan, math.nan, math.nan, True, note=fwd_note, order=i,
+                                    status="not applicable"))  # fmt: skip
+                    continue
+                rows += _judged(state, oracle, i, sel, k, method, shape, scale, vals, verdict, elem)
+    return rows, meta
+
+
+def _judged(state, oracle, i, sel, kind, method, shape, scale, vals, verdict, elem) -> list[Row]:
+    """The row of one leaf's coordinates or projections for one oracle (+ a non-smooth row)."""
+    rtol = state.rtol_for(oracle, i)
+    atol = rtol * scale
+    hand_v = vals.hand[sel]
+    out = []
+    if oracle == "fwd":
+        ref, noise, keep = vals.tangent[sel], None, np.ones(int(sel.sum()), bool)
+    else:
+        keep = verdict.smooth[sel]
+        ref = hand_v + verdict.error[sel]
+        noise = verdict.allowance[sel]
+    elements = elem[sel]
+    row = state.row(hand_v[keep], ref[keep], oracle, i, method=method, shape=shape, atol=atol,
+                    noise=None if noise is None else noise[keep])  # fmt: skip
+    row = _named(row, elements[keep], shape, kind)
+    out.append(row)
+    if oracle == "fd" and (~keep).any():
+        out.append(
+            _non_smooth_row(state, i, shape, hand_v[~keep], verdict, sel, keep, elements, kind)
+        )
+    return out
+
+
+def _named(row: Row, elements: np.ndarray, shape, kind) -> Row:
+    """Replaces the row's direction number by the element it is (coordinates) or None."""
+    if row.worst_index is None or not len(elements):
+        return row
+    k = row.worst_index[0]
+    if kind == 0:
+        index = tuple(int(j) for j in np.unravel_index(int(elements[k]), shape)) if shape else ()
+        return dataclasses.replace(row, worst_index=index)
+    note = f"worst: projection #{k}" + (f"; {row.note}" if row.note else "")
+    return dataclasses.replace(row, worst_index=None, note=note)
+
+
+def _non_smooth_row(state, i, shape, hand_v, verdict, sel, keep, elements, kind) -> Row:
+    fm, fp = verdict.f_minus[sel][~keep], verdict.f_plus[sel][~keep]
+    trunc = verdict.one_sided_error[sel][~keep]
+    els = elements[~keep]
+    parts = []
+    for k in range(min(3, len(fm))):
+        where = (f"element {tuple(int(j) for j in np.unravel_index(int(els[k]), shape))}"
+                 if kind == 0 and shape else "element ()" if kind == 0 else "a projection")  # fmt: skip
+        lo, hi = min(fm[k], fp[k]), max(fm[k], fp[k])
+        slack = state.rtol_for("fd", i) * max(abs(lo), abs(hi)) + 2 * trunc[k]
+        inside = "between them" if lo - slack <= hand_v[k] <= hi + slack else "outside them"
+        parts.append(f"{where}: one-sided F₋ = {fm[k]:.6e}, F₊ = {fp[k]:.6e}, hand {hand_v[k]:.6e} "
+                     f"({inside})")  # fmt: skip
+    more = f" (+{len(fm) - 3} more)" if len(fm) > 3 else ""
+    central = verdict.central[sel][~keep]
+    row = compare(hand_v, central, oracle="fd", path=state.paths[i], rtol=state.rtol_for("fd", i),
+                  method=f"{len(fm)} non-smooth", shape=shape, order=i, dtype=state.dtypes[i])  # fmt: skip
+    row = _named(row, els, shape, kind)
+    return dataclasses.replace(row, ok=True, status="non-smooth", margin=0.0,
+                               note="non-smooth at this point — " + "; ".join(parts) + more)  # fmt: skip
+
+
+def _jit_rows(state, grad_c, tree, rest, treedef, value) -> list[Row]:
+    try:
+        out = tf.run_jit(grad_c, tree, rest)
+        v_jit, raw = parse_gradient(out, treedef, "grad_fn under jit")
+    except Exception as e:  # noqa: BLE001 — the user's grad_fn failing under jit is a verdict
+        return [_broken("jit", e)]
+    rows = []
+    if value is not None and v_jit is not None:
+        given = state.rtol_for("jit", state.idx[0])
+        rows.append(dataclasses.replace(
+            compare(v_jit, value, oracle="eager", path="(value)", method="scalar", rtol=given,
+                    order=-1), transform="jit"))  # fmt: skip
+    for i in state.idx:
+        if not state.usable[i]:
+            continue
+        got, problem = _leaf_problem(raw[i], np.zeros(state.hand[i].shape, state.dtypes[i]))
+        ref = state.hand[i]
+        row = state.row(got if got is not None else np.full(ref.shape, np.nan), ref, "eager", i,
+                        transform="jit", tol_key="jit")  # fmt: skip
+        if problem:
+            row = dataclasses.replace(row, ok=False, status="FAIL", problem=f"under jit: {problem}")
+        rows.append(row)
+    return rows
+
+
+def _vmap_rows(state, grad_c, leaves, checked, scales, treedef, rest, rng) -> list[Row]:
+    copies = tf.copies(rng, leaves, checked, scales, tf.VMAP_SIZE)
+    eager = []
+    for c in copies:
+        _, raw = parse_gradient(grad_c(jax.tree_util.tree_unflatten(treedef, c), *rest), treedef)
+        eager.append(raw)
+    try:
+        _, batched = parse_gradient(tf.run_vmap(grad_c, treedef, copies, rest), treedef,
+                                    "grad_fn under vmap", value_ndim=1)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 — the user's grad_fn failing under vmap is a verdict
+        return [_broken("vmap", e)]
+    rows = []
+    for i in state.idx:
+        if not state.usable[i]:
+            continue
+        ref = np.stack([np.asarray(e[i], np.float64) for e in eager])
+        got = batched[i]
+        if got is None or tuple(np.shape(got)) != ref.shape:
+            row = state.row(np.full(ref.shape, np.nan), ref, "eager", i, transform="vmap",
+                            tol_key="vmap", method=f"{tf.VMAP_SIZE} copies")  # fmt: skip
+            rows.append(dataclasses.replace(row, problem=f"under vmap: grad_fn returned shape "
+                                            f"{np.shape(got)}, expected {ref.shape}"))  # fmt: skip
+            continue
+        rows.append(state.row(np.asarray(got, np.float64), ref, "eager", i, transform="vmap",
+                              tol_key="vmap", method=f"{tf.VMAP_SIZE} copies"))  # fmt: skip
+    return rows
+
+
+def _broken(transform: str, e: BaseException) -> Row:
+    return Row("eager", "(grad_fn)", (), "-", "call", 0, math.inf, math.inf, math.inf, None,
+               math.nan, math.nan, math.nan, math.nan, False, transform=transform,
+               problem=f"grad_fn failed under {transform}: {tf.first_line(e)}")  # fmt: skip

@@ -1,20 +1,23 @@
-"""The three gradient oracles of :func:`jaxbp.verify.check`: reverse mode, forward mode and central
-finite differences — vectorised over perturbation directions, never a Python loop over elements.
+"""The oracles of :func:`jaxbp.verify.check` as two compiled programs per check: reverse mode, and
+every directional oracle (forward mode and the finite-difference ladder) vectorised over
+directions.
 
-All three see the loss through a flat parameter vector θ (the leaves concatenated in tree order,
-each in its own dtype's values): ``f(θ) = loss_fn(unflatten(θ), *args)``.
+Both see the loss through a flat vector θ of the checked leaves, in the **reference precision**
+(one precision above each leaf's dtype, :mod:`jaxbp.verify.tolerance`)::
 
-- rev (eq. V2): ``jax.grad(loss_fn)`` on the tree.
-- fwd (eq. V3): ``jax.jvp(f, θ, e)`` along a basis vector e_i of one leaf (elementwise) or along a
-  random unit direction confined to one leaf (projection) — forward mode only, independent of any
-  reverse-mode rule.
-- fd (eq. V4): ``(f(θ + h e_i) − f(θ − h e_i)) / (θ₊ᵢ − θ₋ᵢ)``, the denominator being the step as
-  actually represented in the leaf's dtype; for a projection, the hand side is
-  ``⟨g, θ₊ − θ₋⟩ / 2h`` with the perturbation as actually represented, so rounding of θ ± h v never
-  looks like a gradient error. The step is ``h = eps^(1/3) · max(rms(leaf), 1)``.
+    f(θ) = loss_fn(unflatten(θ, fixed), *args_ref)
 
-Directions are evaluated with ``jax.lax.map(..., batch_size=B)`` — ``vmap`` over chunks of B
-directions inside one compiled loop, B chosen to keep B·N numbers in memory bounded.
+where ``fixed`` holds the leaves left out by ``wrt`` (and integer / key leaves) unchanged.
+
+- rev (eq. V2): ``jax.value_and_grad(f)`` at θ.
+- directions: for each direction d — a basis vector e_i (a *coordinate*, named by its element)
+  or a random unit vector supported on one leaf (a *projection*), generated on the device from a
+  key so no N-sized vector crosses from the host — one program computes, with
+  ``jax.lax.map(..., batch_size=B)`` (``vmap`` over chunks of B directions):
+  the fwd value ``jax.jvp(f, θ, v)`` (eq. V3), the hand value ⟨g, v⟩, and the loss at the six
+  points θ ± s_k v of the step ladder with the hand value along each perturbation as actually
+  represented (:mod:`jaxbp.verify.fd`, eqs. V4, V5); with ``kinks=``, the distance to the nearest
+  watched kink along v caps the step (eq. V9).
 
 Every compiled function here is a module-level ``jax.jit`` keyed on the loss function, the tree's
 layout and the argument shapes, so repeated checks of the same problem compile once.
@@ -24,35 +27,56 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.verify.report import eps, fd_step_factor
+from jaxbp.verify import fd
 
 Array = jax.Array
 
-MEMORY_ELEMENTS = 1 << 19
-"""Bound on B · N, the perturbed parameter vectors alive at once (512K numbers, 4 MB in float64):
-chunks that stay in cache run faster than larger ones (10 285-parameter network on the CPU:
-B = 50 takes 0.85 s for the full elementwise fd, B = 407 2.4 s)."""
+MEMORY_ELEMENTS = 1 << 21
+"""Bound on the perturbed parameter numbers alive at once in the directional program (2M numbers,
+16 MB in float64): B directions × 2 · LEVELS points × N parameters."""
 
-DEFAULT_FD_BUDGET = 20_000
-"""Parameters checked elementwise; above it, the largest leaves are checked by projections."""
+FD_FLOP_BUDGET = 4e10
+"""The automatic budget of the directional program, in floating-point operations of loss
+evaluations (XLA's cost analysis of one evaluation × evaluations per direction): about a second on
+two CPU cores in float64, far less on an accelerator."""
 
-DEFAULT_PROJECTIONS = 16
-"""Random unit directions per projected leaf."""
+MIN_COORDINATES = 3
+"""Coordinates per leaf checked even when the budget is smaller: the leaf's largest hand
+element, its largest disagreement with rev, and random ones."""
+
+DEFAULT_FD_BUDGET = "auto"
+"""``fd_budget`` default: every coordinate when the loss is cheap enough, else a random sample
+plus projections (:func:`plan`)."""
+
+DEFAULT_PROJECTIONS = 2
+"""Random unit directions per leaf whose coordinates are not all checked."""
+
+EVALS_PER_DIRECTION = 2 * fd.LEVELS + 2
+"""Loss evaluations per direction, forward mode counted as two."""
 
 
 class Layout(NamedTuple):
-    """How a flat θ maps back to the tree (hashable, so it can be a static jit argument)."""
+    """How a flat θ of the checked leaves maps back to the tree (hashable: a static argument).
+
+    Attributes:
+      treedef: the tree's structure.
+      shapes: every leaf's shape.
+      eval_dtypes: every leaf's dtype in the reference precision (unchecked leaves: their own).
+      checked: per leaf, whether it is part of θ.
+      offsets: per leaf, its start in θ, and θ's size last (unchecked leaves take no room).
+      flat_dtype: θ's dtype (the widest reference dtype).
+    """
 
     treedef: object
     shapes: tuple
-    dtypes: tuple
+    eval_dtypes: tuple
+    checked: tuple
     offsets: tuple
     flat_dtype: str
 
@@ -60,43 +84,31 @@ class Layout(NamedTuple):
     def size(self) -> int:
         return self.offsets[-1]
 
-    def unflatten(self, theta: Array):
-        leaves = [
-            theta[start:stop].reshape(shape).astype(dtype)
-            for start, stop, shape, dtype in zip(
-                self.offsets[:-1], self.offsets[1:], self.shapes, self.dtypes, strict=True
-            )
-        ]
+    def segment(self, i: int) -> slice:
+        return slice(self.offsets[i], self.offsets[i + 1])
+
+    def unflatten(self, theta: Array, fixed: tuple):
+        fixed_it = iter(fixed)
+        leaves = []
+        for i, (shape, dtype, c) in enumerate(
+            zip(self.shapes, self.eval_dtypes, self.checked, strict=True)
+        ):
+            if c:
+                leaves.append(
+                    theta[self.offsets[i] : self.offsets[i + 1]].reshape(shape).astype(dtype)
+                )
+            else:
+                leaves.append(next(fixed_it))
         return jax.tree_util.tree_unflatten(self.treedef, leaves)
 
 
-def layout_of(params) -> tuple[Layout, list[str], np.ndarray]:
-    """The layout, the leaves' keystr paths and θ (on the host, float64 values) of ``params``.
-
-    Raises:
-      TypeError: a leaf that is not a floating-point array, naming its path.
-      ValueError: a tree with no leaves.
-    """
-    with_path, treedef = jax.tree_util.tree_flatten_with_path(params)
-    if not with_path:
-        raise ValueError("params: the tree has no leaves to check")
-    paths, shapes, dtypes, offsets, values = [], [], [], [0], []
-    for path, leaf in with_path:
-        name = jax.tree_util.keystr(path)
-        dtype = jnp.result_type(leaf)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            raise TypeError(
-                f"params: leaf {name} has dtype {dtype}; only floating-point leaves can be "
-                "differentiated"
-            )
-        paths.append(name)
-        shapes.append(tuple(jnp.shape(leaf)))
-        dtypes.append(str(dtype))
-        offsets.append(offsets[-1] + math.prod(jnp.shape(leaf)))
-        values.append(np.asarray(leaf, np.float64).ravel())
-    flat_dtype = str(jnp.result_type(*dtypes))
-    layout = Layout(treedef, tuple(shapes), tuple(dtypes), tuple(offsets), flat_dtype)
-    return layout, paths, np.concatenate(values)
+def make_layout(treedef, leaves, checked, eval_dtypes) -> Layout:
+    offsets = [0]
+    for leaf, c in zip(leaves, checked, strict=True):
+        offsets.append(offsets[-1] + (math.prod(np.shape(leaf)) if c else 0))
+    flat = str(jnp.result_type(*[d for d, c in zip(eval_dtypes, checked, strict=True) if c]))
+    return Layout(treedef, tuple(tuple(np.shape(x)) for x in leaves), tuple(map(str, eval_dtypes)),
+                  tuple(checked), tuple(offsets), flat)  # fmt: skip
 
 
 class _ById:
@@ -141,203 +153,226 @@ def join_args(dynamic, static_spec) -> tuple:
     return jax.tree_util.tree_unflatten(treedef, leaves)
 
 
-def _flat_loss(loss_fn, layout, static_spec, dynamic):
+def _flat_loss(loss_fn, layout, static_spec, fixed, dynamic):
     args = join_args(dynamic, static_spec)
-    return lambda theta: loss_fn(layout.unflatten(theta), *args)
+    return lambda theta: loss_fn(layout.unflatten(theta, fixed), *args)
 
 
 def batch_size(n_params: int, n_directions: int) -> int:
-    """Directions per vectorised chunk: B · N ≤ :data:`MEMORY_ELEMENTS`, 1 ≤ B ≤ 1024."""
-    return max(1, min(1024, n_directions, MEMORY_ELEMENTS // max(n_params, 1)))
+    """Directions per vectorised chunk: B · 2 · LEVELS · N ≤ :data:`MEMORY_ELEMENTS`."""
+    per = 2 * fd.LEVELS * max(n_params, 1)
+    return max(1, min(1024, n_directions, MEMORY_ELEMENTS // per))
 
 
 # --- rev (V2) ------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("loss_fn", "static_spec"))
-def _rev(loss_fn, static_spec, params, dynamic):
-    args = join_args(dynamic, static_spec)
-    return jax.value_and_grad(lambda p: loss_fn(p, *args))(params)
+@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "static_spec"))
+def _rev(loss_fn, layout, static_spec, theta, fixed, dynamic):
+    return jax.value_and_grad(_flat_loss(loss_fn, layout, static_spec, fixed, dynamic))(theta)
 
 
-def rev(loss_fn: Callable, params, args: tuple):
-    """(J, ∇J) by ``jax.value_and_grad(loss_fn)`` (eq. V2)."""
+@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "static_spec"))
+def _value(loss_fn, layout, static_spec, theta, fixed, dynamic):
+    return _flat_loss(loss_fn, layout, static_spec, fixed, dynamic)(theta)
+
+
+def rev(loss_fn, layout: Layout, theta, fixed, args) -> tuple[float, np.ndarray]:
+    """(f(θ), ∇f(θ)) by ``jax.value_and_grad`` (eq. V2), on the host in float64."""
     dynamic, static_spec = split_args(args)
-    return _rev(loss_fn, static_spec, params, dynamic)
+    j, g = _rev(loss_fn, layout, static_spec, theta, fixed, dynamic)
+    return float(j), np.asarray(g, np.float64)
 
 
-# --- fwd (V3) ------------------------------------------------------------------------------------
-@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "static_spec", "batch"))
-def _fwd_basis(loss_fn, layout, static_spec, batch, theta, dynamic, indices):
-    f = _flat_loss(loss_fn, layout, static_spec, dynamic)
-
-    def one(i):
-        return jax.jvp(f, (theta,), (jax.nn.one_hot(i, theta.shape[0], dtype=theta.dtype),))[1]
-
-    return jax.lax.map(one, indices, batch_size=batch)
-
-
-@functools.partial(jax.jit, static_argnames=("loss_fn", "layout", "static_spec", "batch"))
-def _fwd_segment(loss_fn, layout, static_spec, batch, theta, dynamic, start, tangents):
-    f = _flat_loss(loss_fn, layout, static_spec, dynamic)
-
-    def one(t):
-        full = jax.lax.dynamic_update_slice(jnp.zeros_like(theta), t, (start,))
-        return jax.jvp(f, (theta,), (full,))[1]
-
-    return jax.lax.map(one, tangents, batch_size=batch)
-
-
-def fwd_basis(loss_fn, layout: Layout, theta, args, indices) -> np.ndarray:
-    """∂f/∂θ_i for each flat index, by one ``jax.jvp`` per basis vector (eq. V3)."""
+def value(loss_fn, layout: Layout, theta, fixed, args) -> float:
     dynamic, static_spec = split_args(args)
-    batch = batch_size(layout.size, len(indices))
-    out = _fwd_basis(
-        loss_fn, layout, static_spec, batch, theta, dynamic, jnp.asarray(indices, jnp.int32)
-    )
-    return np.asarray(out, np.float64)
+    return float(_value(loss_fn, layout, static_spec, theta, fixed, dynamic))
 
 
-def fwd_segment(loss_fn, layout: Layout, theta, args, start: int, tangents) -> np.ndarray:
-    """⟨∇f, t⟩ for each tangent t supported on θ[start : start + len(t)] (eq. V3)."""
+def flops_per_evaluation(loss_fn, layout: Layout, theta, fixed, args) -> float | None:
+    """XLA's cost analysis of one loss evaluation (lowering only, no compilation), or None."""
     dynamic, static_spec = split_args(args)
-    batch = batch_size(layout.size, tangents.shape[0])
-    tangents = jnp.asarray(tangents, theta.dtype)
-    out = _fwd_segment(loss_fn, layout, static_spec, batch, theta, dynamic, start, tangents)
-    return np.asarray(out, np.float64)
+    try:
+        cost = _value.lower(loss_fn, layout, static_spec, theta, fixed, dynamic).cost_analysis()
+    except Exception:  # noqa: BLE001 — an estimate only; the budget falls back to a size rule
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else None
+    flops = None if not cost else cost.get("flops")
+    return float(flops) if flops and flops > 0 else None
 
 
-# --- fd (V4) -------------------------------------------------------------------------------------
-class FDValues(NamedTuple):
-    """Loss values around θ for a set of directions (host arrays, float64).
+# --- directions (V3, V4, V9) ---------------------------------------------------------------------
+class Directions(NamedTuple):
+    """A batch of directions (device or host arrays, one entry per direction).
 
     Attributes:
-      j0: f(θ).
-      j_plus: f(θ₊) per direction.
-      j_minus: f(θ₋) per direction.
-      near_kink: per direction, which steps cross a kink (0 none, 1 the + step, 2 the − step,
-        3 both; all 0 when no kink function was given).
-      ratio: per direction, min over watched units of |z| / |dz| — the fraction of the step that
-        reaches the nearest kink (inf when none is moved or no kink function was given).
+      kind: 0 coordinate, 1 projection.
+      index: the flat index in θ of a coordinate (projections: 0).
+      start, stop: the segment in θ a projection is supported on (coordinates: index, index + 1).
+      key_data: raw PRNG key data per direction (the projection's vector is drawn from it).
+      step: the base step h of the ladder.
     """
+
+    kind: np.ndarray
+    index: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    key_data: np.ndarray
+    step: np.ndarray
+
+
+def _distance_to_kink(kinks, layout, fixed, args, theta, v):
+    """First-order distance along v to the nearest watched pre-activation at 0 (inf: none)."""
+    z, dz = jax.jvp(lambda t: kinks(layout.unflatten(t, fixed), *args), (theta,), (v,))
+    dist = jnp.asarray(jnp.inf, theta.dtype)
+    for zl, dzl in zip(jax.tree.leaves(z), jax.tree.leaves(dz), strict=True):
+        zl, dzl = jnp.asarray(zl, theta.dtype), jnp.asarray(dzl, theta.dtype)
+        if zl.size:
+            moved = dzl != 0
+            r = jnp.where(moved, jnp.abs(zl) / jnp.where(moved, jnp.abs(dzl), 1), jnp.inf)
+            dist = jnp.minimum(dist, jnp.min(r))
+    return dist
+
+
+@functools.partial(
+    jax.jit, static_argnames=("loss_fn", "kinks", "layout", "static_spec", "batch", "fwd")
+)
+def _directional(
+    loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed, dynamic, hand, dirs
+):
+    f = _flat_loss(loss_fn, layout, static_spec, fixed, dynamic)
+    args = join_args(dynamic, static_spec)
+    n = theta.shape[0]
+    pos = jnp.arange(n)
+    fractions = jnp.asarray(0.5 ** np.arange(fd.LEVELS), theta.dtype)
+
+    def along(d: Directions, v):
+        h = d.step.astype(theta.dtype)
+        blocked = jnp.asarray(False)
+        if kinks is not None:
+            dist = _distance_to_kink(kinks, layout, fixed, args, theta, v)
+            blocked = dist == 0
+            h = jnp.where(blocked, h, jnp.minimum(h, fd.KINK_STEP_FRACTION * dist))
+        s = h * fractions
+        plus = theta[None, :] + s[:, None] * v[None, :]
+        minus = theta[None, :] - s[:, None] * v[None, :]
+        # one evaluation after another: a vmap over distinct parameter vectors becomes a batched
+        # product, 40 % slower per point than separate ones on the CPU
+        j_plus = jnp.stack([f(plus[k]) for k in range(fd.LEVELS)])
+        j_minus = jnp.stack([f(minus[k]) for k in range(fd.LEVELS)])
+        hand_diff = (plus - minus) @ hand
+        tangent = jax.jvp(f, (theta,), (v,))[1] if fwd else jnp.zeros((), theta.dtype)
+        return j_plus, j_minus, hand_diff, s, v @ hand, tangent, blocked
+
+    def coordinate(d: Directions):
+        return along(d, (pos == d.index).astype(theta.dtype))
+
+    def projection(d: Directions):
+        # drawn here, not on the host: no N-sized vector per direction crosses to the device
+        normal = jax.random.normal(jax.random.wrap_key_data(d.key_data), (n,), theta.dtype)
+        normal = jnp.where((pos >= d.start) & (pos < d.stop), normal, 0)
+        v = normal / jnp.maximum(jnp.linalg.norm(normal), jnp.finfo(theta.dtype).tiny)
+        return along(d, v)
+
+    coords, projs = dirs
+    outs = []
+    for body, group in ((coordinate, coords), (projection, projs)):
+        if group.kind.shape[0]:
+            outs.append(jax.lax.map(body, group, batch_size=min(batch, group.kind.shape[0])))
+    return f(theta), tuple(jnp.concatenate(parts) for parts in zip(*outs, strict=True))
+
+
+class DirectionalValues(NamedTuple):
+    """What the directional program returns, on the host in float64 (one entry per direction)."""
 
     j0: float
-    j_plus: np.ndarray
-    j_minus: np.ndarray
-    near_kink: np.ndarray
-    ratio: np.ndarray
+    j_plus: np.ndarray  # (n, LEVELS)
+    j_minus: np.ndarray  # (n, LEVELS)
+    hand_diff: np.ndarray  # (n, LEVELS): ⟨g, θ₊ − θ₋⟩
+    steps: np.ndarray  # (n, LEVELS)
+    hand: np.ndarray  # (n,): ⟨g, v⟩
+    tangent: np.ndarray  # (n,): jvp along v (zeros without fwd)
+    blocked: np.ndarray  # (n,) bool: on a watched kink
 
 
-def _near_kink(kinks, layout, args, theta, tangent):
-    """Which steps along ``tangent`` cross a kinked pre-activation (eq. V9; 0 when none), and the
-    fraction of the step that reaches the nearest one."""
-    from jaxbp.verify.kinks import crossing_sides, step_ratio
-
-    z, dz = jax.jvp(lambda t: kinks(layout.unflatten(t), *args), (theta,), (tangent,))
-    return crossing_sides(z, dz), step_ratio(z, dz)
-
-
-@functools.partial(jax.jit, static_argnames=("loss_fn", "kinks", "layout", "static_spec", "batch"))
-def _fd_basis(loss_fn, kinks, layout, static_spec, batch, theta, dynamic, indices, v_plus, v_minus):
-    f = _flat_loss(loss_fn, layout, static_spec, dynamic)
-    args = join_args(dynamic, static_spec)
-
-    def one(inputs):
-        i, vp, vm = inputs
-        plus, minus = theta.at[i].set(vp), theta.at[i].set(vm)
-        near, ratio = jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float32)
-        if kinks is not None:
-            near, ratio = _near_kink(kinks, layout, args, theta, plus - theta)
-        return f(plus), f(minus), near, ratio
-
-    return f(theta), jax.lax.map(one, (indices, v_plus, v_minus), batch_size=batch)
-
-
-@functools.partial(jax.jit, static_argnames=("loss_fn", "kinks", "layout", "static_spec", "batch"))
-def _fd_segment(loss_fn, kinks, layout, static_spec, batch, theta, dynamic, start, s_plus, s_minus):
-    f = _flat_loss(loss_fn, layout, static_spec, dynamic)
-    args = join_args(dynamic, static_spec)
-
-    def one(inputs):
-        sp, sm = inputs
-        plus = jax.lax.dynamic_update_slice(theta, sp, (start,))
-        minus = jax.lax.dynamic_update_slice(theta, sm, (start,))
-        near, ratio = jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float32)
-        if kinks is not None:
-            near, ratio = _near_kink(kinks, layout, args, theta, plus - theta)
-        return f(plus), f(minus), near, ratio
-
-    return f(theta), jax.lax.map(one, (s_plus, s_minus), batch_size=batch)
-
-
-def step_size(leaf_values: np.ndarray, dtype) -> float:
-    """h = eps^(1/3) · max(rms(leaf), 1): the leaf's scale times the dtype's optimal factor."""
-    rms = float(np.sqrt(np.mean(leaf_values**2))) if leaf_values.size else 0.0
-    return fd_step_factor(dtype) * max(rms, 1.0)
-
-
-def rounded(values: np.ndarray, dtype) -> np.ndarray:
-    """``values`` as represented in ``dtype``, back in float64 (exact)."""
-    return np.asarray(values, dtype=jnp.dtype(dtype)).astype(np.float64)
-
-
-def fd_basis(loss_fn, layout, theta, args, indices, v_plus, v_minus, kinks=None) -> FDValues:
-    """f at θ with θ_i set to ``v_plus[k]`` / ``v_minus[k]`` for each ``i = indices[k]``."""
+def directional(loss_fn, layout: Layout, theta, fixed, args, hand, dirs: Directions, *,
+                fwd: bool, kinks=None) -> DirectionalValues:  # fmt: skip
+    """Runs the directional program (module docstring) over ``dirs``."""
     dynamic, static_spec = split_args(args)
-    batch = batch_size(layout.size, len(indices))
-    j0, (jp, jm, near, ratio) = _fd_basis(
-        loss_fn, kinks, layout, static_spec, batch, theta, dynamic,
-        jnp.asarray(indices, jnp.int32), jnp.asarray(v_plus, theta.dtype),
-        jnp.asarray(v_minus, theta.dtype),
-    )  # fmt: skip
-    return FDValues(
-        float(j0), np.asarray(jp, np.float64), np.asarray(jm, np.float64), np.asarray(near),
-        np.asarray(ratio, np.float64),
-    )  # fmt: skip
+    batch = batch_size(layout.size, len(dirs.kind))
+    # coordinates first, then projections (the order of ``dirs`` is restored below)
+    order = np.argsort(np.asarray(dirs.kind), kind="stable")
+    groups = []
+    for k in (0, 1):
+        sel = order[np.asarray(dirs.kind)[order] == k]
+        groups.append(Directions(
+            jnp.asarray(dirs.kind[sel], jnp.int32), jnp.asarray(dirs.index[sel], jnp.int32),
+            jnp.asarray(dirs.start[sel], jnp.int32), jnp.asarray(dirs.stop[sel], jnp.int32),
+            jnp.asarray(dirs.key_data[sel], jnp.uint32), jnp.asarray(dirs.step[sel], theta.dtype),
+        ))  # fmt: skip
+    j0, out = _directional(loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed, dynamic,
+                           jnp.asarray(hand, theta.dtype), tuple(groups))  # fmt: skip
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    out = [np.asarray(a)[inverse] for a in out]
+    jp, jm, hd, s, hv, tg, bl = (np.asarray(a) for a in out)
+    f64 = np.float64
+    return DirectionalValues(float(j0), jp.astype(f64), jm.astype(f64), hd.astype(f64),
+                             s.astype(f64), hv.astype(f64), tg.astype(f64), bl.astype(bool))  # fmt: skip
 
 
-def fd_segment(loss_fn, layout, theta, args, start, s_plus, s_minus, kinks=None) -> FDValues:
-    """f at θ with the segment from ``start`` replaced by each row of ``s_plus`` / ``s_minus``."""
-    dynamic, static_spec = split_args(args)
-    batch = batch_size(layout.size, s_plus.shape[0])
-    j0, (jp, jm, near, ratio) = _fd_segment(
-        loss_fn, kinks, layout, static_spec, batch, theta, dynamic, start,
-        jnp.asarray(s_plus, theta.dtype), jnp.asarray(s_minus, theta.dtype),
-    )  # fmt: skip
-    return FDValues(
-        float(j0), np.asarray(jp, np.float64), np.asarray(jm, np.float64), np.asarray(near),
-        np.asarray(ratio, np.float64),
-    )  # fmt: skip
+# --- which directions ----------------------------------------------------------------------------
+class Plan(NamedTuple):
+    """Per checked leaf: the flat coordinates (within the leaf) and the number of projections."""
+
+    coordinates: dict  # leaf index -> np.ndarray of element indices (flat, within the leaf)
+    projections: dict  # leaf index -> int
+    complete: dict  # leaf index -> bool (every coordinate)
+    budget: int | None  # the coordinate budget used (None: every coordinate)
+    flops: float | None
 
 
-def fd_noise(values: FDValues, denominator: np.ndarray, dtype) -> np.ndarray:
-    """Round-off allowance of each central difference (eq. V5): c · eps · (|J₊| + |J₋|) / |den|."""
-    from jaxbp.verify.report import FD_NOISE_FACTOR
+def plan(
+    sizes: dict, budget, *, flops: float | None, n_projections: int, rng, priority: dict
+) -> Plan:
+    """Chooses the directions (module docstring of :mod:`jaxbp.verify.check`, "Budget").
 
-    scale = np.abs(values.j_plus) + np.abs(values.j_minus)
-    return FD_NOISE_FACTOR * eps(dtype) * scale / np.abs(denominator)
-
-
-# --- which leaves are checked elementwise -------------------------------------------------------
-def plan(sizes: list[int], budget: int | None) -> list[bool]:
-    """Per leaf, whether to check it elementwise (True) or by projections (False).
-
-    Everything is elementwise when the total fits the budget (or ``budget`` is None); otherwise
-    the smallest leaves are taken elementwise while they fit, and the rest are projected.
+    Args:
+      sizes: leaf index → number of elements (checked leaves only).
+      budget: ``"auto"``, an int (coordinates in total) or None (every coordinate).
+      flops: one loss evaluation's cost, for ``"auto"``.
+      n_projections: projections for each leaf not covered completely.
+      rng: host generator for the random coordinates.
+      priority: leaf index → element indices to take first (largest hand value, largest
+        disagreement with rev).
     """
-    if budget is None or sum(sizes) <= budget:
-        return [True] * len(sizes)
-    chosen = [False] * len(sizes)
-    used = 0
-    for i in sorted(range(len(sizes)), key=lambda i: sizes[i]):
-        if used + sizes[i] <= budget:
-            chosen[i] = True
-            used += sizes[i]
-    return chosen
-
-
-def projections(rng: np.random.Generator, n_elements: int, count: int) -> np.ndarray:
-    """``count`` random unit vectors of length ``n_elements`` (float64, host)."""
-    v = rng.standard_normal((count, n_elements))
-    return v / np.linalg.norm(v, axis=1, keepdims=True)
+    total = sum(sizes.values())
+    if budget == "auto":
+        if flops is None:
+            budget = 20_000
+        else:
+            budget = int(FD_FLOP_BUDGET / (flops * EVALS_PER_DIRECTION))
+    if budget is None or total <= budget:
+        coords = {i: np.arange(n) for i, n in sizes.items()}
+        return Plan(coords, {i: 0 for i in sizes}, {i: True for i in sizes}, None, flops)
+    # Small leaves are taken whole while they fit; the rest share what is left.
+    coords, complete, projections = {}, {}, {}
+    left = budget
+    order = sorted(sizes, key=lambda i: sizes[i])
+    for k, i in enumerate(order):
+        n = sizes[i]
+        share = max(MIN_COORDINATES, left // max(len(order) - k, 1))
+        if n <= share:
+            coords[i], complete[i], projections[i] = np.arange(n), True, 0
+        else:
+            first = [int(j) for j in dict.fromkeys(priority.get(i, ())) if 0 <= j < n][:share]
+            pool = np.setdiff1d(np.arange(n), np.asarray(first, np.int64), assume_unique=False)
+            extra = rng.choice(pool, size=min(share - len(first), pool.size), replace=False)
+            coords[i] = np.sort(
+                np.concatenate([np.asarray(first, np.int64), extra.astype(np.int64)])
+            )
+            complete[i], projections[i] = False, n_projections
+        left = max(left - len(coords[i]), 0)
+    return Plan(coords, projections, complete, budget, flops)
 
 
 def resolve_key(key) -> tuple[Array, dict]:
@@ -363,3 +398,9 @@ def host_rng(key) -> np.random.Generator:
     key, _ = resolve_key(key)
     data = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel().tolist()
     return np.random.default_rng(data)
+
+
+def projections(rng: np.random.Generator, n_elements: int, count: int) -> np.ndarray:
+    """``count`` random unit vectors of length ``n_elements`` (float64, host)."""
+    v = rng.standard_normal((count, n_elements))
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
