@@ -58,6 +58,12 @@ def add_parser(sub) -> None:
         help="skip timing the step inside jaxbp train's epoch (hand-derived vs jax.grad)",
     )
     p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip timing jaxbp.verify.check against jax.test_util.check_grads (the verify "
+        "section: the 784-512-512-10 float32 MLP at batch 256, or the --sizes network)",
+    )
+    p.add_argument(
         "--devices",
         help="also measure data-parallel scaling over these device counts, e.g. 1,2,4 "
         "(jaxbp.distributed.bench_scaling; on a CPU the devices are forced slices of its cores)",
@@ -215,12 +221,36 @@ def run(args) -> int:
     )
     if devices:
         result["scaling"] = scaling(result, configs, devices, args, precision, log)
+    if not args.no_verify:
+        result["verify"] = verify_section(args, log)
     result["command"] = command(args)
     print(render(result))
     if args.json:
         write_atomic(Path(args.json), json.dumps(result, indent=2) + "\n")
         print(f"\nwrote {args.json}")
     return 0
+
+
+def verify_section(args, log) -> dict:
+    """jaxbp.verify.check against jax.test_util.check_grads (jaxbp.bench.verify), in float32 on
+    the target's 784-512-512-10 network at batch 256, or on the --sizes network and --batch."""
+    from jaxbp.bench.verify import TARGET_BATCH, TARGET_SIZES, bench_verify
+    from jaxbp.cli.demo import parse_sizes
+
+    if args.sizes is not None:
+        sizes, batch = tuple(parse_sizes(args.sizes)), args.batch
+    else:
+        sizes, batch = TARGET_SIZES, TARGET_BATCH
+    return bench_verify(
+        sizes,
+        batch,
+        "float32",
+        activation=args.activation,
+        repeats=1 if args.quick else 3,
+        budget_s=60.0,
+        seed=args.seed,
+        log=log,
+    )
 
 
 def scaling(result: dict, configs, devices, args, precision, log) -> list[dict]:
@@ -278,6 +308,8 @@ def command(args) -> str:
         parts.append("--no-accuracy")
     if args.no_epoch:
         parts.append("--no-epoch")
+    if args.no_verify:
+        parts.append("--no-verify")
     return " ".join(shlex.quote(p) for p in parts)
 
 
@@ -346,6 +378,10 @@ def render(result: dict) -> str:
         if sc["rows"] and sc["rows"][-1].get("forced_cpu_devices"):
             lines.append("  (forced CPU devices share the same cores: overhead, not speed-up)")
         lines += ["  " + line for line in scaling_markdown(sc["rows"]).splitlines()]
+    if result.get("verify"):
+        from jaxbp.bench.verify import render as render_verify
+
+        lines += ["", render_verify(result["verify"])]
     if result["targets"]:
         lines.append("")
         lines.append("targets (issue 5):")
