@@ -33,7 +33,7 @@ from jaxbp.verify.mlp import (
 )
 from jaxbp.verify.oracles import DEFAULT_FD_BUDGET, DEFAULT_PROJECTIONS
 from jaxbp.verify.report import Report, Row, compare, default_rtol, tolerance_table
-from jaxbp.verify.rules import check_vjp
+from jaxbp.verify.rules import check_custom_vjp, check_jvp, check_vjp
 
 __all__ = [
     "DEFAULT_FD_BUDGET",
@@ -49,7 +49,9 @@ __all__ = [
     "backward_vjp",
     "check",
     "check_backward",
+    "check_custom_vjp",
     "check_deltas",
+    "check_jvp",
     "check_loss_vjp",
     "check_transforms",
     "check_vjp",

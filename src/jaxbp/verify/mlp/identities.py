@@ -1,6 +1,8 @@
-"""The VJP identities (V10–V12) instantiated for jaxbp's MLP: the δ recursion as the VJP of the
-logits (eqs. B2, B3, B6) and the custom VJP of :func:`jaxbp.loss` (all four cotangents: params, x,
-y, λ)."""
+"""The VJP checks of :func:`jaxbp.verify.rules.check_vjp` (against ``jax.vjp``, the dot-product
+identity by forward mode and by finite differences, zero cotangent, linearity; V10–V12)
+instantiated for jaxbp's MLP: the δ recursion as the VJP of the logits (eqs. B2, B3, B6) and the
+custom VJP of :func:`jaxbp.loss` (all four cotangents: params, x, y, λ). Rows are named
+``params[0].W``, ``x``, ``y``, ``l2``."""
 
 from __future__ import annotations
 
@@ -65,12 +67,13 @@ def check_backward(params, x, *, activation="sigmoid", output="softmax_ce", key=
     return check_vjp(
         fun,
         vjp,
-        (tuple(params), x),
+        tuple(params),
+        x,
         names=("params", "x"),
         key=key,
         rtol=rtol,
         atol=atol,
-        title="δ recursion as the VJP of the logits (dot-product identity, zero, linearity)",
+        title="δ recursion as the VJP of the logits (jax.vjp, identities, zero, linearity)",
     )
 
 
@@ -95,10 +98,10 @@ def check_loss_vjp(params, x, y, l2, *, activation="sigmoid", output="softmax_ce
     return check_vjp(
         cost,
         vjp,
-        primals,
+        *primals,
         names=("params", "x", "y", "l2"),
         key=key,
         rtol=rtol,
         atol=atol,
-        title="jaxbp.loss custom VJP (dot-product identity, zero, linearity)",
+        title="jaxbp.loss custom VJP (jax.vjp, identities, zero, linearity)",
     )
