@@ -1,4 +1,4 @@
-"""jaxbp.verify.check: any grad_fn against rev / fwd / fd, leaf by leaf (eqs. V1–V5)."""
+"""jaxbp.verify.check: any grad_fn against rev / fwd / fd and under jit / vmap, leaf by leaf."""
 
 import functools
 import json
@@ -19,8 +19,8 @@ GRAD = functools.partial(jaxbp.value_and_grad, **KW)
 PATHS = ["[0].W", "[0].b", "[1].W", "[1].b"]
 
 
-def _problem(dtype=jnp.float64):
-    return numpy_problem([4, 5, 3], dtype=dtype, m=6)
+def _problem(dtype=jnp.float64, m=6):
+    return numpy_problem([4, 5, 3], dtype=dtype, m=m)
 
 
 def _scaled_leaf(grads, index, factor=None, value=None):
@@ -30,22 +30,27 @@ def _scaled_leaf(grads, index, factor=None, value=None):
     return jax.tree.unflatten(treedef, leaves)
 
 
-def test_correct_gradient_passes_every_oracle():
+def test_correct_gradient_passes_every_oracle_and_transformation():
     params, x, y = _problem()
     report = verify.check(GRAD, LOSS, params, x, y)
     assert report.ok, str(report)
-    assert report.failed == []
-    assert [r.oracle for r in report.rows] == ["loss_fn"] + ["rev"] * 4 + ["fwd"] * 4 + ["fd"] * 4
-    assert [r.path for r in report.rows[1:5]] == PATHS
-    assert all(r.method == "elementwise" for r in report.rows[1:])
+    assert report.failed == [] and report.failures == []
+    kinds = [(r.oracle, r.transform) for r in report.rows if r.path != "(value)"]
+    assert kinds == (
+        [("rev", "eager")] * 4 + [("fwd", "eager")] * 4 + [("fd", "eager")] * 4
+        + [("eager", "jit")] * 4 + [("eager", "vmap")] * 4
+    )  # fmt: skip
+    assert all(r.status == "pass" for r in report.rows)
+    assert {r.method for r in report.rows if r.oracle == "fd"} == {"elementwise"}
+    assert set(report.meta["seconds"]) >= {"grad_fn", "rev", "directions", "jit", "vmap", "total"}
 
 
-def test_float32_correct_code_passes_all_oracles():
-    # torch.autograd.gradcheck fails correct float32 code; tolerances here derive from eps.
+def test_float32_correct_code_passes_all_oracles_against_a_float64_reference():
     params, x, y = _problem(jnp.float32)
     report = verify.check(GRAD, LOSS, params, x, y)
     assert report.ok, str(report)
-    assert {r.dtype for r in report.rows} == {"float32"}
+    assert set(report.meta["reference_dtypes"].values()) == {"float64"}
+    assert all(r.rtol == pytest.approx(256 * 2.0**-23) for r in report.rows if r.oracle == "rev")
 
 
 @pytest.mark.parametrize("index", range(4))
@@ -56,41 +61,54 @@ def test_five_percent_error_in_one_leaf_fails_exactly_that_leaf(index):
         J, g = GRAD(p, x_, y_)
         return J, _scaled_leaf(g, index, 1.05)
 
-    report = verify.check(wrong, LOSS, params, x, y)
+    report = verify.check(wrong, LOSS, params, x, y, transforms=())
     assert report.failed == [PATHS[index]]
-    failing = {(r.oracle, r.path) for r in report.rows if not r.ok}
-    assert failing == {(o, PATHS[index]) for o in ("rev", "fwd", "fd")}
-    assert PATHS[index] in str(report).splitlines()[0]
+    assert {f.oracle for f in report.failures} == {"rev", "fwd", "fd"}
+    assert all(f.path == PATHS[index] and f.transform == "eager" for f in report.failures)
 
 
-@pytest.mark.parametrize("bad", [jnp.nan, jnp.inf])
+def test_a_one_percent_float32_bug_in_one_element_of_a_large_leaf_is_named():
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.standard_normal(1000), jnp.float32)
+    a = jnp.asarray(rng.standard_normal(1000), jnp.float32)
+
+    def loss(p, a_):
+        return jnp.sum(jnp.sin(p["w"] * a_)) + jnp.sum(p["v"] ** 2)
+
+    def grad(p, a_):
+        g = a_ * jnp.cos(p["w"] * a_)
+        return {"v": 2 * p["v"], "w": g.at[417].multiply(1.01)}
+
+    params = {"v": jnp.ones(3, jnp.float32), "w": w}
+    report = verify.check(grad, loss, params, a, transforms=())
+    assert report.failed == ["['w']"]
+    assert {f.index for f in report.failures} == {(417,)}
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
 def test_non_finite_value_in_a_leaf_fails_that_leaf(bad):
     params, x, y = _problem()
     report = verify.check(
-        lambda p, x_, y_: _scaled_leaf(GRAD(p, x_, y_)[1], 2, value=bad),
-        LOSS, params, x, y, modes=("rev", "fd"),
+        lambda *a: (GRAD(*a)[0], _scaled_leaf(GRAD(*a)[1], 2, value=bad)), LOSS, params, x, y,
+        transforms=(),
     )  # fmt: skip
     assert report.failed == ["[1].W"]
-    kind = "NaN" if np.isnan(bad) else "Inf"
-    assert all(f"{kind} in the hand result at (0, 0)" in r.problem for r in report.rows if not r.ok)
+    bad_rows = [r for r in report.rows if not r.ok]
+    assert all("in the hand result at (0, 0)" in r.problem for r in bad_rows if r.oracle == "rev")
 
 
 def test_nan_in_both_hand_and_oracle_fails():
-    # check_grads passes when both sides are NaN; here NaN parameters make every oracle NaN too.
     params, x, y = _problem()
-    params = (params[0], jaxbp.Layer(params[1].W.at[0, 0].set(jnp.nan), params[1].b))
-    report = verify.check(GRAD, LOSS, params, x, y, modes=("rev",))
+    x = x.at[0, 0].set(jnp.nan)
+    report = verify.check(GRAD, LOSS, params, x, y, modes=("rev",), transforms=())
     assert not report.ok
-    assert "NaN" in report.rows[0].problem  # the (value) row
-    assert set(report.failed) >= {"[1].W", "[1].b"}
+    assert all("NaN" in r.problem for r in report.rows if not r.ok)
 
 
 def test_wrong_value_is_named_but_gradients_pass():
     params, x, y = _problem()
-    report = verify.check(
-        lambda p, x_, y_: (GRAD(p, x_, y_)[0] * 1.01, GRAD(p, x_, y_)[1]),
-        LOSS, params, x, y, modes=("rev",),
-    )  # fmt: skip
+    report = verify.check(lambda *a: (GRAD(*a)[0] + 1.0, GRAD(*a)[1]), LOSS, params, x, y,
+                          modes=("rev",), transforms=())  # fmt: skip
     assert report.failed == ["(value)"]
 
 
@@ -141,43 +159,93 @@ def test_a_tiny_leaf_is_judged_on_its_own_scale():
     assert report.failed == ["['tiny']"]
 
 
-def test_projections_above_the_budget():
-    params, x, y = _problem()
-    report = verify.check(GRAD, LOSS, params, x, y, modes=("fwd", "fd"), fd_budget=10)
+def test_scalar_and_zero_size_leaves():
+    def loss(p):
+        return p["s"] ** 2 * jnp.sum(p["v"]) + jnp.sum(p["empty"])
+
+    def grad(p):
+        return {"empty": jnp.zeros((0, 3)), "s": 2 * p["s"] * jnp.sum(p["v"]),
+                "v": jnp.full(p["v"].shape, p["s"] ** 2)}  # fmt: skip
+
+    params = {"empty": jnp.zeros((0, 3)), "s": jnp.asarray(1.5), "v": jnp.arange(3.0)}
+    report = verify.check(grad, loss, params)
     assert report.ok, str(report)
-    methods = {r.path: r.method for r in report.rows if r.oracle == "fd"}
-    # smallest leaves elementwise while they fit (b's: 5 + 3 ≤ 10), the rest projected
-    assert methods == {"[0].W": "16 projections", "[0].b": "elementwise",
-                       "[1].W": "16 projections", "[1].b": "elementwise"}  # fmt: skip
-    assert report.meta["fd"]["projected"] == ["[0].W", "[1].W"]
+    assert {r.path for r in report.rows} == {"['empty']", "['s']", "['v']"}
+
+
+def test_coordinates_and_projections_above_the_budget():
+    params, x, y = _problem()
+    report = verify.check(GRAD, LOSS, params, x, y, modes=("fwd", "fd"), fd_budget=10,
+                          transforms=())  # fmt: skip
+    assert report.ok, str(report)
+    methods = {(r.oracle, r.path, r.method) for r in report.rows}
+    # the small leaves whole while they fit (b's: 3 and 5), the rest sampled and projected
+    assert ("fd", "[1].b", "elementwise") in methods
+    assert ("fd", "[0].W", "3 of 20 coordinates") in methods
+    assert ("fd", "[0].W", "1 projection") in methods
+    assert report.meta["fd"]["complete"] == {"[0].W": False, "[0].b": False, "[1].W": False,
+                                             "[1].b": True}  # fmt: skip
 
     def wrong(p, x_, y_):
         J, g = GRAD(p, x_, y_)
         return J, _scaled_leaf(g, 0, 1.05)
 
-    bad = verify.check(wrong, LOSS, params, x, y, modes=("fwd", "fd"), fd_budget=10)
+    bad = verify.check(wrong, LOSS, params, x, y, modes=("fwd", "fd"), fd_budget=10,
+                       transforms=())  # fmt: skip
     assert bad.failed == ["[0].W"]
     assert {r.oracle for r in bad.rows if not r.ok} == {"fwd", "fd"}
+    # a coordinate names its element, a projection names none
+    assert {f.index is None for f in bad.failures} == {True, False}
 
 
-def test_tolerance_overrides_per_mode():
+def test_the_automatic_budget_covers_every_coordinate_of_a_cheap_loss():
+    params, x, y = _problem()
+    report = verify.check(GRAD, LOSS, params, x, y, modes=("fd",), transforms=())
+    assert all(report.meta["fd"]["complete"].values())
+    assert report.meta["fd"]["flops_per_evaluation"] > 0
+
+
+def test_tolerance_overrides_per_mode_and_per_leaf():
     params, x, y = _problem()
     report = verify.check(GRAD, LOSS, params, x, y, modes=("rev", "fd"), rtol={"fd": 1e-14},
-                          atol={"fd": 0.0})  # fmt: skip
+                          atol={"fd": 0.0}, transforms=())  # fmt: skip
     assert all(r.ok for r in report.rows if r.oracle == "rev")
     assert not any(r.ok for r in report.rows if r.oracle == "fd")
     assert all(r.rtol == 1e-14 for r in report.rows if r.oracle == "fd")
 
+    def wrong(p, x_, y_):
+        J, g = GRAD(p, x_, y_)
+        return J, _scaled_leaf(g, 1, 1.05)
 
-def test_raise_on_fail_names_every_failing_leaf():
+    loose = verify.check(wrong, LOSS, params, x, y, modes=("rev",), transforms=(),
+                         rtol={"[0].b": 0.1})  # fmt: skip
+    assert loose.ok
+    nested = verify.check(wrong, LOSS, params, x, y, modes=("rev", "fwd"), transforms=(),
+                          rtol={"rev": {"[0].b": 0.1}})  # fmt: skip
+    assert nested.failed == ["[0].b"] and {f.oracle for f in nested.failures} == {"fwd"}
+
+
+def test_fd_step_is_honoured():
+    params, x, y = _problem()
+    report = verify.check(GRAD, LOSS, params, x, y, modes=("fd",), fd_step=1e-4, transforms=())
+    assert report.ok and set(report.meta["fd"]["steps"].values()) == {1e-4}
+    per_leaf = verify.check(GRAD, LOSS, params, x, y, modes=("fd",), transforms=(),
+                            fd_step={"[0].W": 1e-3})  # fmt: skip
+    assert per_leaf.meta["fd"]["steps"]["[0].W"] == 1e-3
+    assert per_leaf.meta["fd"]["steps"]["[0].b"] != 1e-3
+
+
+def test_raise_on_fail_names_every_failing_leaf_with_the_table():
     params, x, y = _problem()
 
     def wrong(p, x_, y_):
         J, g = GRAD(p, x_, y_)
         return J, _scaled_leaf(_scaled_leaf(g, 1, 1.05), 3, -1.0)
 
-    with pytest.raises(AssertionError, match=r"2 leaf\(s\).*\[0\]\.b.*\[1\]\.b"):
+    with pytest.raises(AssertionError, match=r"2 leaf\(s\).*\[0\]\.b.*\[1\]\.b") as info:
         verify.check(wrong, LOSS, params, x, y, modes=("rev",), raise_on_fail=True)
+    table = str(info.value)
+    assert "oracle" in table and "max abs" in table and table.count("FAIL") == 2
 
 
 def test_record_is_reproducible_and_complete():
@@ -187,9 +255,10 @@ def test_record_is_reproducible_and_complete():
     assert a["rows"] == b["rows"]
     meta = a["meta"]
     assert meta["seed"] == 7 and meta["modes"] == ["rev", "fwd", "fd"]
+    assert meta["transforms"] == ["jit", "vmap"]
     assert set(meta["fd"]["steps"]) == set(PATHS)
     assert meta["dtypes"] == dict.fromkeys(PATHS, "float64")
-    assert meta["tolerances"]["fd"]["rtol"] == {"float64": verify.default_rtol("float64", "fd")}
+    assert meta["tolerances"]["rtol"] == {"float64": verify.default_rtol("float64")}
     assert {"device", "jax_version", "jaxbp_version"} <= set(meta)
     json.dumps(a, allow_nan=False)
     key = jax.random.key(7)
@@ -201,11 +270,17 @@ def test_record_is_reproducible_and_complete():
     [
         (dict(modes=("rev", "bwd")), ValueError, "valid modes are rev, fwd, fd"),
         (dict(modes=()), ValueError, "modes"),
-        (dict(rtol={"fdd": 1.0}), ValueError, "valid keys"),
+        (dict(rtol={"fdd": 1.0}), ValueError, "rtol: unknown key 'fdd'"),
         (dict(atol=-1.0), ValueError, "atol"),
         (dict(fd_budget=-1), ValueError, "fd_budget"),
+        (dict(fd_step=0.0), ValueError, "fd_step"),
+        (dict(fd_step={"[9].W": 1e-3}), ValueError, "fd_step: unknown leaf"),
         (dict(n_projections=0), ValueError, "n_projections"),
         (dict(key="seed"), TypeError, "key"),
+        (dict(transforms=("pmap",)), ValueError, "transforms: unknown"),
+        (dict(kinks=0.5), TypeError, "kinks: expected a callable"),
+        (dict(wrt=1.5), TypeError, "wrt: expected"),
+        (dict(wrt=(7,)), ValueError, "wrt: argnums"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, error, match):
@@ -214,25 +289,91 @@ def test_bad_arguments_name_themselves(kwargs, error, match):
         verify.check(GRAD, LOSS, params, x, y, **kwargs)
 
 
-def test_bad_params_and_bad_grad_fn_result():
-    with pytest.raises(TypeError, match=r"leaf \['n'\] has dtype int32"):
-        verify.check(lambda p: p, lambda p: 0.0, {"n": jnp.arange(3, dtype=jnp.int32)})
-    with pytest.raises(ValueError, match="no leaves"):
-        verify.check(lambda p: p, lambda p: 0.0, {})
+def test_errors_that_name_the_culprit():
     params, x, y = _problem()
+    with pytest.raises(ValueError, match=r"loss_fn: returned shape \(6,\).*must return a scalar"):
+        verify.check(GRAD, lambda p, x_, y_: jnp.sum(x_, axis=1), params, x, y)
+    with pytest.raises(TypeError, match="loss_fn: cannot be traced by JAX"):
+        verify.check(GRAD, lambda p, x_, y_: float(jnp.sum(p[0].W)), params, x, y)
+    with pytest.raises(ValueError, match=r"value of shape \(1,\); the value must be a scalar"):
+        verify.check(lambda *a: (GRAD(*a)[0][None], GRAD(*a)[1]), LOSS, params, x, y)
+    with pytest.raises(TypeError, match="kinks: returned a leaf of dtype"):
+        verify.check(GRAD, LOSS, params, x, y, kinks=lambda p, x_, y_: jnp.arange(3))
     with pytest.raises(TypeError, match="grad_fn: returned a tree"):
         verify.check(lambda *a: GRAD(*a)[1][0], LOSS, params, x, y)
+    with pytest.raises(ValueError, match="no leaves"):
+        verify.check(lambda p: p, lambda p: 0.0, {})
+    with pytest.raises(ValueError, match=r"no floating-point leaf.*\['n'\] \(not differentiable"):
+        verify.check(lambda p: p, lambda p: 0.0, {"n": jnp.arange(3, dtype=jnp.int32)})
 
 
-def test_a_leaf_of_the_wrong_shape_fails_every_oracle_by_name():
+def test_a_python_scalar_leaf_is_a_failing_row_that_says_so():
+    def grad(p):
+        return {"a": 2 * p["a"], "b": 0}
+
+    report = verify.check(grad, lambda p: jnp.sum(p["a"] ** 2) + jnp.sum(p["b"]),
+                          {"a": jnp.ones(2), "b": jnp.ones(3)}, transforms=())  # fmt: skip
+    assert report.failed == ["['b']"]
+    (row,) = [r for r in report.rows if r.oracle == "grad_fn"]
+    assert "Python int (0); expected a float64 array of shape (3,)" in row.problem
+
+
+def test_a_leaf_of_the_wrong_shape_fails_by_name():
     params, x, y = _problem()
 
     def wrong(p, x_, y_):
         J, g = GRAD(p, x_, y_)
         return J, (g[0], jaxbp.Layer(g[1].W.T, g[1].b))
 
-    report = verify.check(wrong, LOSS, params, x, y)
+    report = verify.check(wrong, LOSS, params, x, y, transforms=())
     assert report.failed == ["[1].W"]
-    bad = [r for r in report.rows if not r.ok]
-    assert [r.oracle for r in bad] == ["rev", "fwd", "fd"]
-    assert all("returned shape (5, 3), the parameter has shape (3, 5)" in r.problem for r in bad)
+    (row,) = [r for r in report.rows if r.oracle == "grad_fn"]
+    assert "returned shape (5, 3), the parameter has shape (3, 5)" in row.problem
+    assert {r.oracle for r in report.rows if not r.ok} == {"grad_fn", "rev", "fwd", "fd"}
+
+
+def test_a_tracer_sensitive_bug_is_caught_under_jit_and_named():
+    params, x, y = _problem()
+
+    def jit_only(p, x_, y_):
+        J, g = GRAD(p, x_, y_)
+        if isinstance(x_, jax.core.Tracer):
+            g = _scaled_leaf(g, 1, 1.05)
+        return J, g
+
+    report = verify.check(jit_only, LOSS, params, x, y)
+    assert report.failed == ["[0].b"]
+    assert [(f.oracle, f.transform) for f in report.failures] == [("eager", "jit")]
+
+
+def test_a_batching_bug_is_caught_under_vmap_and_named():
+    params, x, y = _problem()
+
+    @jax.custom_batching.custom_vmap
+    def scale_bias(b):
+        return b
+
+    @scale_bias.def_vmap
+    def _rule(axis_size, in_batched, b):
+        return b * 1.05, in_batched[0]  # the batching rule gets it wrong
+
+    def vmap_only(p, x_, y_):
+        J, g = GRAD(p, x_, y_)
+        return J, (g[0], jaxbp.Layer(g[1].W, scale_bias(g[1].b)))
+
+    report = verify.check(vmap_only, LOSS, params, x, y)
+    assert report.failed == ["[1].b"]
+    assert [(f.oracle, f.transform) for f in report.failures] == [("eager", "vmap")]
+    assert report.failures[0].index[0] in (0, 1)  # the copy, then the element
+
+
+def test_a_grad_fn_that_cannot_be_jitted_is_a_failing_row():
+    params, x, y = _problem()
+
+    def eager_only(p, x_, y_):
+        J, g = GRAD(p, x_, y_)
+        return float(J), g
+
+    report = verify.check(eager_only, LOSS, params, x, y, modes=("rev",), transforms=("jit",))
+    (row,) = [r for r in report.rows if not r.ok]
+    assert row.transform == "jit" and "grad_fn failed under jit" in row.problem

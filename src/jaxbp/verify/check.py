@@ -25,6 +25,7 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -341,26 +342,11 @@ def check(
 
         if "fwd" in modes or "fd" in modes:
             t0 = time.perf_counter()
-            dir_rows, meta_fd = _directional_rows(
-                state,
-                loss_c,
-                layout,
-                theta,
-                fixed,
-                rest_ref,
-                hand_flat,
-                g_rev,
-                leaves,
-                modes,
-                fd_budget,
-                fd_step,
-                n_projections,
-                kinks,
-                rng,
-                eval_dtype,
-                eval_eps,
-                argnums is None,
-            )
+            ref = _Reference(loss_c, layout, theta, fixed, rest_ref, hand_flat, g_rev, j_ref,
+                             eval_dtype, eval_eps)  # fmt: skip
+            opts = _FDOptions(modes, fd_budget, fd_step, n_projections,
+                              kinks if argnums is None else None, rng)  # fmt: skip
+            dir_rows, meta_fd = _directional_rows(state, ref, opts, leaves)
             rows += dir_rows
             seconds["directions"] = time.perf_counter() - t0
 
@@ -448,22 +434,47 @@ def _leaf_scales(leaves, checked) -> list[float]:
     return list(fd.scales(rms))
 
 
-def _directional_rows(state, loss_c, layout, theta, fixed, rest_ref, hand_flat, g_rev, leaves,
-                      modes, fd_budget, fd_step, n_projections, kinks, rng, eval_dtype, eval_eps,
-                      kinks_args_match):  # fmt: skip
+class _Reference(NamedTuple):
+    """The loss in the reference precision at the point of the check, and what rev found there."""
+
+    loss: Callable  # loss_fn of the (combined) tree
+    layout: oracles.Layout
+    theta: jax.Array  # the checked leaves, flat, in the reference precision
+    fixed: tuple  # the leaves held fixed
+    args: tuple  # the other arguments, upcast
+    hand_flat: np.ndarray  # the hand gradient, flat, float64
+    grad: np.ndarray  # rev's gradient, flat, float64
+    value: float  # f(θ)
+    eval_dtype: object  # the dtype the loss comes out in
+    eval_eps: float
+
+
+class _FDOptions(NamedTuple):
+    modes: tuple
+    budget: object
+    step: object
+    n_projections: int
+    kinks: Callable | None
+    rng: np.random.Generator
+
+
+def _directional_rows(state: _State, ref: _Reference, opts: _FDOptions, leaves) -> tuple:
     """fwd and fd rows: plan the directions, run the program once, judge each direction."""
-    idx = state.idx
+    idx, layout, g_rev = state.idx, ref.layout, ref.grad
+    modes, fd_step, kinks, rng = opts.modes, opts.step, opts.kinks, opts.rng
     sizes = {i: int(np.size(leaves[i])) for i in idx}
     priority = {}
     for i in idx:
         h = state.hand[i].ravel()
-        first = [int(np.argmax(np.abs(h)))] if h.size else []
+        first = []
         if g_rev is not None and h.size:
             first.append(int(np.argmax(np.abs(h - g_rev[layout.segment(i)]))))
+        if h.size:
+            first.append(int(np.argmax(np.abs(h))))
         priority[i] = first
-    flops = oracles.flops_per_evaluation(loss_c, layout, theta, fixed, rest_ref)
-    plan = oracles.plan(sizes, fd_budget, flops=flops, n_projections=n_projections, rng=rng,
-                        priority=priority)  # fmt: skip
+    flops = oracles.flops_per_evaluation(ref.loss, layout, ref.theta, ref.fixed, ref.args)
+    plan = oracles.plan(sizes, opts.budget, flops=flops, n_projections=opts.n_projections,
+                        rng=rng, priority=priority)  # fmt: skip
     scales = dict(zip(range(len(leaves)), _leaf_scales(leaves, layout.checked), strict=True))
     steps = {}
     for i in idx:
@@ -472,7 +483,7 @@ def _directional_rows(state, loss_c, layout, theta, fixed, rest_ref, hand_flat, 
         elif fd_step is not None and not isinstance(fd_step, Mapping):
             steps[i] = float(fd_step)
         else:
-            steps[i] = float(fd.base_step(scales[i], eval_dtype))
+            steps[i] = float(fd.base_step(scales[i], ref.eval_dtype))
     key_shape = np.shape(jax.random.key_data(jax.random.key(0)))
     kind, index, start, stop, keys, step, owner, elem = [], [], [], [], [], [], [], []
     for i in idx:
@@ -496,11 +507,14 @@ def _directional_rows(state, loss_c, layout, theta, fixed, rest_ref, hand_flat, 
     if not kind:
         return [], meta
     dirs = oracles.Directions(*(np.asarray(a) for a in (kind, index, start, stop, keys, step)))
-    watch = kinks if kinks_args_match else None
     fwd_ok, fwd_note = "fwd" in modes, None
+
+    def run(fwd):
+        return oracles.directional(ref.loss, layout, ref.theta, ref.fixed, ref.args,
+                                   ref.hand_flat, dirs, ref.value, fwd=fwd, kinks=kinks)  # fmt: skip
+
     try:
-        vals = oracles.directional(loss_c, layout, theta, fixed, rest_ref, hand_flat, dirs,
-                                   fwd=fwd_ok, kinks=watch)  # fmt: skip
+        vals = run(fwd_ok)
     except TypeError as e:
         if not fwd_ok or "custom_vjp" not in str(e):
             raise
@@ -508,10 +522,9 @@ def _directional_rows(state, loss_c, layout, theta, fixed, rest_ref, hand_flat, 
             False,
             "not applicable (custom_vjp): forward mode of a custom_vjp function",
         )
-        vals = oracles.directional(loss_c, layout, theta, fixed, rest_ref, hand_flat, dirs,
-                                   fwd=False, kinks=watch)  # fmt: skip
+        vals = run(False)
     steps_arr = np.where(vals.steps > 0, vals.steps, 1.0)
-    verdict = fd.verdict(vals.j0, vals.j_plus, vals.j_minus, vals.hand_diff, steps_arr, eval_eps,
+    verdict = fd.verdict(vals.j0, vals.j_plus, vals.j_minus, vals.hand_diff, steps_arr, ref.eval_eps,
                          blocked=vals.blocked | (vals.steps[:, 0] <= 0))  # fmt: skip
     owner, elem, kind_arr = np.asarray(owner), np.asarray(elem), np.asarray(kind)
     meta["non_smooth"] = {state.paths[i]: int(np.sum(~verdict.smooth[owner == i])) for i in idx}
@@ -534,7 +547,7 @@ def _directional_rows(state, loss_c, layout, theta, fixed, rest_ref, hand_flat, 
                         else f"{int(sel.sum())} of {sizes[i]} coordinates"
                     )
                 else:
-                    method = f"{int(sel.sum())} projections"
+                    method = f"{int(sel.sum())} projection" + ("s" if sel.sum() != 1 else "")
                 scale = scale_max if k == 0 else scale_norm
                 if oracle == "fwd" and not fwd_ok:
                     rows.append(Row("fwd", state.paths[i], shape, state.dtypes[i], method,
@@ -557,7 +570,10 @@ def _judged(state, oracle, i, sel, kind, method, shape, scale, vals, verdict, el
     else:
         keep = verdict.smooth[sel]
         ref = hand_v + verdict.error[sel]
-        noise = verdict.allowance[sel]
+        # the measured truncation and round-off belong to the default tolerance; a given atol
+        # is taken as it is
+        given = state.atol_of("fd", state.paths[i]) is not None
+        noise = np.zeros(int(sel.sum())) if given else verdict.allowance[sel]
     elements = elem[sel]
     row = state.row(hand_v[keep], ref[keep], oracle, i, method=method, shape=shape, atol=atol,
                     noise=None if noise is None else noise[keep])  # fmt: skip
