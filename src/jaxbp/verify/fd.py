@@ -8,7 +8,8 @@ the parameters, :mod:`jaxbp.verify.tolerance`), two steps s_k = h · 2^-k (k = 0
     central   D_k = (f(θ + s_k v) − f(θ − s_k v)) / (2 s_k)
     one-sided F₊_k = (f(θ + s_k v) − f(θ)) / s_k,   F₋_k = (f(θ) − f(θ − s_k v)) / s_k
 
-**Step.** h = 2 · eps_eval^(1/3) · scale, with scale the leaf's root mean square (the whole
+**Step.** h = 2 · eps_eval^(1/3) · scale in float64 (eps^(1/5), Richardson's optimum, in float32:
+:func:`step_factor`), with scale the leaf's root mean square (the whole
 tree's where the leaf is all zeros, 1 where everything is): relative to the leaf, with no floor
 that dwarfs small weights (layer norm's gains of 0.05 get a step of 0.05 · eps^(1/3)). A given
 ``fd_step`` replaces h. With ``kinks=`` (the pre-activations of kinked units), h is further
@@ -38,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxbp.verify.tolerance import FD_NOISE_FACTOR, fd_step_factor
+from jaxbp.verify.tolerance import FD_NOISE_FACTOR, eps, fd_step_factor
 
 LEVELS = 2
 """Steps per direction: h, h/2. (A kink at a distance of 0.30–0.33 s₀ along v leaves the two
@@ -67,9 +68,22 @@ def scales(leaf_rms: np.ndarray) -> np.ndarray:
     return np.where(leaf_rms > 0, leaf_rms, fallback)
 
 
+def step_factor(eval_dtype) -> float:
+    """The step per unit of scale: eps^(1/3) in float64, eps^(1/5) in lower precisions.
+
+    eps^(1/5) is Richardson's optimal step (its s⁴ truncation against round-off ∝ eps / s). In
+    float64 the smaller eps^(1/3) step already leaves round-off 1e-11 of the gradient's scale,
+    far below any tolerance, and keeps kinks out of the ladder; in float32 (the reference of a
+    half-precision parameter, or float32 where no float64 exists) eps^(1/3) would leave round-off
+    of 1e-4–1e-3 of a small leaf's gradient, so the larger step is taken.
+    """
+    e = eps(eval_dtype)
+    return fd_step_factor(eval_dtype) if e < 1e-10 else e ** (1.0 / 5.0)
+
+
 def base_step(scale: np.ndarray, eval_dtype) -> np.ndarray:
-    """h = STEP_MULTIPLIER · eps_eval^(1/3) · scale (module docstring)."""
-    return STEP_MULTIPLIER * fd_step_factor(eval_dtype) * np.asarray(scale, np.float64)
+    """h = STEP_MULTIPLIER · :func:`step_factor` · scale (module docstring)."""
+    return STEP_MULTIPLIER * step_factor(eval_dtype) * np.asarray(scale, np.float64)
 
 
 def ladder(h: np.ndarray) -> np.ndarray:
@@ -118,6 +132,11 @@ def verdict(
       eval_eps: machine epsilon of the dtype f was evaluated in.
       blocked: optional (n,) bool, directions that sit on a watched kink (distance 0).
     """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        return _verdict(j0, j_plus, j_minus, hand_diff, steps, eval_eps, blocked)
+
+
+def _verdict(j0, j_plus, j_minus, hand_diff, steps, eval_eps, blocked) -> Verdict:
     j_plus, j_minus = np.asarray(j_plus, np.float64), np.asarray(j_minus, np.float64)
     two_s = 2 * steps
     d = (j_plus - j_minus) / two_s
