@@ -21,7 +21,7 @@ DEFAULTS = {
     "batch": "16",
     "seed": "0",
     "grad": "manual",
-    "fd_budget": "20000",
+    "fd_budget": "auto",
     "devices": None,
     "sections": "all",
 }
@@ -54,8 +54,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--fd-budget",
-        help="parameters checked elementwise by fwd/fd; above it, projections ('none': no limit; "
-        "default 20000; with --case also 'auto', and the default is the checker's)",
+        help="coordinates checked by fwd/fd in total: 'auto' (default: every one while the loss "
+        "evaluations stay within the FLOP budget, else a sample plus random projections), N, or "
+        "'none' (every coordinate)",
     )
     p.add_argument(
         "--devices",
@@ -147,7 +148,12 @@ def parse_args(args) -> dict:
             _choice("--sections", name, SECTIONS)
         if len(set(sections)) != len(sections):
             raise UsageError(f"--sections: a section is named twice in {args.sections!r}")
-    budget = None if args.fd_budget.lower() == "none" else _int("--fd-budget", args.fd_budget, 0)
+    text = args.fd_budget.strip().lower()
+    budget = (
+        {"none": None, "auto": "auto"}.get(text)
+        if text in ("none", "auto")
+        else (_int("--fd-budget", args.fd_budget, 0))
+    )
     if args.json:
         parent = Path(args.json).expanduser().resolve().parent
         if not parent.is_dir():

@@ -21,6 +21,7 @@ random unit directions over the whole leaf.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import math
 import time
@@ -304,6 +305,16 @@ def check(
         for i in idx if problems[i]
     ]  # fmt: skip
 
+    # The transformations need nothing from the oracles, so they run in a second thread: their
+    # compilations (XLA compiles on one core) overlap the oracles'. JAX's configuration is
+    # thread-local, so grad_fn runs there under the caller's settings, never the reference's.
+    transform_copies_rng = oracles.host_rng(key, stream=1)
+    pool = concurrent.futures.ThreadPoolExecutor(1) if transforms else None
+    pending = pool and pool.submit(
+        _transform_rows, state, grad_c, tree, rest, treedef, value, leaves, checked, transforms,
+        transform_copies_rng,
+    )  # fmt: skip
+
     ref_dtypes = [dtypes[i] for i in idx]
     meta_fd: dict = {}
     with tolerance.reference_precision(ref_dtypes):
@@ -316,7 +327,10 @@ def check(
             [d if d is not None else jnp.result_type(leaf) if hasattr(leaf, "dtype") else "float32"
              for d, leaf in zip(eval_dtypes, leaves, strict=True)],
         )  # fmt: skip
-        theta = jnp.concatenate([jnp.ravel(jnp.asarray(leaves[i], layout.flat_dtype)) for i in idx])
+        # built on the host and placed with device_put (no conversion kernel compiled per shape)
+        theta = jax.device_put(
+            np.concatenate([np.asarray(leaves[i]).astype(layout.flat_dtype).ravel() for i in idx])
+        )
         fixed = tuple(tolerance.upcast(leaves[i]) for i, c in enumerate(checked) if not c)
         rest_ref = tolerance.upcast(rest)
         ref_tree = jax.tree_util.tree_unflatten(treedef, [tolerance.upcast(x) for x in leaves])
@@ -350,15 +364,11 @@ def check(
             rows += dir_rows
             seconds["directions"] = time.perf_counter() - t0
 
-    scales = _leaf_scales(leaves, checked)
-    if "jit" in transforms:
-        t0 = time.perf_counter()
-        rows += _jit_rows(state, grad_c, tree, rest, treedef, value)
-        seconds["jit"] = time.perf_counter() - t0
-    if "vmap" in transforms:
-        t0 = time.perf_counter()
-        rows += _vmap_rows(state, grad_c, leaves, checked, scales, treedef, rest, rng)
-        seconds["vmap"] = time.perf_counter() - t0
+    if pending is not None:
+        t_rows, t_seconds = pending.result()
+        pool.shutdown()
+        rows += t_rows
+        seconds.update(t_seconds)
     seconds["total"] = time.perf_counter() - started
 
     meta = {
@@ -484,7 +494,7 @@ def _directional_rows(state: _State, ref: _Reference, opts: _FDOptions, leaves) 
             steps[i] = float(fd_step)
         else:
             steps[i] = float(fd.base_step(scales[i], ref.eval_dtype))
-    key_shape = np.shape(jax.random.key_data(jax.random.key(0)))
+    key_shape = oracles.key_data_shape()
     kind, index, start, stop, keys, step, owner, elem = [], [], [], [], [], [], [], []
     for i in idx:
         off = layout.offsets[i]
@@ -618,6 +628,21 @@ def _non_smooth_row(state, i, shape, hand_v, verdict, sel, keep, elements, kind)
     row = _named(row, els, shape, kind)
     return dataclasses.replace(row, ok=True, status="non-smooth", margin=0.0,
                                note="non-smooth at this point — " + "; ".join(parts) + more)  # fmt: skip
+
+
+def _transform_rows(state, grad_c, tree, rest, treedef, value, leaves, checked, transforms,
+                    rng) -> tuple[list[Row], dict]:  # fmt: skip
+    rows, seconds = [], {}
+    if "jit" in transforms:
+        t0 = time.perf_counter()
+        rows += _jit_rows(state, grad_c, tree, rest, treedef, value)
+        seconds["jit"] = time.perf_counter() - t0
+    if "vmap" in transforms:
+        t0 = time.perf_counter()
+        scales = _leaf_scales(leaves, checked)
+        rows += _vmap_rows(state, grad_c, leaves, checked, scales, treedef, rest, rng)
+        seconds["vmap"] = time.perf_counter() - t0
+    return rows, seconds
 
 
 def _jit_rows(state, grad_c, tree, rest, treedef, value) -> list[Row]:

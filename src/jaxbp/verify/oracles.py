@@ -303,13 +303,14 @@ def directional(loss_fn, layout: Layout, theta, fixed, args, hand, dirs: Directi
     """Runs the directional program (module docstring) over ``dirs``; ``j0`` is f(θ) (from rev)."""
     dynamic, static_spec = split_args(args)
     batch = batch_size(layout.size, len(dirs.kind))
+    # converted on the host and placed with device_put: jnp.asarray(x, dtype) of a NumPy array
+    # compiles a kernel per shape and dtype
+    host = (np.int32, np.int32, np.int32, np.int32, np.uint32, theta.dtype)
     dev = Directions(
-        jnp.asarray(dirs.kind, jnp.int32), jnp.asarray(dirs.index, jnp.int32),
-        jnp.asarray(dirs.start, jnp.int32), jnp.asarray(dirs.stop, jnp.int32),
-        jnp.asarray(dirs.key_data, jnp.uint32), jnp.asarray(dirs.step, theta.dtype),
-    )  # fmt: skip
+        *(jax.device_put(np.asarray(a).astype(t)) for a, t in zip(dirs, host, strict=True))
+    )
     out = _directional(loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed, dynamic,
-                       jnp.asarray(hand, theta.dtype), dev)  # fmt: skip
+                       jax.device_put(np.asarray(hand).astype(theta.dtype)), dev)  # fmt: skip
     jp, jm, hd, s, hv, tg, bl = (np.asarray(a) for a in out)
     f64 = np.float64
     return DirectionalValues(float(j0), jp.astype(f64), jm.astype(f64), hd.astype(f64),
@@ -361,12 +362,15 @@ def plan(
         if n <= max(share, left - MIN_COORDINATES * others):
             coords[i], complete[i], projections[i] = np.arange(n), True, 0
         else:
-            first = [int(j) for j in dict.fromkeys(priority.get(i, ())) if 0 <= j < n][:share]
-            pool = np.setdiff1d(np.arange(n), np.asarray(first, np.int64), assume_unique=False)
-            extra = rng.choice(pool, size=min(share - len(first), pool.size), replace=False)
-            coords[i] = np.sort(
-                np.concatenate([np.asarray(first, np.int64), extra.astype(np.int64)])
-            )
+            chosen = list(dict.fromkeys(int(j) for j in priority.get(i, ()) if 0 <= j < n))
+            chosen = chosen[:share]
+            taken = set(chosen)
+            while len(chosen) < share:  # random coordinates, O(share) however large the leaf
+                j = int(rng.integers(n))
+                if j not in taken:
+                    taken.add(j)
+                    chosen.append(j)
+            coords[i] = np.sort(np.asarray(chosen, np.int64))
             complete[i], projections[i] = False, n_projections
         left = max(left - len(coords[i]), 0)
     return Plan(coords, projections, complete, budget, flops)
@@ -389,12 +393,19 @@ def resolve_key(key) -> tuple[Array, dict]:
     raise TypeError(f"key: expected None, an int seed or a jax.random key, got {key!r}")
 
 
-def host_rng(key) -> np.random.Generator:
-    """A NumPy generator seeded by the key's bits: directions and test vectors are drawn on the
-    host, so no random-number kernel is compiled per leaf shape (reproducible from the key)."""
+def host_rng(key, stream: int = 0) -> np.random.Generator:
+    """A NumPy generator seeded by the key's bits (and ``stream``, for independent streams of one
+    key): directions and test vectors are drawn on the host, so no random-number kernel is
+    compiled per leaf shape (reproducible from the key)."""
     key, _ = resolve_key(key)
     data = np.asarray(jax.random.key_data(key)).astype(np.uint64).ravel().tolist()
-    return np.random.default_rng(data)
+    return np.random.default_rng(data + [stream] if stream else data)
+
+
+@functools.cache
+def key_data_shape() -> tuple:
+    """The shape of the default PRNG implementation's raw key data ((2,) for threefry)."""
+    return tuple(np.shape(jax.random.key_data(jax.random.key(0))))
 
 
 def projections(rng: np.random.Generator, n_elements: int, count: int) -> np.ndarray:

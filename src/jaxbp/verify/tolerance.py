@@ -167,7 +167,13 @@ def upcast(tree, *, only: Sequence | None = None):
         if not jnp.issubdtype(dtype, jnp.inexact) or (only is not None and dtype not in only):
             return leaf
         up = reference_dtype(dtype)
-        return leaf if up == dtype else jnp.asarray(leaf, up)
+        if up == dtype:
+            return leaf
+        if isinstance(leaf, jax.core.Tracer):
+            return leaf.astype(up)
+        # through the host with device_put: an eager conversion, or jnp.asarray of a NumPy array,
+        # compiles a kernel per shape and dtype
+        return jax.device_put(np.asarray(leaf).astype(up))
 
     return jax.tree.map(cast, tree)
 

@@ -70,7 +70,7 @@ def copies(rng: np.random.Generator, leaves: list, checked, scales, n: int) -> l
             if c:
                 arr = np.asarray(leaf)
                 noise = rng.standard_normal(arr.shape) * COPY_SPREAD * s
-                copy.append(jnp.asarray((arr.astype(np.float64) + noise).astype(arr.dtype)))
+                copy.append((arr.astype(np.float64) + noise).astype(arr.dtype))
             else:
                 copy.append(leaf)
         out.append(copy)
@@ -79,9 +79,17 @@ def copies(rng: np.random.Generator, leaves: list, checked, scales, n: int) -> l
 
 def run_vmap(grad_fn: Callable, treedef, copies_: list[list], args: tuple):
     """``jax.vmap(grad_fn)`` over the stacked copies (every leaf stacked; ``args`` shared)."""
-    stacked = [jnp.stack([jnp.asarray(c[i]) for c in copies_]) for i in range(len(copies_[0]))]
+    # stacked on the host where possible (an eager stack compiles a kernel per shape)
+    stacked = [_stack([c[i] for c in copies_]) for i in range(len(copies_[0]))]
     tree = jax.tree_util.tree_unflatten(treedef, stacked)
     return jax.vmap(lambda t: grad_fn(t, *args))(tree)
+
+
+def _stack(values):
+    if all(isinstance(v, (np.ndarray, jax.Array)) and not jnp.issubdtype(v.dtype, jax.dtypes.prng_key)
+           for v in values):  # fmt: skip
+        return jax.device_put(np.stack([np.asarray(v) for v in values]))
+    return jnp.stack([jnp.asarray(v) for v in values])
 
 
 def first_line(error: BaseException) -> str:

@@ -182,7 +182,7 @@ def verify_mlp(
     batch: int = 16,
     seed: int = 0,
     grad: str = "manual",
-    fd_budget: int | None = DEFAULT_FD_BUDGET,
+    fd_budget: int | str | None = DEFAULT_FD_BUDGET,
     n_projections: int = DEFAULT_PROJECTIONS,
     params=None,
     data=None,
@@ -276,6 +276,7 @@ def verify_mlp(
     timed("gradient", lambda: check(
         functools.partial(source, **kw), _cached_partial(_reference_cost, **kw), params, x, y,
         modes=modes, key=seed, fd_budget=fd_budget, n_projections=n_projections, kinks=kinks,
+        transforms=(),  # the transforms section checks them, per example too
         title=f"{grad} gradient vs " + ", ".join(modes),
     ))  # fmt: skip
     timed("sources", lambda: _sources(params, x, y, grad, kw))
