@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxbp import verify
-from jaxbp.verify import fd
+from jaxbp.verify import fd, tolerance
 
 
 def _ladder(f, theta, v, hand, h):
@@ -26,8 +26,8 @@ def test_scales_are_relative_to_each_leaf_with_no_floor():
 
 
 def test_step_factors():
-    assert fd.step_factor("float64") == pytest.approx(np.finfo(np.float64).eps ** (1 / 3))
-    assert fd.step_factor("float32") == pytest.approx(np.finfo(np.float32).eps ** (1 / 5))
+    assert tolerance.step_factor("float64") == pytest.approx(np.finfo(np.float64).eps ** (1 / 3))
+    assert tolerance.step_factor("float32") == pytest.approx(np.finfo(np.float32).eps ** (1 / 5))
 
 
 def test_a_smooth_function_is_extrapolated_within_its_allowance():

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxbp.verify.tolerance import FD_NOISE_FACTOR, eps, fd_step_factor
+from jaxbp.verify.tolerance import FD_NOISE_FACTOR, step_factor
 
 LEVELS = 2
 """Steps per direction: h, h/2. (A kink at a distance of 0.30–0.33 s₀ along v leaves the two
@@ -68,21 +68,8 @@ def scales(leaf_rms: np.ndarray) -> np.ndarray:
     return np.where(leaf_rms > 0, leaf_rms, fallback)
 
 
-def step_factor(eval_dtype) -> float:
-    """The step per unit of scale: eps^(1/3) in float64, eps^(1/5) in lower precisions.
-
-    eps^(1/5) is Richardson's optimal step (its s⁴ truncation against round-off ∝ eps / s). In
-    float64 the smaller eps^(1/3) step already leaves round-off 1e-11 of the gradient's scale,
-    far below any tolerance, and keeps kinks out of the ladder; in float32 (the reference of a
-    half-precision parameter, or float32 where no float64 exists) eps^(1/3) would leave round-off
-    of 1e-4–1e-3 of a small leaf's gradient, so the larger step is taken.
-    """
-    e = eps(eval_dtype)
-    return fd_step_factor(eval_dtype) if e < 1e-10 else e ** (1.0 / 5.0)
-
-
 def base_step(scale: np.ndarray, eval_dtype) -> np.ndarray:
-    """h = STEP_MULTIPLIER · :func:`step_factor` · scale (module docstring)."""
+    """h = STEP_MULTIPLIER · :func:`~jaxbp.verify.tolerance.step_factor` · scale."""
     return STEP_MULTIPLIER * step_factor(eval_dtype) * np.asarray(scale, np.float64)
 
 

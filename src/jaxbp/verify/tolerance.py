@@ -21,9 +21,12 @@ Three sources of error can separate a correct h from r, and each has its own ter
 3. **Finite differences**: truncation (∝ h² for a central difference, ∝ h⁴ after Richardson
    extrapolation) and round-off (∝ eps · |J| / h). Neither is guessed: the step ladder of
    :mod:`jaxbp.verify.fd` estimates the truncation error of each difference from the ladder
-   itself, and the round-off from the loss values (``noise``), so fd rows add those measured
-   terms to the analytic tolerance of (1), with :data:`FD_RTOL_FACTOR` · eps_ref^(2/3) as the
-   floor when the reference has no higher precision.
+   itself, and the round-off from the loss values (``noise``), so :func:`jaxbp.verify.check`'s
+   fd rows add those measured terms to the analytic tolerance of (1). The step is
+   :func:`step_factor` of the dtype the loss is evaluated in, times the leaf's scale. The rule
+   checks of :mod:`jaxbp.verify.rules`, which difference a function once per direction, use
+   :data:`FD_RTOL_FACTOR` · eps_ref^(2/3) as their floor where the reference has no higher
+   precision.
 
 The constants below are the whole policy; docs/verify.md tabulates them per dtype.
 """
@@ -107,6 +110,20 @@ def fd_step_factor(dtype) -> float:
     return eps(dtype) ** (1.0 / 3.0)
 
 
+def step_factor(eval_dtype) -> float:
+    """The finite-difference step per unit of a leaf's scale, for a loss evaluated in
+    ``eval_dtype``: eps^(1/3) in float64, eps^(1/5) in lower precisions.
+
+    eps^(1/5) is Richardson's optimal step (its s⁴ truncation against round-off ∝ eps / s). In
+    float64 the smaller eps^(1/3) step already leaves round-off 1e-11 of the gradient's scale,
+    far below any tolerance, and keeps kinks out of the ladder; in float32 (the reference of a
+    half-precision parameter, or float32 where no float64 exists) eps^(1/3) would leave round-off
+    of 1e-4–1e-3 of a small leaf's gradient, so the larger step is taken.
+    """
+    e = eps(eval_dtype)
+    return fd_step_factor(eval_dtype) if e < 1e-10 else e ** (1.0 / 5.0)
+
+
 def has_float64() -> bool:
     """Whether the default backend computes in float64 (every backend but TPU)."""
     return jax.default_backend() != "tpu"
@@ -187,7 +204,7 @@ def tolerance_table(dtypes: Sequence = ("float16", "bfloat16", "float32", "float
             "reference_dtype": str(reference_dtype(d)),
             "analytic_rtol": default_rtol(d, "analytic"),
             "fd_rtol": default_rtol(d, "fd"),
-            "fd_step_factor": fd_step_factor(d),
+            "fd_step_factor": step_factor(reference_dtype(d)),
         }
         for d in dtypes
     ]
