@@ -13,7 +13,8 @@ Default tolerances derive from the dtype (:func:`default_rtol`, :func:`tolerance
 docs/derivation.md explains them).
 """
 
-from jaxbp.verify.check import MODES, check, hand_gradient
+from jaxbp.verify.check import MODES, check
+from jaxbp.verify.hand import hand_gradient
 from jaxbp.verify.kinks import KINK_MARGIN, within_step
 from jaxbp.verify.mlp import (
     GRAD_SOURCES,

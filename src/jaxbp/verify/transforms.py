@@ -14,14 +14,19 @@ the transformation gets a failing row that quotes the error.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
+import time
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxbp.verify.hand import leaf_problem, leaf_scales, parse_gradient
 from jaxbp.verify.oracles import join_args, split_args
+from jaxbp.verify.report import Row, compare
 
 TRANSFORMS = ("jit", "vmap")
 """The transformations :func:`jaxbp.verify.check` runs ``grad_fn`` under by default."""
@@ -95,3 +100,78 @@ def _stack(values):
 def first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+# --- rows -----------------------------------------------------------------------------------------
+def transform_rows(state, grad_c, tree, rest, treedef, value, leaves, checked, transforms,
+                    rng) -> tuple[list[Row], dict]:  # fmt: skip
+    rows, seconds = [], {}
+    if "jit" in transforms:
+        t0 = time.perf_counter()
+        rows += _jit_rows(state, grad_c, tree, rest, treedef, value)
+        seconds["jit"] = time.perf_counter() - t0
+    if "vmap" in transforms:
+        t0 = time.perf_counter()
+        scales = leaf_scales(leaves, checked)
+        rows += _vmap_rows(state, grad_c, leaves, checked, scales, treedef, rest, rng)
+        seconds["vmap"] = time.perf_counter() - t0
+    return rows, seconds
+
+
+def _jit_rows(state, grad_c, tree, rest, treedef, value) -> list[Row]:
+    try:
+        out = run_jit(grad_c, tree, rest)
+        v_jit, raw = parse_gradient(out, treedef, "grad_fn under jit")
+    except Exception as e:  # noqa: BLE001 — the user's grad_fn failing under jit is a verdict
+        return [_broken("jit", e)]
+    rows = []
+    if value is not None and v_jit is not None:
+        given = state.rtol_for("jit", state.idx[0])
+        rows.append(dataclasses.replace(
+            compare(v_jit, value, oracle="eager", path="(value)", method="scalar", rtol=given,
+                    order=-1), transform="jit"))  # fmt: skip
+    for i in state.idx:
+        if not state.usable[i]:
+            continue
+        got, problem = leaf_problem(raw[i], np.zeros(state.hand[i].shape, state.dtypes[i]))
+        ref = state.hand[i]
+        row = state.row(got if got is not None else np.full(ref.shape, np.nan), ref, "eager", i,
+                        transform="jit", tol_key="jit")  # fmt: skip
+        if problem:
+            row = dataclasses.replace(row, ok=False, status="FAIL", problem=f"under jit: {problem}")
+        rows.append(row)
+    return rows
+
+
+def _vmap_rows(state, grad_c, leaves, checked, scales, treedef, rest, rng) -> list[Row]:
+    members = copies(rng, leaves, checked, scales, VMAP_SIZE)
+    eager = []
+    for c in members:
+        _, raw = parse_gradient(grad_c(jax.tree_util.tree_unflatten(treedef, c), *rest), treedef)
+        eager.append(raw)
+    try:
+        _, batched = parse_gradient(run_vmap(grad_c, treedef, members, rest), treedef,
+                                    "grad_fn under vmap", value_ndim=1)  # fmt: skip
+    except Exception as e:  # noqa: BLE001 — the user's grad_fn failing under vmap is a verdict
+        return [_broken("vmap", e)]
+    rows = []
+    for i in state.idx:
+        if not state.usable[i]:
+            continue
+        ref = np.stack([np.asarray(e[i], np.float64) for e in eager])
+        got = batched[i]
+        if got is None or tuple(np.shape(got)) != ref.shape:
+            row = state.row(np.full(ref.shape, np.nan), ref, "eager", i, transform="vmap",
+                            tol_key="vmap", method=f"{VMAP_SIZE} copies")  # fmt: skip
+            rows.append(dataclasses.replace(row, problem=f"under vmap: grad_fn returned shape "
+                                            f"{np.shape(got)}, expected {ref.shape}"))  # fmt: skip
+            continue
+        rows.append(state.row(np.asarray(got, np.float64), ref, "eager", i, transform="vmap",
+                              tol_key="vmap", method=f"{VMAP_SIZE} copies"))  # fmt: skip
+    return rows
+
+
+def _broken(transform: str, e: BaseException) -> Row:
+    return Row("eager", "(grad_fn)", (), "-", "call", 0, math.inf, math.inf, math.inf, None,
+               math.nan, math.nan, math.nan, math.nan, False, transform=transform,
+               problem=f"grad_fn failed under {transform}: {first_line(e)}")  # fmt: skip
