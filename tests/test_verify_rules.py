@@ -1,4 +1,4 @@
-"""Users' derivative rules: check_vjp, check_jvp, check_custom_vjp (verify/rules.py).
+"""Users' derivative rules: check_vjp, check_jvp, check_custom_vjp (verify/rules/).
 
 Rules written outside this project — each correct, and with a planted bug that must be caught
 and named by leaf (and by transform where the bug lives in one). Also the MLP instantiations
