@@ -133,9 +133,30 @@ def test_default_tolerances_derive_from_eps(dtype):
     assert default_rtol(dtype, "analytic") == pytest.approx(analytic)
     assert default_rtol(dtype, "fd") == pytest.approx(FD_RTOL_FACTOR * e ** (2 / 3))
     row = next(r for r in tolerance_table() if r["dtype"] == str(jnp.dtype(dtype)))
-    assert row["fd_step_factor"] == pytest.approx(e ** (1 / 3))
+    # the step of the dtype the loss is evaluated in (one precision up): eps^(1/3) in float64,
+    # eps^(1/5) in float32
+    e_ref = float(jnp.finfo(row["reference_dtype"]).eps)
+    expected = e_ref ** (1 / 3) if row["reference_dtype"] == "float64" else e_ref ** (1 / 5)
+    assert row["fd_step_factor"] == pytest.approx(expected)
 
 
 def test_default_rtol_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind"):
         default_rtol(jnp.float32, "exact")
+
+
+def test_failures_are_records_with_every_field():
+    from jaxbp.verify.report import Failure
+
+    row = compare(np.array([1.0, 2.5]), np.array([1.0, 2.0]), oracle="rev", path="['w']", rtol=1e-6)
+    (failure,) = Report("t", (row,)).failures
+    assert isinstance(failure, Failure)
+    assert failure._asdict().keys() >= {"check", "oracle", "transform", "path", "index", "error",
+                                        "tolerance"}  # fmt: skip
+    assert (failure.check, failure.oracle, failure.transformation, failure.path) == (
+        "t",
+        "rev",
+        "eager",
+        "['w']",
+    )
+    assert failure.index == (1,) and failure.error == 0.5 and failure.tolerance < 1e-5

@@ -301,6 +301,11 @@ class Failure(NamedTuple):
     tolerance: float
     problem: str | None
 
+    @property
+    def transformation(self) -> str:
+        """The same as :attr:`transform` (the issue's name for the field)."""
+        return self.transform
+
 
 @dataclasses.dataclass(frozen=True)
 class Report:
