@@ -340,3 +340,117 @@ def test_course_mat_file_without_data_names_its_variables(shared_data):
     path = shared_data / "ex4" / "ex4weights.mat"
     with pytest.raises(DataError, match="no variable X or y; found Theta1, Theta2"):
         load_mat(path)
+
+
+# --- malformed files, single-class and continuous labels: one clear DataError each ---------------
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [(b"", "empty file, not a MATLAB .mat file"), (b"x" * 25, "not a MATLAB .mat file")],
+)
+def test_mat_junk_or_empty_is_a_data_error_naming_the_file(tmp_path, content, expected):
+    path = tmp_path / "junk.mat"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=expected) as e:
+        load_file(path)
+    assert str(path) in str(e.value)
+
+
+def test_mat_non_numeric_x_is_refused(tmp_path):
+    path = tmp_path / "s.mat"
+    scipy.io.savemat(path, {"X": np.array(["ab", "cd"]), "y": np.array([[1], [2]])})
+    with pytest.raises(DataError, match="expected a numeric matrix"):
+        load_mat(path)
+
+
+def _single_class_npz(path):
+    np.savez(path, x=np.arange(40.0).reshape(20, 2), y=np.full(20, 3))
+    return path
+
+
+def _single_class_idx(tmp_path):
+    (tmp_path / "i-ubyte").write_bytes(idx_bytes(np.zeros((20, 2), np.uint8)))
+    (tmp_path / "l-ubyte").write_bytes(idx_bytes(np.full(20, 3, np.uint8)))
+    return {"data": tmp_path / "i-ubyte", "labels": tmp_path / "l-ubyte"}
+
+
+@pytest.mark.parametrize("kind", ["csv", "npz", "idx"])
+def test_single_class_dataset_is_refused_with_the_reason(tmp_path, kind):
+    if kind == "csv":
+        kwargs = {"data": write(tmp_path / "one.csv", "".join(f"{i},{i},3\n" for i in range(20)))}
+    elif kind == "npz":
+        kwargs = {"data": _single_class_npz(tmp_path / "one.npz")}
+    else:
+        kwargs = _single_class_idx(tmp_path)
+    with pytest.raises(DataError, match=r"y: only one class \(3\) in .*; a classifier needs at "
+                       "least two") as e:  # fmt: skip
+        load_dataset(**kwargs)
+    assert str(kwargs["data"]) in str(e.value)
+
+
+def test_continuous_csv_labels_are_refused_not_made_into_classes(tmp_path):
+    path = write(
+        tmp_path / "reg.csv", "".join(f"{i},{2 * i},{i * 0.137:.3f}\n" for i in range(100))
+    )
+    with pytest.raises(DataError) as e:
+        load_csv(path)
+    message = str(e.value)
+    assert f"{path}, line 2, column 3: label '0.137' is not a class label" in message
+    assert "99 of the 100 labels are not integers" in message and "continuous" in message
+    # integer-valued numbers ("3.0") are still integer classes
+    assert load_csv(write(tmp_path / "i.csv", "1,2,3.0\n3,4,1\n")).labels.tolist() == [3, 1]
+
+
+def test_continuous_npz_labels_say_they_are_not_class_labels(tmp_path):
+    path = tmp_path / "reg.npz"
+    np.savez(path, x=np.ones((3, 2)), y=np.array([0.25, 1.0, 2.5]))
+    with pytest.raises(DataError, match=r"label y\[0\] = 0.25 .*2 of the 3 labels .*continuous"):
+        load_npz(path)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        (b"", "empty file, not a .npz archive"),
+        (b"PK\x03\x04" + b"\x00" * 30, "not a readable .npz archive — damaged or truncated"),
+    ],
+)
+def test_npz_empty_or_truncated(tmp_path, content, expected):
+    path = tmp_path / "d.npz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=expected) as e:
+        load_npz(path)
+    assert str(path) in str(e.value)
+
+
+def test_npz_truncated_real_archive_and_missing_y_and_bad_y_shape(tmp_path):
+    path = tmp_path / "d.npz"
+    np.savez(path, x=np.ones((4, 2)), y=np.array([0, 1, 0, 1]))
+    data = path.read_bytes()
+    (tmp_path / "t.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="t.npz: not a readable .npz archive"):
+        load_npz(tmp_path / "t.npz")
+    np.savez(path, x=np.ones((4, 2)))
+    with pytest.raises(DataError, match=r"d.npz: missing array\(s\) y; found x"):
+        load_npz(path)
+    np.savez(path, x=np.ones((4, 2)), y=np.zeros((2, 2)))
+    with pytest.raises(DataError, match=r"x has 4 rows but y has shape \(2, 2\)"):
+        load_npz(path)
+
+
+def test_csv_truncated_gzip_names_the_file(tmp_path):
+    path = tmp_path / "a.csv.gz"
+    path.write_bytes(gzip.compress(b"1,2,0\n3,4,1\n" * 50)[:20])
+    with pytest.raises(DataError, match="a.csv.gz: cannot read"):
+        load_csv(path)
+
+
+def test_idx_truncated_or_empty_labels_file(tmp_path):
+    (tmp_path / "i-ubyte").write_bytes(idx_bytes(np.zeros((4, 2), np.uint8)))
+    (tmp_path / "l-ubyte").write_bytes(idx_bytes(np.array([0, 1, 0, 1], np.uint8))[:-2])
+    with pytest.raises(DataError, match=r"l-ubyte: IDX header says shape \(4,\)"):
+        load_idx(tmp_path / "i-ubyte", tmp_path / "l-ubyte")
+    (tmp_path / "l-ubyte").write_bytes(b"")
+    with pytest.raises(DataError, match="l-ubyte: not an IDX file"):
+        load_idx(tmp_path / "i-ubyte", tmp_path / "l-ubyte")

@@ -127,6 +127,8 @@ def load_csv(path, *, label_column="last") -> Table:
             text = f.read()
         except UnicodeDecodeError as e:
             raise DataError(f"{p}: not a text file ({e.reason} at byte {e.start})") from None
+        except (OSError, EOFError) as e:  # a damaged or truncated gzip file
+            raise DataError(f"{p}: cannot read ({e})") from None
     rows: list[list[float]] = []
     labels: list[str] = []
     lines: list[int] = []
@@ -180,20 +182,43 @@ def load_csv(path, *, label_column="last") -> Table:
         lines.append(number)
     if not rows:
         raise DataError(f"{p}: no data rows")
+    where = [f"{p}, line {n}, column {label_at + 1}" for n in lines]
     return Table(
-        np.asarray(rows, dtype=np.float64), _numeric_labels(labels), str(p), np.asarray(lines)
+        np.asarray(rows, dtype=np.float64),
+        _numeric_labels(labels, where),
+        str(p),
+        np.asarray(lines),
     )
 
 
-def _numeric_labels(labels: list[str]) -> np.ndarray:
-    """Integer labels where every label is an integer literal ("3", "3.0"), strings otherwise."""
+def _numeric_labels(labels: list[str], where: list[str]) -> np.ndarray:
+    """Integer labels where every label is an integer literal ("3", "3.0"), strings where some
+    label is not a number ("setosa").
+
+    Raises:
+      DataError: every label is a number but some are not integers (``0.137``) or not finite —
+        continuous values (a regression target), not class labels; naming the first such label's
+        place ``where[i]``.
+    """
     try:
         values = np.asarray([float(s) for s in labels])
     except ValueError:
         return np.asarray(labels, dtype=str)
-    if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
-        return values.astype(np.int64)
-    return np.asarray(labels, dtype=str)
+    bad = np.flatnonzero(~np.isfinite(values) | (values != np.round(values)))
+    if bad.size:
+        i = int(bad[0])
+        raise DataError(
+            f"{where[i]}: label {labels[i]!r} is not a class label; "
+            f"{_continuous(bad.size, len(labels))}"
+        )
+    return values.astype(np.int64)
+
+
+def _continuous(n_bad: int, n: int) -> str:
+    return (
+        f"{n_bad} of the {n} labels are not integers — continuous values (a regression "
+        "target?) cannot be classes; a classifier needs integer or string labels"
+    )
 
 
 def check_finite(x: np.ndarray, path, name: str = "x") -> None:
@@ -207,8 +232,17 @@ def check_finite(x: np.ndarray, path, name: str = "x") -> None:
         )
 
 
-def _array_labels(y: np.ndarray, path) -> np.ndarray:
-    y = np.asarray(y).reshape(-1)
+def _array_labels(y: np.ndarray, path, m: int | None = None) -> np.ndarray:
+    """The labels array as (m,) ints or strings; ``y`` may be (m,) or (m, 1).
+
+    Raises:
+      DataError: another shape (when ``m``, the number of examples, is given), a non-integer or
+        non-finite float label (continuous values are not classes), a dtype that is not labels.
+    """
+    y = np.asarray(y)
+    if m is not None and y.shape not in ((m,), (m, 1)):
+        raise DataError(f"{path}: y must be ({m},) — one label per example — got shape {y.shape}")
+    y = y.reshape(-1)
     if y.dtype.kind in "US":
         return y.astype(str)
     if y.dtype.kind in "iub":
@@ -218,7 +252,10 @@ def _array_labels(y: np.ndarray, path) -> np.ndarray:
         frac = np.flatnonzero(y != np.round(y))
         if frac.size:
             i = int(frac[0])
-            raise DataError(f"{path}: label y[{i}] = {y[i].item()!r} is not an integer class label")
+            raise DataError(
+                f"{path}: label y[{i}] = {y[i].item()!r} is not an integer class label; "
+                f"{_continuous(frac.size, y.size)}"
+            )
         return y.astype(np.int64)
     raise DataError(f"{path}: labels of dtype {y.dtype} are not class labels")
 
@@ -231,30 +268,37 @@ def load_npz(path) -> Table:
       DataError: missing file or key, wrong shapes, a non-finite feature (its index).
     """
     p = check_exists(path)
-    try:
-        archive = np.load(p, allow_pickle=False)
-    except (ValueError, OSError) as e:
-        raise DataError(f"{p}: not a readable .npz archive ({e})") from None
-    with archive:
-        missing = [k for k in ("x", "y") if k not in archive.files]
-        if missing:
-            raise DataError(
-                f"{p}: missing array(s) {', '.join(missing)}; found {', '.join(archive.files)}"
-            )
-        x = np.asarray(archive["x"])
-        y = np.asarray(archive["y"])
-        names = archive["class_names"] if "class_names" in archive.files else None
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: empty file, not a .npz archive")
+    try:  # our own file handle: np.load leaks its own when the archive is damaged
+        with open(p, "rb") as f:
+            archive = np.load(f, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise DataError(f"{p}: a single .npy array, not a .npz archive with x and y")
+            missing = [k for k in ("x", "y") if k not in archive.files]
+            if missing:
+                found = ", ".join(archive.files) or "nothing"
+                raise DataError(f"{p}: missing array(s) {', '.join(missing)}; found {found}")
+            x = np.asarray(archive["x"])
+            y = np.asarray(archive["y"])
+            names = archive["class_names"] if "class_names" in archive.files else None
+    except DataError:
+        raise
+    except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError (pickled objects), zlib …
+        raise DataError(
+            f"{p}: not a readable .npz archive — damaged or truncated? ({type(e).__name__}: {e})"
+        ) from None
     if x.ndim == 0:
         raise DataError(f"{p}: x must be (m, n) examples by features, got a scalar")
     x = x[:, None] if x.ndim == 1 else x.reshape(x.shape[0], -1)
-    if x.shape[0] != y.reshape(-1).shape[0]:
-        raise DataError(f"{p}: x has {x.shape[0]} rows but y has {y.reshape(-1).shape[0]} labels")
+    if y.ndim == 0 or y.shape[0] != x.shape[0]:
+        raise DataError(f"{p}: x has {x.shape[0]} rows but y has shape {y.shape}")
     if x.dtype.kind not in "iufb":
         raise DataError(f"{p}: x has dtype {x.dtype}; expected numbers")
     x = x.astype(np.float64)
     check_finite(x, p)
     class_names = tuple(str(s) for s in names.reshape(-1)) if names is not None else None
-    return Table(x, _array_labels(y, p), str(p), None, class_names)
+    return Table(x, _array_labels(y, p, x.shape[0]), str(p), None, class_names)
 
 
 _IDX_TYPES = {
@@ -328,22 +372,31 @@ def load_mat(path) -> Table:
     import scipy.io
 
     p = check_exists(path)
+    if p.stat().st_size == 0:
+        raise DataError(f"{p}: empty file, not a MATLAB .mat file")
     try:
         mat = scipy.io.loadmat(p)
-    except (ValueError, NotImplementedError, OSError, TypeError) as e:
-        raise DataError(f"{p}: not a readable MATLAB v4–v7.2 .mat file ({e})") from None
+    except Exception as e:  # scipy raises MatReadError, ValueError, IndexError … on junk
+        raise DataError(
+            f"{p}: not a MATLAB .mat file, or a damaged one (v4–v7.2 are read; "
+            f"{type(e).__name__}: {e})"
+        ) from None
     variables = sorted(k for k in mat if not k.startswith("__"))
     missing = [k for k in ("X", "y") if k not in mat]
     if missing:
         raise DataError(
             f"{p}: no variable {' or '.join(missing)}; found {', '.join(variables) or 'nothing'}"
         )
-    x = np.asarray(mat["X"], dtype=np.float64)
-    y = np.asarray(mat["y"]).reshape(-1)
-    if x.ndim != 2 or x.shape[0] != y.shape[0]:
-        raise DataError(f"{p}: X has shape {x.shape} but y has {y.shape[0]} labels")
+    x, y = np.asarray(mat["X"]), np.asarray(mat["y"])
+    if x.dtype.kind not in "iufb":
+        raise DataError(f"{p}: X is a MATLAB {x.dtype} array; expected a numeric matrix")
+    x = x.astype(np.float64)
+    if x.ndim != 2 or y.size != x.shape[0]:
+        raise DataError(f"{p}: X has shape {x.shape} but y has shape {y.shape}")
     check_finite(x, p, "X")
-    labels = _array_labels(y, p)
+    labels = _array_labels(y, p, x.shape[0] if y.ndim == 1 else None)
+    if labels.dtype.kind not in "iu":
+        raise DataError(f"{p}: y holds {labels.dtype} values; expected the digit labels 1..10")
     bad = np.flatnonzero((labels < 1) | (labels > 10))
     if bad.size:
         i = int(bad[0])

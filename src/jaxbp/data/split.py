@@ -71,8 +71,9 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
       ``(indices, class_names)``: one int32 index array per table (training first).
 
     Raises:
-      DataError: a label out of range of the declared classes (naming its file and line), fewer
-        training examples than classes, a class with no training examples.
+      DataError: a label out of range of the declared classes (naming its file and line), a
+        single class in the training file, fewer training examples than classes, a class with
+        no training examples.
     """
     tables = [train, *others]
     if train.class_names is not None:
@@ -108,6 +109,12 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
             lookup = {v: c for c, v in enumerate(ordered)}
             encoded = [np.asarray([lookup[int(s)] for s in t.labels], np.int32) for t in tables]
         names = tuple(str(v) for v in ordered)
+    present = np.unique(encoded[0])
+    if present.size == 1:
+        raise DataError(
+            f"y: only one class ({names[int(present[0])]}) in {train.path}; a classifier needs "
+            "at least two"
+        )
     check_classes(encoded[0], names, train.path, others=list(zip(encoded[1:], others, strict=True)))
     return encoded, tuple(names)
 
