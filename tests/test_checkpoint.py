@@ -89,8 +89,40 @@ def test_missing_and_foreign_files(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="no checkpoint there"):
         checkpoint.read_meta(tmp_path / "none.npz")
     np.savez(tmp_path / "other.npz", a=np.zeros(2))
-    with pytest.raises(checkpoint.CheckpointError, match="unreadable checkpoint"):
+    with pytest.raises(checkpoint.CheckpointError, match="other.npz: not a jaxbp-checkpoint-1"):
         checkpoint.read_meta(tmp_path / "other.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(checkpoint.CheckpointError, match="junk.npz: unreadable"):
+    with pytest.raises(checkpoint.CheckpointError, match="junk.npz: damaged or incomplete"):
         checkpoint.load(tmp_path / "junk.npz", {"a": np.zeros(2)})
+
+
+def _damaged(tmp_path, how):
+    path = tmp_path / "checkpoint.npz"
+    checkpoint.save(path, tree(), meta={"epoch": 3})
+    data = path.read_bytes()
+    if how == "empty":
+        data = b""
+    elif how == "half":
+        data = data[: len(data) // 2]
+    elif how == "tail":
+        data = data[:-10]
+    else:  # a flipped byte inside the first leaf: the zip's CRC check fails
+        i = data.index(b"leaf_00000") + 200
+        data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.filterwarnings("error::ResourceWarning")
+@pytest.mark.parametrize("how", ["empty", "half", "tail", "flipped"])
+def test_truncated_or_damaged_checkpoint_is_a_checkpoint_error_naming_the_file(tmp_path, how):
+    path = _damaged(tmp_path, how)
+    for read in (checkpoint.read_meta, lambda p: checkpoint.load(p, tree())):
+        if how == "flipped" and read is checkpoint.read_meta:
+            continue  # the header is intact; only the arrays are damaged
+        with pytest.raises(checkpoint.CheckpointError) as e:
+            read(path)
+        assert isinstance(e.value, ValueError)
+        message = str(e.value)
+        assert message.startswith(f"{path}: ") and "damaged or incomplete" in message
+        assert "\n" not in message

@@ -74,16 +74,23 @@ def _read(path):
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: empty file — a damaged or incomplete checkpoint")
+    try:  # our own handle: np.load leaks its file when the archive is damaged
+        with open(path, "rb") as f:
+            archive = np.load(f, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile) or "__meta__" not in archive.files:
+                raise CheckpointError(f"{path}: not a {FORMAT} file")
             header = json.loads(archive["__meta__"].tobytes().decode())
-            if header.get("format") != FORMAT:
+            if not isinstance(header, dict) or header.get("format") != FORMAT:
                 raise CheckpointError(f"{path}: not a {FORMAT} file")
             raw = [archive[f"leaf_{i:05d}"] for i in range(len(header["leaves"]))]
     except CheckpointError:
         raise
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise CheckpointError(f"{path}: unreadable checkpoint ({e})") from None
+    except Exception as e:  # zipfile.BadZipFile (truncated), EOFError, CRC/zlib errors, KeyError …
+        raise CheckpointError(
+            f"{path}: damaged or incomplete checkpoint, cannot be read ({type(e).__name__}: {e})"
+        ) from None
     return header, raw
 
 
@@ -119,7 +126,13 @@ def load(path, template):
                 f"{path}: leaf {name} is {got[0]}{list(got[1])}, the run expects "
                 f"{expected[0]}{list(expected[1])}"
             )
-        array = np.frombuffer(data.tobytes(), dtype=jax.numpy.dtype(spec["dtype"]))
+        dtype = jax.numpy.dtype(spec["dtype"])
+        if data.size != dtype.itemsize * int(np.prod(spec["shape"], dtype=np.int64)):
+            raise CheckpointError(
+                f"{path}: damaged or incomplete checkpoint — leaf {name} has {data.size} bytes, "
+                f"its header says {got[0]}{list(got[1])}"
+            )
+        array = np.frombuffer(data.tobytes(), dtype=dtype)
         array = array.reshape(spec["shape"]).copy()
         if spec["key"]:
             array = jax.random.wrap_key_data(array, impl=jax.random.key_impl(want))
