@@ -66,7 +66,10 @@ BAD = {
     "--batch": (["--batch", "0"], "--batch: expected an integer ≥ 1"),
     "--seed": (["--seed", "x"], "--seed: expected an integer"),
     "--fd-budget": (["--fd-budget", "lots"], "--fd-budget"),
-    "--json": (["--json", "/nonexistent-dir/x.json"], "--json: directory"),
+    "--json": (
+        ["--json", "/nonexistent-dir/x.json"],
+        "--json: /nonexistent-dir/x.json: folder /nonexistent-dir does not exist",
+    ),
     "--sections": (["--sections", "gradient,hessian"], "valid choices are gradient, sources"),
     "--sections twice": (["--sections", "deltas,deltas"], "--sections: a section is named twice"),
     "unknown flag": (["--sizez", "3,2"], "unrecognized arguments"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 SUBCOMMANDS = ("demo", "bench", "verify", "train")
@@ -44,6 +45,16 @@ def _version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxbp`` console script and ``python -m jaxbp``."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # flushed here, not at exit, so that a closed pipe is caught below
+            sys.stdout.flush()
+    except BrokenPipeError:
+        return _broken_pipe()
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -57,3 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away (``jaxbp verify | head``): exit quietly, as Unix tools do.
+
+    stdout is pointed at ``/dev/null`` so that the interpreter's final flush at exit does not
+    fail again; the status is 128 + SIGPIPE, what a shell reports for a tool killed by it.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # stdout already closed or not a real file
+        pass
+    return 128 + 13

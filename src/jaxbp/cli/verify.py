@@ -155,9 +155,7 @@ def parse_args(args) -> dict:
         else (_int("--fd-budget", args.fd_budget, 0))
     )
     if args.json:
-        parent = Path(args.json).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise UsageError(f"--json: directory {str(parent)!r} does not exist")
+        _check_json(args.json)
     return {
         "sizes": sizes,
         "activation": names[0] if len(names) == 1 else names,
@@ -234,12 +232,7 @@ def run(args) -> int:
         if sharded is not None:
             record["sharded"] = {"devices": devices, **sharded.to_dict()}
             record["ok"] = ok
-        import json
-
-        from jaxbp.files import write_atomic
-
-        write_atomic(Path(args.json).expanduser(), json.dumps(record, indent=2, allow_nan=False))
-        print(f"wrote {args.json}")
+        _write_json(args.json, record)
     return 0 if ok else 1
 
 
@@ -480,13 +473,36 @@ def _case_flags(args) -> dict:
         else:
             flags["fd_budget"] = _int("--fd-budget", given["fd_budget"], 0)
     if args.json:
-        parent = Path(args.json).expanduser().resolve().parent
-        if not parent.is_dir():
-            raise UsageError(f"--json: directory {str(parent)!r} does not exist")
+        _check_json(args.json)
     return flags
 
 
 FLAG_OF = {"modes": "--modes", "key": "--seed", "fd_budget": "--fd-budget"}
+
+
+def _check_json(path: str) -> None:
+    """Refuses a ``--json`` path that cannot be written, before any check runs."""
+    from jaxbp.cli import UsageError
+    from jaxbp.files import check_writable
+
+    try:
+        check_writable(path)
+    except ValueError as e:
+        raise UsageError(f"--json: {e}") from None
+
+
+def _write_json(path: str, record: dict) -> None:
+    """Writes the ``--json`` record; a write that fails even so (disk full) is one line, exit 2."""
+    import json
+
+    from jaxbp.cli import UsageError
+    from jaxbp.files import write_atomic
+
+    try:
+        write_atomic(Path(path).expanduser(), json.dumps(record, indent=2, allow_nan=False))
+    except OSError as e:
+        raise UsageError(f"--json: cannot write {path} ({e.strerror or e})") from None
+    print(f"wrote {path}")
 
 
 def run_case(args) -> int:
@@ -576,10 +592,6 @@ def run_case(args) -> int:
         ok = bool(report.ok)
         print(f"wall time {wall:.2f} s: {'PASS' if ok else 'FAIL'}")
         if args.json:
-            import json
-
-            from jaxbp.files import write_atomic
-
             record = report.to_dict() if hasattr(report, "to_dict") else {"report": str(report)}
             record["ok"] = ok
             record["case"] = {
@@ -591,10 +603,7 @@ def run_case(args) -> int:
                 "options": _plain({k: v for k, v in options.items() if k != "raise_on_fail"}),
             }
             record.setdefault("seconds", {})["wall"] = wall
-            write_atomic(
-                Path(args.json).expanduser(), json.dumps(record, indent=2, allow_nan=False)
-            )
-            print(f"wrote {args.json}")
+            _write_json(args.json, record)
         return 0 if ok else 1
     finally:
         sys.modules.pop(module_name, None)
