@@ -63,6 +63,7 @@ SUBMODULES = frozenset(
         "checkpoint",
         "data",
         "distributed",
+        "experiment",
         "files",
         "graph",
         "optim",

@@ -1,0 +1,484 @@
+"""The configuration of one experiment: :class:`TrainConfig`, a frozen, typed value.
+
+One field per ``jaxbp train`` option, with the same name (``batch_size`` ↔ ``--batch-size``;
+``plots`` ↔ ``--no-plots``). Every rule lives in :meth:`TrainConfig.resolve`, which checks the
+types strictly (``True`` is not an integer, ``"0.01"`` is not a number), validates every value
+and fills the derived defaults (learning rate, batch size, initialisation, schedule, seeds), so
+that the ``config.toml`` written into a run directory is complete. Errors are
+:class:`ConfigError` — a ``ValueError`` whose message starts with the field's name.
+
+Example:
+  >>> from jaxbp.experiment import TrainConfig
+  >>> c = TrainConfig(dataset="iris", hidden=(8,), epochs=3).resolve()
+  >>> c.lr, c.batch_size, c.init, c.seeds
+  (0.003, 64, 'he', (0,))
+  >>> TrainConfig.from_toml(c.to_toml()) == c
+  True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import math
+import tomllib
+from pathlib import Path
+from typing import NamedTuple
+
+
+class ConfigError(ValueError):
+    """A bad configuration value.
+
+    Attributes:
+      field: the field (or ``run`` argument) at fault; the message starts with it — or with
+        ``source`` when there is one.
+      reason: what was wrong, with the value received.
+      source: the TOML file the value came from, or None.
+    """
+
+    def __init__(self, field: str, reason: str, source: str | None = None):
+        self.field, self.reason, self.source = field, reason, source
+        super().__init__(f"{source or field}: {reason}")
+
+
+class _Meta(NamedTuple):
+    kind: str  # str, path, column, bool, int, float, ints, batch, activation
+    help: str
+    hashed: bool = True
+
+
+def _f(default, kind: str, help: str, hashed: bool = True):
+    return dataclasses.field(default=default, metadata={"jaxbp": _Meta(kind, help, hashed)})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run; immutable, compared and hashed by value.
+
+    ``None`` means "derived" (filled by :meth:`resolve`) or "unset". Lists are tuples.
+    Help for each field: ``TrainConfig.help(name)``; the CLI shows the same text.
+    """
+
+    dataset: str | None = _f(None, "str", "built-in dataset (default digits when no --data)")
+    data: str | None = _f(None, "path", "training data file: CSV, NPZ (x, y), IDX images or .mat")
+    test_data: str | None = _f(None, "path", "a file with the test split (e.g. UCI .tes)")
+    labels: str | None = _f(None, "path", "IDX labels file for --data")
+    test_labels: str | None = _f(None, "path", "IDX labels file for --test-data")
+    label_column: str = _f("last", "column", "CSV label column: first, last or a 1-based number")
+    test_rows: int | None = _f(None, "int", "use the last N rows of --data as the test split")
+    classes: int | None = _f(None, "int", "number of classes of spirals/blobs")
+    samples: int | None = _f(None, "int", "number of examples of spirals/blobs")
+    data_seed: int = _f(0, "int", "seed of the train/val/test split and synthetic data")
+    val_fraction: float = _f(0.1, "float", "stratified validation share of the training data")
+    test_fraction: float = _f(0.2, "float", "stratified test share when there is no test file")
+    scaling: str = _f("capped", "str", "feature scaling fitted on the training split")
+    hidden: tuple[int, ...] = _f(
+        (256,), "ints", "hidden layer widths, e.g. 64,64 ('none': no hidden)"
+    )
+    activation: str | tuple[str, ...] = _f(
+        "relu", "activation", "hidden activation, or one per hidden layer"
+    )
+    output: str = _f("softmax_ce", "str", "output layer and cost")
+    init: str | None = _f(None, "str", "initialisation: ng, glorot, he (default: he for relu-like)")
+    optimizer: str = _f("adam", "str", "sgd, momentum, adam, adamw or lbfgs")
+    lr: float | None = _f(None, "float", "learning rate α (default per optimizer)")
+    schedule: str | None = _f(
+        None, "str", "learning-rate schedule (default cosine; lbfgs constant)"
+    )
+    momentum: float = _f(0.9, "float", "β of --optimizer momentum")
+    weight_decay: float = _f(1e-4, "float", "decoupled weight decay of adamw")
+    epochs: int = _f(40, "int", "number of epochs (passes over the training split)", False)
+    batch_size: int | str | None = _f(
+        None, "batch", "minibatch rows or 'all' (default 64; lbfgs: all)"
+    )
+    l2: float = _f(3.0, "float", "L2 coefficient λ of J(Θ) over the whole training split")
+    grad: str = _f("manual", "str", "gradient source: manual (δ recursion), autodiff, graph")
+    seed: int = _f(0, "int", "training seed (initialisation and minibatch order)")
+    seeds: tuple[int, ...] | None = _f(
+        None, "ints", "several seeds trained at once by vmap, e.g. 0,1,2,3,4"
+    )
+    patience: int = _f(0, "int", "early stopping after N epochs without validation gain")
+    shadow_every: int = _f(0, "int", "compare manual and autodiff gradients every N epochs", False)
+    dtype: str = _f("float32", "str", "float32 or float64")
+    precision: str = _f("float32", "str", "gradient compute: float32, or bf16 (manual grad only)")
+    devices: int | None = _f(
+        None, "int", "devices each minibatch is split over (default: all)", False
+    )
+    platform: str | None = _f(None, "str", "cpu, gpu or tpu (default: JAX's own choice)", False)
+    checkpoint_every: int = _f(1, "int", "write the checkpoint every N epochs", False)
+    plots: bool = _f(True, "bool", "write PNG plots", False)
+    out: str | None = _f(None, "path", "run directory (default runs/<dataset>-<timestamp>)", False)
+
+    # --- construction -----------------------------------------------------------------------
+
+    @staticmethod
+    def help(name: str) -> str:
+        """The help text of field ``name``."""
+        return FIELD[name].help
+
+    @classmethod
+    def from_toml(cls, source) -> TrainConfig:
+        """A config from a TOML file (a ``Path``, or a ``str`` without ``=`` or a newline) or
+        from TOML text. Relative data paths in a file are relative to that file's folder.
+        Unset keys keep their defaults; nothing is resolved.
+
+        Raises:
+          ConfigError: an unknown key (with the closest valid one) or a value of the wrong type,
+            naming the file and key.
+          FileNotFoundError: a path that is not a file.
+        """
+        return cls().updated(**read_toml(source))
+
+    def to_toml(self, header: str = "") -> str:
+        """The config as TOML text (``None`` values left out, and ``seed`` when ``seeds`` —
+        which includes it — is set); ``header`` lines become comments."""
+        lines = [f"# {line}" for line in header.splitlines()]
+        for name in FIELD:
+            value = getattr(self, name)
+            if value is None or (name == "seed" and self.seeds is not None):
+                continue
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (int, float)):
+                text = repr(value)
+            elif isinstance(value, tuple):
+                text = "[" + ", ".join(json.dumps(v) for v in value) + "]"
+            else:
+                text = json.dumps(value, ensure_ascii=False)
+            lines.append(f"{name} = {text}")
+        return "\n".join(lines) + "\n"
+
+    def updated(self, **changes) -> TrainConfig:
+        """This config with ``changes`` applied as a layer above it: choosing one data source
+        clears the other (``dataset`` clears ``data``, ``test_data``, ``labels`` …; ``data``
+        clears ``dataset``), and ``seed`` / ``seeds`` replace each other likewise.
+
+        Raises:
+          ConfigError: an unknown field, or both of a pair in the same layer.
+        """
+        for name in changes:
+            if name not in FIELD:
+                close = difflib.get_close_matches(name, list(FIELD), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(name, f"unknown field{hint}")
+        if "dataset" in changes and "data" in changes:
+            raise ConfigError("dataset", "give one data source, not both dataset and data")
+        if "seed" in changes and "seeds" in changes:
+            raise ConfigError("seed", "give one of seed and seeds, not both")
+        cleared = {}
+        if "dataset" in changes:
+            cleared.update({k: FIELD_DEFAULT[k] for k in DATA_KEYS})
+        if "data" in changes:
+            cleared["dataset"] = None
+        if "seed" in changes:
+            cleared["seeds"] = None
+        if "seeds" in changes:
+            cleared["seed"] = FIELD_DEFAULT["seed"]
+        return dataclasses.replace(self, **{**cleared, **changes})
+
+    # --- validation -------------------------------------------------------------------------
+
+    def resolve(self) -> TrainConfig:
+        """Validates every field and fills the derived defaults. No I/O besides making data
+        paths absolute. Idempotent: ``c.resolve().resolve() == c.resolve()``.
+
+        Raises:
+          ConfigError: the first bad field, naming it and the value received.
+        """
+        c = {name: check_type(name, getattr(self, name)) for name in FIELD}
+        _check(c)
+        return TrainConfig(**c)
+
+    def hashed(self, data_fingerprint: str) -> dict:
+        """The part of a resolved config that fixes the training trajectory, plus the data's
+        fingerprint. ``epochs`` counts only when the schedule depends on the run's length."""
+        out = {}
+        for name, meta in FIELD.items():
+            if meta.hashed and name not in PATH_KEYS:
+                value = getattr(self, name)
+                out[name] = list(value) if isinstance(value, tuple) else value
+        if self.schedule != "constant":
+            out["epochs"] = self.epochs
+        out["data_fingerprint"] = data_fingerprint
+        return out
+
+
+FIELD: dict[str, _Meta] = {f.name: f.metadata["jaxbp"] for f in dataclasses.fields(TrainConfig)}
+"""Every field's kind, help text and whether it is part of the config hash, in CLI order."""
+FIELD_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+DATA_KEYS = ("data", "test_data", "labels", "test_labels", "test_rows", "label_column")
+"""Fields that only make sense with a data file; choosing ``dataset`` clears them."""
+PATH_KEYS = ("data", "test_data", "labels", "test_labels")
+"""File paths: where the data is, not what it is — the data fingerprint is hashed instead."""
+DTYPES = ("float32", "float64")
+RELU_LIKE = ("relu", "leaky_relu", "elu")
+
+
+def check_type(name: str, value):
+    """``value`` as field ``name``'s type, strictly: lists become tuples, an int is accepted
+    for a float, ``None`` for optional fields; nothing is parsed from strings.
+
+    Raises:
+      ConfigError: a value of another type (``True`` for an integer, ``"0.01"`` for a number).
+    """
+    kind = FIELD[name].kind
+    if value is None and FIELD_DEFAULT[name] is None:
+        return None
+
+    def bad(expected):
+        return ConfigError(name, f"expected {expected}, got {value!r}")
+
+    def is_int(v):
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if kind in ("str", "path"):
+        if isinstance(value, Path) and kind == "path":
+            return str(value)
+        if not isinstance(value, str) or not value:
+            raise bad("a non-empty string")
+        return value
+    if kind == "column":
+        if is_int(value):
+            return str(value)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+        raise bad("first, last or a column number")
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if kind == "int":
+        if is_int(value):
+            return value
+        raise bad("an integer")
+    if kind == "float":
+        if not (is_int(value) or isinstance(value, float)):
+            raise bad("a number")
+        if not math.isfinite(value):
+            raise bad("a finite number")
+        return float(value)
+    if kind == "batch":
+        if value == "all" or is_int(value):
+            return value
+        raise bad("an integer or 'all'")
+    if kind == "ints":
+        if is_int(value):
+            return (value,)
+        if isinstance(value, (list, tuple)) and all(is_int(v) for v in value):
+            return tuple(value)
+        raise bad("a list of integers")
+    if kind == "activation":
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
+            return value[0] if len(value) == 1 else tuple(value)
+        raise bad("an activation name or a list of names")
+    raise AssertionError(kind)
+
+
+def parse_text(name: str, text: str):
+    """Field ``name``'s value from command-line text (``"64,64"``, ``"all"``, ``"none"``).
+
+    Raises:
+      ConfigError: text that is not of the field's kind; an empty ``hidden`` (say ``none``
+        for no hidden layer).
+    """
+    kind = FIELD[name].kind
+    s = text.strip()
+
+    def bad(expected):
+        return ConfigError(name, f"expected {expected}, got {text!r}")
+
+    if kind == "int":
+        try:
+            return int(s)
+        except ValueError:
+            raise bad("an integer") from None
+    if kind == "float":
+        try:
+            value = float(s)
+        except ValueError:
+            raise bad("a number") from None
+        if not math.isfinite(value):
+            raise bad("a finite number")
+        return value
+    if kind == "batch":
+        if s.lower() in ("all", "full"):
+            return "all"
+        try:
+            return int(s)
+        except ValueError:
+            raise bad("an integer or 'all'") from None
+    if kind == "ints":
+        if s.lower() == "none":
+            return ()
+        if not s:
+            extra = "; say 'none' for no hidden layer" if name == "hidden" else ""
+            raise bad(f"comma-separated integers{extra}")
+        try:
+            return tuple(int(i) for i in s.split(","))
+        except ValueError:
+            raise bad("comma-separated integers") from None
+    if kind == "activation":
+        names = tuple(n.strip() for n in s.split(","))
+        if not all(names):
+            raise bad("an activation name or comma-separated names")
+        return names[0] if len(names) == 1 else names
+    return check_type(name, text)
+
+
+def read_toml(source) -> dict:
+    """The keys of a TOML file or text, each type-checked (:func:`check_type`). Relative data
+    paths in a file are made relative to its folder. See :meth:`TrainConfig.from_toml`."""
+    if isinstance(source, str) and ("=" in source or "\n" in source or not source.strip()):
+        where, base, text = "<toml text>", None, source
+    else:
+        p = Path(source)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: no such file")
+        where, base = str(p), p.parent
+        try:
+            text = p.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError("config", f"cannot read {p} ({e})") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("config", f"invalid TOML in {where} ({e})") from None
+    parsed = {}
+    for key, value in raw.items():
+        if key not in FIELD:
+            close = difflib.get_close_matches(key, list(FIELD), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(key, f"unknown key {key!r}{hint}", where)
+        try:
+            parsed[key] = check_type(key, value)
+        except ConfigError as e:
+            raise ConfigError(key, f"key {key!r}: {e.reason}", where) from None
+        if key in PATH_KEYS and base is not None:
+            parsed[key] = str(base / Path(parsed[key]).expanduser())
+    return parsed
+
+
+def _choice(name: str, value, valid) -> None:
+    if value not in valid:
+        raise ConfigError(name, f"unknown {value!r}; valid values are {', '.join(valid)}")
+
+
+def _check(c: dict) -> None:  # noqa: C901 - every rule, in one place
+    """Validates the type-checked field values ``c`` and fills the derived defaults in place."""
+    from jaxbp.activations import ACTIVATIONS
+    from jaxbp.data import BUILTIN, LABEL_COLUMNS, SCALINGS
+    from jaxbp.distributed.platform import PLATFORMS
+    from jaxbp.distributed.precision import PRECISIONS
+    from jaxbp.losses import OUTPUTS
+    from jaxbp.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
+    from jaxbp.params import SCHEMES
+    from jaxbp.train import GRAD_SOURCES
+
+    if c["data"] is None:
+        if c["dataset"] is None:
+            c["dataset"] = "digits"
+        _choice("dataset", c["dataset"], BUILTIN)
+    elif c["dataset"] is not None:
+        raise ConfigError(
+            "dataset", f"give one data source, not both dataset {c['dataset']!r} and data"
+        )
+    for key in ("test_data", "labels", "test_labels", "test_rows"):
+        if c["data"] is None and c[key] is not None:
+            raise ConfigError(key, "only used with a data file (data)")
+    lc = c["label_column"]
+    if lc not in LABEL_COLUMNS and not (lc.isdigit() and int(lc) >= 1):
+        raise ConfigError(
+            "label_column", f"expected first, last or a column number ≥ 1, got {lc!r}"
+        )
+    _choice("scaling", c["scaling"], SCALINGS)
+    _choice("output", c["output"], tuple(OUTPUTS))
+    _choice("optimizer", c["optimizer"], OPTIMIZERS)
+    _choice("grad", c["grad"], GRAD_SOURCES)
+    _choice("dtype", c["dtype"], DTYPES)
+    _choice("precision", c["precision"], PRECISIONS)
+    if c["precision"] != "float32" and c["grad"] != "manual":
+        raise ConfigError("precision", f"{c['precision']} needs grad manual, got {c['grad']!r}")
+    if c["platform"] is not None:
+        _choice("platform", c["platform"], PLATFORMS)
+    if c["devices"] is not None and c["devices"] < 1:
+        raise ConfigError("devices", f"must be ≥ 1, got {c['devices']}")
+    hidden = c["hidden"]
+    if any(h < 1 for h in hidden):
+        raise ConfigError("hidden", f"widths must be positive integers, got {list(hidden)}")
+    names = [c["activation"]] if isinstance(c["activation"], str) else list(c["activation"])
+    for name in names:
+        _choice("activation", name, tuple(ACTIVATIONS))
+    if not isinstance(c["activation"], str) and len(names) != len(hidden):
+        raise ConfigError(
+            "activation",
+            f"{len(names)} names for {len(hidden)} hidden layer(s); give one name or one per "
+            "hidden layer",
+        )
+    if c["init"] is None:
+        c["init"] = "he" if all(n in RELU_LIKE for n in names) else "glorot"
+    _choice("init", c["init"], SCHEMES)
+    lbfgs = c["optimizer"] == "lbfgs"
+    if c["schedule"] is None:
+        c["schedule"] = "constant" if lbfgs else "cosine"
+    _choice("schedule", c["schedule"], SCHEDULES)
+    if lbfgs and c["schedule"] != "constant":
+        raise ConfigError(
+            "schedule", f"lbfgs sets its own step by line search; got {c['schedule']!r}"
+        )
+    if c["lr"] is None:
+        c["lr"] = DEFAULT_LR[c["optimizer"]]
+    if not c["lr"] > 0:
+        raise ConfigError("lr", f"the learning rate must be > 0, got {c['lr']}")
+    if c["batch_size"] is None:
+        c["batch_size"] = "all" if lbfgs else 64
+    if c["batch_size"] != "all" and c["batch_size"] < 1:
+        raise ConfigError("batch_size", f"must be ≥ 1 or 'all', got {c['batch_size']}")
+    if lbfgs and c["batch_size"] != "all":
+        raise ConfigError("batch_size", f"lbfgs is full-batch; use 'all', got {c['batch_size']}")
+    for key, low in (("epochs", 1), ("patience", 0), ("shadow_every", 0), ("checkpoint_every", 1)):
+        if c[key] < low:
+            raise ConfigError(key, f"must be ≥ {low}, got {c[key]}")
+    for key in ("l2", "weight_decay"):
+        if c[key] < 0:
+            raise ConfigError(key, f"must be ≥ 0, got {c[key]}")
+    if not 0 <= c["momentum"] < 1:
+        raise ConfigError("momentum", f"must be in [0, 1), got {c['momentum']}")
+    if not 0 <= c["val_fraction"] < 1:
+        raise ConfigError("val_fraction", f"must be in [0, 1), got {c['val_fraction']}")
+    if not 0 < c["test_fraction"] < 1:
+        raise ConfigError("test_fraction", f"must be in (0, 1), got {c['test_fraction']}")
+    if c["patience"] > 0 and c["val_fraction"] == 0:
+        raise ConfigError("patience", "early stopping needs a validation split (val_fraction > 0)")
+    if c["seeds"] is None:
+        c["seeds"] = (c["seed"],)
+    seeds = c["seeds"]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", f"need distinct non-negative integers, got {list(seeds)}")
+    if c["seed"] not in (FIELD_DEFAULT["seed"], seeds[0]):
+        raise ConfigError("seed", f"{c['seed']} is not the first of seeds {list(seeds)}")
+    c["seed"] = seeds[0]
+    if c["data_seed"] < 0:
+        raise ConfigError("data_seed", f"must be ≥ 0, got {c['data_seed']}")
+    for key in ("test_rows", "classes", "samples"):
+        if c[key] is not None and c[key] < 1:
+            raise ConfigError(key, f"must be ≥ 1, got {c[key]}")
+    for key in PATH_KEYS:
+        if c[key] is not None:
+            c[key] = str(Path(c[key]).expanduser().resolve())
+
+
+def config_hash(hashed: dict) -> str:
+    """SHA-256 of the canonical JSON of :meth:`TrainConfig.hashed`."""
+    return hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+
+
+def describe_difference(old: dict, new: dict) -> str:
+    """'lr 0.001 → 0.01, hidden [64] → [32]' for the keys that differ."""
+    keys = sorted(set(old) | set(new))
+    parts = [f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    return ", ".join(parts) or "no visible difference"

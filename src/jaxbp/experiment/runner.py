@@ -1,0 +1,490 @@
+"""One training run, from a :class:`TrainConfig` to a run directory: :func:`run`.
+
+:func:`run` resolves the config, loads and splits the data, checks the run directory (and the
+checkpoint, when resuming) before writing anything, then builds the mesh, places the data,
+builds the optimizer and the gradient source, initialises every seed, trains, checks the hand
+gradients against autodiff (``shadow_every``), checkpoints and evaluates. ``jaxbp train`` calls
+exactly this function, so a config gives the same bits from Python and from the command line.
+
+Files of a run directory (:data:`OUTPUTS`): ``config.toml`` (fully resolved), ``metrics.jsonl``
+(one line per epoch), ``summary.json``, the plots, ``checkpoint.npz`` (the training state, for
+``resume``) and ``model.npz`` (the final parameters of every seed with the training split's
+feature scaling and class names, for :func:`jaxbp.experiment.load_run`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from jaxbp.experiment import report
+from jaxbp.experiment.config import ConfigError, TrainConfig, config_hash, describe_difference
+from jaxbp.files import write_atomic
+
+CHECKPOINT = "checkpoint.npz"
+MODEL = "model.npz"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.toml"
+PLOTS = ("loss.png", "accuracy.png", "confusion_matrix.png")
+OUTPUTS = (CONFIG, METRICS, SUMMARY, *PLOTS, CHECKPOINT, MODEL)
+"""Every file a run writes; ``overwrite=True`` removes exactly these."""
+MODEL_FORMAT = "jaxbp-model-1"
+
+
+class EpochEnd(NamedTuple):
+    """What a callback of :func:`run` receives after each epoch.
+
+    Attributes:
+      epoch: the epoch just completed (1-based).
+      epochs: the run's total number of epochs.
+      start: the epoch the run (or its resumption) started from.
+      metrics: that epoch's metrics.jsonl record (means over seeds, ``per_seed`` when several).
+      name: the data's short name (built-in name or file name).
+    """
+
+    epoch: int
+    epochs: int
+    start: int
+    metrics: dict
+    name: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+    """The result of :func:`run`: summary.json's values (``summary["test_accuracy"]``) and
+    where the run went.
+
+    Attributes:
+      values: the contents of summary.json.
+      run_dir: the run directory.
+      outputs: the file names written there.
+      primary: False on the processes > 0 of a multi-host run (which write to scratch).
+    """
+
+    values: dict
+    run_dir: Path
+    outputs: tuple[str, ...]
+    primary: bool = True
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped on a NaN loss or a failed shadow check; the message names the epoch,
+    the cause and the last good checkpoint.
+
+    Attributes:
+      checkpoint: the last checkpoint written; epoch: its epoch.
+    """
+
+    def __init__(self, cause: Exception, checkpoint: Path, epoch: int):
+        self.checkpoint, self.epoch = checkpoint, epoch
+        super().__init__(f"{cause}; the last good checkpoint is {checkpoint} (epoch {epoch})")
+
+
+class _Plan(NamedTuple):
+    """Everything decided before anything is written."""
+
+    config: TrainConfig
+    dataset: object
+    run_dir: Path
+    hashed: dict
+    hash: str
+    fresh: bool
+
+
+def _plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> _Plan:
+    """Reads and validates everything — config, data, run directory, checkpoint — and writes
+    nothing. Raises ConfigError / DataError on any bad input."""
+    from jaxbp import checkpoint
+    from jaxbp.data import fingerprint, load_dataset
+
+    if resume and overwrite:
+        raise ConfigError("resume", "resume and overwrite: choose one")
+    c = config.resolve()
+    dataset = load_dataset(
+        c.dataset,
+        data=c.data,
+        test_data=c.test_data,
+        labels=c.labels,
+        test_labels=c.test_labels,
+        label_column=c.label_column,
+        test_rows=c.test_rows,
+        classes=c.classes,
+        samples=c.samples,
+        val_fraction=c.val_fraction,
+        test_fraction=c.test_fraction,
+        seed=c.data_seed,
+        scaling=c.scaling,
+    )
+    n_train = dataset.x_train.shape[0]
+    if c.batch_size != "all" and c.batch_size > n_train:
+        raise ConfigError(
+            "batch_size",
+            f"{c.batch_size} is more than the {n_train} training examples; use a smaller size "
+            "or 'all'",
+        )
+    hashed = c.hashed(fingerprint(dataset))
+    digest = config_hash(hashed)
+    if c.out is None:
+        name = c.dataset or Path(c.data).stem
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{name}-{stamp}"
+        n = 2
+        while run_dir.exists():
+            run_dir = Path("runs") / f"{name}-{stamp}-{n}"
+            n += 1
+        c = dataclasses.replace(c, out=str(run_dir))
+    run_dir = Path(c.out)
+    if resume:
+        try:
+            meta = checkpoint.read_meta(run_dir / CHECKPOINT)
+        except checkpoint.CheckpointError as e:
+            raise ConfigError("resume", str(e)) from None
+        if meta.get("config_hash") != digest:
+            diff = describe_difference(meta.get("hashed_config", {}), hashed)
+            raise ConfigError(
+                "resume",
+                f"config hash mismatch with the checkpoint in {run_dir} ({diff}); resume with "
+                "the run's own settings or start a new run",
+            )
+    elif run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError("out", f"{run_dir} exists and is not a directory")
+        entries = list(run_dir.iterdir())
+        if entries and not overwrite:
+            raise ConfigError(
+                "out",
+                f"run directory {run_dir} already exists; pass --overwrite to replace it or "
+                "--resume to continue it",
+            )
+        foreign = [e.name for e in entries if e.name not in OUTPUTS]
+        if overwrite and foreign:
+            more = ", …" if len(foreign) > 3 else ""
+            raise ConfigError(
+                "overwrite",
+                f"{run_dir} holds files a run does not write ({', '.join(foreign[:3])}{more}); "
+                "refusing to replace it",
+            )
+    return _Plan(c, dataset, run_dir, hashed, digest, not resume)
+
+
+def _mesh(c: TrainConfig):
+    """The data mesh of ``devices`` devices of ``platform``; ConfigError if unavailable."""
+    import jax
+
+    from jaxbp.distributed import data_mesh, select_platform
+
+    try:
+        devices = select_platform(c.platform) if c.platform else jax.devices()
+    except RuntimeError as e:
+        raise ConfigError("platform", str(e)) from None
+    n = c.devices or len(devices)
+    if n > len(devices):
+        raise ConfigError(
+            "devices",
+            f"{n} requested but {len(devices)} {devices[0].platform} device(s) are available "
+            "(on a CPU: XLA_FLAGS=--xla_force_host_platform_device_count=N)",
+        )
+    if jax.process_count() > 1 and n != len(devices):
+        raise ConfigError("devices", f"a multi-host run uses all {len(devices)} devices, got {n}")
+    return data_mesh(devices[:n])
+
+
+def place(tree, mesh):
+    """The single place where arrays go to devices: the data splits and the training state,
+    replicated on every device of ``mesh``; each minibatch is then split over the mesh by the
+    data-parallel gradient source (:mod:`jaxbp.distributed`)."""
+    from jaxbp.distributed import replicate
+
+    return replicate(mesh, tree)
+
+
+def _device_count(array) -> int:
+    try:
+        return len(array.sharding.device_set)
+    except AttributeError:
+        return 1
+
+
+def resume_config(run_dir) -> TrainConfig:
+    """The configuration a run directory was trained with (its ``config.toml``), to continue
+    it: layer changes on it with :meth:`TrainConfig.updated` and pass it to :func:`run` with
+    ``resume=True``.
+
+    Raises:
+      ConfigError: (field ``resume``) no checkpoint or no config.toml in ``run_dir``, or an
+        invalid config.toml.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ConfigError("resume", f"no checkpoint {run_dir / CHECKPOINT} to continue from")
+    try:
+        return TrainConfig.from_toml(run_dir / CONFIG)
+    except (FileNotFoundError, ConfigError) as e:
+        raise ConfigError("resume", str(e)) from None
+
+
+def run(
+    config: TrainConfig | None,
+    out=None,
+    *,
+    callbacks: Sequence[Callable[[EpochEnd], None]] | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Summary:
+    """Trains ``config`` into a run directory and evaluates it on the test split.
+
+    Args:
+      config: the run's configuration (resolved here); with ``resume`` and None, the run
+        directory's own ``config.toml``.
+      out: the run directory (overrides ``config.out``; default ``runs/<data>-<timestamp>``).
+      callbacks: each called with an :class:`EpochEnd` after every epoch (e.g. a progress bar).
+      resume: continue the run in ``out`` from its checkpoint; the config must hash the same
+        (``epochs`` may grow).
+      overwrite: replace a run already in ``out`` (only files a run writes may be there).
+
+    Returns:
+      The :class:`Summary`; its values are those written to summary.json.
+
+    Raises:
+      ConfigError: a bad field, run directory or checkpoint, before anything is written.
+      jaxbp.data.DataError: bad data, naming the file, before anything is written.
+      TrainingStopped: a NaN loss or a failed shadow check during training.
+
+    Example:
+      >>> from jaxbp.experiment import TrainConfig, run
+      >>> s = run(TrainConfig(dataset="iris", hidden=(8,), epochs=3), "runs/iris-demo")
+      >>> 0 <= s["test_accuracy"] <= 1
+      True
+    """
+    if config is None:
+        if not resume or out is None:
+            raise ConfigError("config", "needed unless resuming a run directory (out)")
+        config = resume_config(out)
+    if out is not None:
+        config = dataclasses.replace(config, out=str(out))
+    if resume and config.out is None:
+        raise ConfigError("resume", "name the run directory to continue (out)")
+    if resume and not (Path(config.out) / CHECKPOINT).is_file():
+        raise ConfigError(
+            "resume", f"no checkpoint {Path(config.out) / CHECKPOINT} to continue from"
+        )
+    return _execute(_plan(config, resume=resume, overwrite=overwrite), list(callbacks or ()))
+
+
+def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by step
+    import jax
+
+    c = p.config
+    if c.dtype == "float64":
+        jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxbp
+    from jaxbp import checkpoint, shadow
+    from jaxbp import train as T
+    from jaxbp.data import one_hot
+    from jaxbp.optim import make_optimizer, needs_value_fn
+
+    t_start = time.perf_counter()
+    ds, run_dir = p.dataset, p.run_dir
+    dtype = jnp.dtype(c.dtype)
+    k = ds.num_classes
+    sizes = [ds.num_features, *c.hidden, k]
+    activation = c.activation
+    output = c.output
+    seeds = list(c.seeds)
+    n_train = ds.x_train.shape[0]
+    batch = None if c.batch_size == "all" else c.batch_size
+    steps_per_epoch = 1 if batch is None else n_train // batch
+    mesh = _mesh(c)
+    main = jax.process_index() == 0
+    x, y, x_val, y_val = place(
+        (
+            np.asarray(ds.x_train, dtype),
+            one_hot(ds.y_train, k, dtype),
+            np.asarray(ds.x_val, dtype),
+            one_hot(ds.y_val, k, dtype),
+        ),
+        mesh,
+    )
+    x_test, y_test = place((np.asarray(ds.x_test, dtype), one_hot(ds.y_test, k, dtype)), mesh)
+    optimizer = make_optimizer(
+        c.optimizer,
+        lr=c.lr,
+        schedule=c.schedule,
+        total_steps=c.epochs * steps_per_epoch,
+        momentum=c.momentum,
+        weight_decay=c.weight_decay,
+    )
+    source = T.gradient_source(c.grad)
+    parallel = mesh.devices.size > 1 or c.precision != "float32"
+    if parallel:  # each minibatch split over the mesh: per-device Δ, one psum (distributed.md)
+        from jaxbp.distributed import data_parallel_source
+
+        source = data_parallel_source(mesh, precision=c.precision, base=source)
+    epoch_fn = T.make_epoch(
+        optimizer,
+        source,
+        batch_size=batch,
+        activation=activation,
+        output=output,
+        l2=c.l2,
+        uses_value_fn=needs_value_fn(c.optimizer),
+    )
+    step = T.compile_step(
+        T.make_step(epoch_fn, activation=activation, output=output, l2=c.l2, patience=c.patience)
+    )
+
+    def init(seed):
+        state = T.init_state(jax.random.key(seed), sizes, optimizer, scheme=c.init, dtype=dtype)
+        return state, T.init_early_stop(state.params)
+
+    state, stop = place(jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32)), mesh)
+    history: list[dict] = []
+    start, elapsed_before, shadow_worst = 0, 0.0, None
+    if p.fresh and main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for name in OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
+    elif not p.fresh:
+        (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
+        state, stop = place((state, stop), mesh)
+        start = int(meta["epoch"])
+        elapsed_before = float(meta.get("wall_time_s", 0.0))
+        shadow_worst = meta.get("shadow_max_rel_error")
+        if (run_dir / METRICS).is_file():
+            for text in (run_dir / METRICS).read_text().splitlines():
+                if text.strip() and json.loads(text)["epoch"] <= start:
+                    history.append(json.loads(text))
+    if not main:  # multi-host: only process 0 writes the run directory
+        run_dir = Path(tempfile.mkdtemp(prefix=f"jaxbp-process{jax.process_index()}-"))
+    header = (
+        f"jaxbp {jaxbp.__version__} train — fully resolved configuration of this run\n"
+        f"config hash {p.hash}"
+    )
+    write_atomic(run_dir / CONFIG, c.to_toml(header))
+    write_atomic(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+
+    def save(epoch, wall):
+        meta = {
+            "epoch": epoch,
+            "config_hash": p.hash,
+            "hashed_config": p.hashed,
+            "seeds": seeds,
+            "wall_time_s": wall,
+            "shadow_max_rel_error": shadow_worst,
+        }
+        checkpoint.save(run_dir / CHECKPOINT, (state, stop), meta=meta)
+
+    if p.fresh:
+        save(0, 0.0)
+    shadow_fn = None
+    if c.shadow_every:
+        hand = source if c.grad == "graph" or (parallel and c.precision == "float32") else None
+        shadow_fn = jax.jit(
+            jax.vmap(
+                lambda params: shadow.shadow_errors(
+                    params, x, y, activation=activation, output=output, l2=c.l2, hand=hand
+                )
+            )
+        )
+    name = ds.name if c.dataset else Path(ds.name).name
+    last_saved = start
+    t_epoch = time.perf_counter()
+    try:
+        epochs = T.fit(step, state, stop, (x, y, x_val, y_val), epochs=c.epochs, start=start)
+        for e, new_state, new_stop, metrics in epochs:
+            state, stop = new_state, new_stop  # the checkpoint writer reads these
+            checked = None
+            if shadow_fn is not None and e % c.shadow_every == 0:
+                errors = jax.device_get(shadow_fn(state.params))
+                worst = shadow.check_shadow(errors, dtype, epoch=e)
+                per_leaf = {leaf: float(np.max(v)) for leaf, v in errors.items()}
+                checked = (worst, per_leaf)
+                shadow_worst = max(worst, shadow_worst or 0.0)
+            now = time.perf_counter()
+            line = report.metrics_line(e, metrics, now - t_epoch, checked)
+            t_epoch = now
+            history.append(line)
+            with open(run_dir / METRICS, "a", encoding="utf-8") as f:
+                f.write(json.dumps(line) + "\n")
+            if e % c.checkpoint_every == 0 or e == c.epochs:
+                save(e, elapsed_before + now - t_start)
+                last_saved = e
+            for callback in callbacks:
+                callback(EpochEnd(e, c.epochs, start, line, name))
+    except (T.TrainingDiverged, shadow.ShadowError) as exc:
+        raise TrainingStopped(exc, run_dir / CHECKPOINT, last_saved) from exc
+    epochs_done = history[-1]["epoch"] if history else start
+    if epochs_done != last_saved:  # stopped early between checkpoints
+        save(epochs_done, elapsed_before + time.perf_counter() - t_start)
+
+    final = stop.best_params if c.patience > 0 else state.params
+    predict = jax.jit(
+        jax.vmap(lambda prm: T.predict_labels(prm, x_test, activation=activation, output=output))
+    )
+    test_loss = jax.jit(
+        jax.vmap(
+            lambda prm: T.evaluate(prm, x_test, y_test, activation=activation, output=output)[0]
+        )
+    )(final)
+    predictions = np.asarray(predict(final))
+    matrices = [T.confusion_matrix(ds.y_test, pr, k) for pr in predictions]
+    accuracies = np.array([np.trace(m) / m.sum() for m in matrices])
+    val_accuracies = None
+    if ds.x_val.shape[0]:
+        val_accuracies = np.asarray(
+            jax.jit(
+                jax.vmap(
+                    lambda prm: T.evaluate(prm, x_val, y_val, activation=activation, output=output)[
+                        1
+                    ]
+                )
+            )(final),
+            np.float64,
+        ).tolist()
+    summary = report.summarize(
+        c,
+        ds,
+        history,
+        accuracies=accuracies,
+        matrices=matrices,
+        test_loss=test_loss,
+        best_epochs=jax.device_get(stop.best_epoch),
+        shadow_worst=shadow_worst,
+        wall=elapsed_before + time.perf_counter() - t_start,
+        devices=_device_count(x),
+        sizes=sizes,
+        config_hash=p.hash,
+    )
+    model_meta = {
+        "format": MODEL_FORMAT,
+        "sizes": sizes,
+        "activation": activation if isinstance(activation, str) else list(activation),
+        "output": output,
+        "dtype": c.dtype,
+        "seeds": seeds,
+        "class_names": list(ds.class_names),
+        "val_accuracies": val_accuracies,
+        "epoch": epochs_done,
+        "config_hash": p.hash,
+    }
+    model = {"params": final, "mean": np.asarray(ds.mean), "scale": np.asarray(ds.scale)}
+    checkpoint.save(run_dir / MODEL, model, meta=model_meta)
+    written = [CONFIG, METRICS, SUMMARY, CHECKPOINT, MODEL]
+    if c.plots and history:
+        written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
+    summary["outputs"] = written
+    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    return Summary(summary, run_dir, tuple(written), main)
