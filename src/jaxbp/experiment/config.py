@@ -12,7 +12,7 @@ Example:
   >>> c = TrainConfig(dataset="iris", hidden=(8,), epochs=3).resolve()
   >>> c.lr, c.batch_size, c.init, c.seeds
   (0.003, 64, 'he', (0,))
-  >>> TrainConfig.from_toml(c.to_toml()) == c
+  >>> TrainConfig.from_toml(c.to_toml()).resolve() == c
   True
 """
 
