@@ -14,6 +14,7 @@ docs/derivation.md explains them).
 """
 
 from jaxbp.verify.check import MODES, check
+from jaxbp.verify.compat import check_grads, check_grads_report
 from jaxbp.verify.hand import hand_gradient
 from jaxbp.verify.kinks import KINK_MARGIN, within_step
 from jaxbp.verify.mlp import (
@@ -52,6 +53,8 @@ __all__ = [
     "check_backward",
     "check_custom_vjp",
     "check_deltas",
+    "check_grads",
+    "check_grads_report",
     "check_jvp",
     "check_loss_vjp",
     "check_transforms",
