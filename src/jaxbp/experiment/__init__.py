@@ -16,7 +16,7 @@ Example:
 """
 
 from jaxbp.experiment.config import ConfigError, TrainConfig
-from jaxbp.experiment.inference import Run, load_run
+from jaxbp.experiment.inference import Evaluation, Run, load_run
 from jaxbp.experiment.runner import (
     OUTPUTS,
     EpochEnd,
@@ -30,6 +30,7 @@ __all__ = [
     "OUTPUTS",
     "ConfigError",
     "EpochEnd",
+    "Evaluation",
     "Run",
     "Summary",
     "TrainConfig",

@@ -17,11 +17,29 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from jaxbp.experiment.config import TrainConfig
 from jaxbp.experiment.runner import CONFIG, MODEL, MODEL_FORMAT, SUMMARY
+
+
+class Evaluation(NamedTuple):
+    """What :meth:`Run.evaluate` measures.
+
+    Attributes:
+      accuracy: fraction of rows predicted correctly.
+      precision, recall: per class name; None for a class never predicted / never present.
+      confusion_matrix: (K, K) counts, entry (i, j) = rows of class i predicted j.
+      n: number of rows.
+    """
+
+    accuracy: float
+    precision: dict
+    recall: dict
+    confusion_matrix: np.ndarray
+    n: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +104,142 @@ class Run:
     def predict(self, x) -> np.ndarray:
         """(m,) predicted labels (class names, as in the training data) for raw features."""
         return np.asarray(self.class_names)[self.predict_index(x)]
+
+    def evaluate(self, x, y) -> Evaluation:
+        """Accuracy, per-class precision and recall and the confusion matrix on raw features
+        ``x`` (m, n) with true class indices ``y`` (m,) (see :meth:`read_data`)."""
+        from jaxbp.train import confusion_matrix
+
+        y = np.asarray(y, np.int64)
+        k = len(self.class_names)
+        matrix = confusion_matrix(y, self.predict_index(x), k)
+        correct = np.diag(matrix).astype(np.float64)
+        predicted, actual = matrix.sum(axis=0), matrix.sum(axis=1)
+        return Evaluation(
+            accuracy=float(correct.sum() / max(matrix.sum(), 1)),
+            precision={
+                n: (float(correct[c] / predicted[c]) if predicted[c] else None)
+                for c, n in enumerate(self.class_names)
+            },
+            recall={
+                n: (float(correct[c] / actual[c]) if actual[c] else None)
+                for c, n in enumerate(self.class_names)
+            },
+            confusion_matrix=matrix,
+            n=int(matrix.sum()),
+        )
+
+    def read_data(self, path, *, labels=None, need_labels: bool = True):
+        """Raw features (and true class indices) from a data file in any format ``jaxbp train``
+        reads, with the run's CSV label column. Without ``need_labels``, a CSV of features only
+        (exactly ``num_features`` numbers a row) and IDX images without a labels file are
+        accepted too.
+
+        Returns:
+          ``(x, y)``: (m, n) float64 features and (m,) class indices of this run's classes, or
+          None for ``y`` when the file has no labels.
+
+        Raises:
+          jaxbp.data.DataError: as the loaders; a feature count other than the run's; a label
+            that is not one of the run's classes (naming the file and line).
+        """
+        from jaxbp.data import DataError, file_format, load_file, read_idx
+
+        n = self.num_features
+        if not need_labels and labels is None and file_format(path) == "idx":
+            images = read_idx(path)
+            x, table = images.reshape(images.shape[0], -1).astype(np.float64), None
+        elif file_format(path) == "csv" and _csv_width(path) == n:
+            if need_labels:
+                raise DataError(
+                    f"{path}: {n} fields a row, the features alone; evaluating needs a label "
+                    f"column too ({self.config.label_column})"
+                )
+            x, table = _features_csv(path), None
+        else:
+            table = load_file(path, labels=labels, label_column=self.config.label_column)
+            x = table.x
+        if x.shape[1] != n:
+            raise DataError(f"{path}: {x.shape[1]} features a row, but the run was trained on {n}")
+        if table is None:
+            return x, None
+        names = table.class_names
+        lookup = {name: c for c, name in enumerate(self.class_names)}
+        y = np.empty(len(table.labels), np.int64)
+        for i, label in enumerate(table.labels.tolist()):
+            name = names[label] if names is not None and isinstance(label, int) else str(label)
+            if name not in lookup:
+                raise DataError(
+                    f"{table.where(i)}: label {name!r} is not a class of the run "
+                    f"({', '.join(self.class_names)})"
+                )
+            y[i] = lookup[name]
+        return x, y
+
+
+def _data_lines(path):
+    """(line number, fields) of each data line of a delimited text file, the delimiter judged
+    as :func:`jaxbp.data.load_csv` does (comma, else semicolon, else whitespace)."""
+    from jaxbp.data import DataError
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: cannot read ({e})") from None
+    delimiter = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if delimiter == "":
+            delimiter = "," if "," in line else ";" if ";" in line else None
+        yield number, [f.strip() for f in line.split(delimiter)]
+
+
+def _csv_width(path) -> int | None:
+    """The number of fields of a CSV file's first data line (None: empty or unreadable)."""
+    from jaxbp.data import DataError
+
+    try:
+        for _, fields in _data_lines(path):
+            return len(fields)
+    except DataError:
+        return None
+    return None
+
+
+def _features_csv(path) -> np.ndarray:
+    """A CSV of features only: every field a finite number; a non-numeric first line is a
+    header. Raises DataError naming the line and column."""
+    from jaxbp.data import DataError
+
+    rows = []
+    for number, fields in _data_lines(path):
+        try:
+            row = [float(f) for f in fields]
+        except ValueError:
+            if not rows and not any(_is_number(f) for f in fields):
+                continue  # header
+            bad = next(i for i, f in enumerate(fields) if not _is_number(f))
+            raise DataError(
+                f"{path}, line {number}, column {bad + 1}: cannot parse {fields[bad]!r}"
+            ) from None
+        if rows and len(row) != len(rows[0]):
+            raise DataError(f"{path}, line {number}: {len(row)} fields, expected {len(rows[0])}")
+        if not all(np.isfinite(row)):
+            raise DataError(f"{path}, line {number}: non-finite value")
+        rows.append(row)
+    if not rows:
+        raise DataError(f"{path}: no data rows")
+    return np.asarray(rows, np.float64)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_run(path, seed: int | None = None) -> Run:
