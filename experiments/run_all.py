@@ -1,6 +1,7 @@
 """Runs every experiment in this folder and writes experiments/RESULTS.md.
 
-For each dataset config (``<name>.toml``): ``jaxbp train`` with 5 seeds trained together by vmap,
+For each dataset config (``<name>.toml``): :func:`jaxbp.experiment.run` (what ``jaxbp train``
+runs, in this process) with 5 seeds trained together by vmap,
 once with the hand-derived gradients (``--grad manual``) and once with ``jax.grad``
 (``--grad autodiff``); then scikit-learn's ``MLPClassifier`` on the same split, standardisation
 and architecture, 5 seeds; then a table of test accuracy (mean ± std over seeds), the manual vs
@@ -13,13 +14,16 @@ Usage (from the repository root):
   .venv/bin/python experiments/run_all.py                 # everything
   .venv/bin/python experiments/run_all.py --only digits iris
   .venv/bin/python experiments/run_all.py --report-only   # rebuild RESULTS.md from the runs
+
+RESULTS.md is merged, not rewritten: a dataset's row is replaced only when this invocation has
+results for it (just run, or cached in ``<runs>/results.json``); every other row is kept as it
+was, so ``--report-only`` on a fresh clone (no runs) leaves the table as it is.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import warnings
@@ -50,15 +54,20 @@ SPLITS = {
 SKLEARN_ACTIVATION = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic", "identity": "identity"}
 
 
-def train(name: str, grad: str, seeds: str, runs: Path) -> dict:
+def config(name: str):
+    """The experiment's TrainConfig, read from ``<name>.toml``."""
+    from jaxbp.experiment import TrainConfig
+
+    return TrainConfig.from_toml(HERE / f"{name}.toml")
+
+
+def train(name: str, grad: str, seeds: list[int], runs: Path) -> dict:
+    """One run in this process: the config with ``seeds`` and ``grad``; its summary.json."""
+    from jaxbp.experiment import run
+
     out = runs / f"{name}-{grad}"
-    cmd = [
-        sys.executable, "-m", "jaxbp", "train", "--config", str(HERE / f"{name}.toml"),
-        "--seeds", seeds, "--grad", grad, "--out", str(out), "--overwrite",
-    ]  # fmt: skip
-    print("$", " ".join(cmd), flush=True)
-    subprocess.run(cmd, check=True)
-    return json.loads((out / "summary.json").read_text())
+    print(f"training {name} with {grad} gradients, seeds {seeds} → {out}", flush=True)
+    return run(config(name).updated(seeds=tuple(seeds), grad=grad), out, overwrite=True).values
 
 
 def sklearn_reference(name: str, seeds: list[int]) -> dict:
@@ -68,32 +77,26 @@ def sklearn_reference(name: str, seeds: list[int]) -> dict:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
-    from jaxbp.cli import train_config as tc
-    from jaxbp.data import load_dataset
+    from jaxbp.experiment import load_data
 
-    c = tc.resolve(tc.layer(tc.defaults(), tc.read_toml(HERE / f"{name}.toml")))
-    ds = load_dataset(
-        c["dataset"], data=c["data"], test_data=c["test_data"], labels=c["labels"],
-        test_labels=c["test_labels"], label_column=c["label_column"], test_rows=c["test_rows"],
-        val_fraction=c["val_fraction"], test_fraction=c["test_fraction"], seed=c["data_seed"],
-        scaling=c["scaling"],
-    )  # fmt: skip
-    activation = c["activation"] if isinstance(c["activation"], str) else None
+    c = config(name).resolve()
+    ds = load_data(c)
+    activation = c.activation if isinstance(c.activation, str) else None
     if activation not in SKLEARN_ACTIVATION:
-        return {"skipped": f"activation {c['activation']} has no MLPClassifier equivalent"}
+        return {"skipped": f"activation {list(c.activation)} has no MLPClassifier equivalent"}
     m = ds.x_train.shape[0]
-    batch = m if c["batch_size"] == "all" else c["batch_size"]
+    batch = m if c.batch_size == "all" else c.batch_size
     accuracies, t0 = [], time.perf_counter()
     for seed in seeds:
         clf = MLPClassifier(
-            hidden_layer_sizes=tuple(c["hidden"]),
+            hidden_layer_sizes=c.hidden,
             activation=SKLEARN_ACTIVATION[activation],
-            solver="lbfgs" if c["optimizer"] == "lbfgs" else "adam",
-            alpha=c["l2"] * batch / m,
+            solver="lbfgs" if c.optimizer == "lbfgs" else "adam",
+            alpha=c.l2 * batch / m,
             batch_size=batch,
-            learning_rate_init=c["lr"],
-            max_iter=c["epochs"],
-            n_iter_no_change=c["epochs"] + 1,  # no early stop on training loss: run all epochs
+            learning_rate_init=c.lr,
+            max_iter=c.epochs,
+            n_iter_no_change=c.epochs + 1,  # no early stop on training loss: run all epochs
             tol=0.0,
             random_state=seed,
         )
@@ -109,8 +112,27 @@ def pct(values) -> str:
     return f"{a.mean():.2f} ± {a.std():.2f}"
 
 
-def report(results: dict, seeds: list[int]) -> str:
-    lines = [
+def row(name: str, r: dict) -> str:
+    """The table row of one dataset's results (manual, autodiff and sklearn summaries)."""
+    man, auto, sk = r["manual"], r["autodiff"], r.get("sklearn", {})
+    lm = np.asarray(man["final_train_losses"], np.float64)
+    la = np.asarray(auto["final_train_losses"], np.float64)
+    diff = np.abs(lm - la)
+    i = int(np.argmax(diff))
+    rel = diff[i] / max(abs(la[i]), np.finfo(np.float64).tiny)
+    n = f"{man['n_train']}/{man['n_val']}/{man['n_test']}"
+    net = "–".join(map(str, man["sizes"])) + f" {man['activation']}"
+    skl = pct(sk["accuracies"]) if "accuracies" in sk else sk.get("skipped", "not run")
+    return (
+        f"| {name} | {SPLITS[name]} ({n}) | {net} | {pct(man['test_accuracies'])} "
+        f"| {pct(auto['test_accuracies'])} | {diff[i]:.1e} ({rel:.0e}) "
+        f"| {man['wall_time_s']:.1f} | {skl} | {PUBLISHED.get(name, '—')} |"
+    )
+
+
+def header(seeds: list[int]) -> list[str]:
+    """RESULTS.md down to the table's separator line."""
+    return [
         "# Results: hand-derived backpropagation on real datasets",
         "",
         f"Written by `experiments/run_all.py`. Test accuracy is the mean ± standard deviation over "
@@ -127,41 +149,53 @@ def report(results: dict, seeds: list[int]) -> str:
         "| published |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in results.items():
-        man, auto, sk = r["manual"], r["autodiff"], r.get("sklearn", {})
-        lm = np.asarray(man["final_train_losses"], np.float64)
-        la = np.asarray(auto["final_train_losses"], np.float64)
-        diff = np.abs(lm - la)
-        i = int(np.argmax(diff))
-        rel = diff[i] / max(abs(la[i]), np.finfo(np.float64).tiny)
-        n = f"{man['n_train']}/{man['n_val']}/{man['n_test']}"
-        net = "–".join(map(str, man["sizes"])) + f" {man['activation']}"
-        skl = pct(sk["accuracies"]) if "accuracies" in sk else sk.get("skipped", "not run")
-        lines.append(
-            f"| {name} | {SPLITS[name]} ({n}) | {net} | {pct(man['test_accuracies'])} "
-            f"| {pct(auto['test_accuracies'])} | {diff[i]:.1e} ({rel:.0e}) "
-            f"| {man['wall_time_s']:.1f} | {skl} | {PUBLISHED.get(name, '—')} |"
-        )
-    lines += [
-        "",
-        "Notes",
-        "",
-        "- Splits: n = train/validation/test. The validation split (10 % of the training part, "
-        "stratified) is carved out of the training data; the test split is never used for any "
-        "choice. Hyperparameters are in `experiments/<dataset>.toml`.",
-        "- MNIST: only the 10 000-image MNIST *test* set is available here, so it is split "
-        "8000/2000 (stratified, seed 0); the published 95.3 % (4.7 % error) is for the full "
-        "60 000-image training set and is not directly comparable.",
-        "- MNIST-1D: generated locally by `mnist1d.make_dataset` with its default arguments.",
-        "- scikit-learn: `MLPClassifier` on the same standardised split with the same hidden "
-        "layers, activation, minibatch size, number of epochs, initial learning rate and L2 "
-        "term (alpha = λ·B/m); its Adam uses a constant learning rate where jaxbp uses cosine "
-        "decay.",
-        "- Manual and autodiff runs differ only in float32 rounding (the two gradients agree to "
-        "~1e-6 relative at every step); over many steps the trajectories drift apart by that "
-        "rounding, which is what the ΔJ column shows.",
-    ]
-    return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "",
+    "Notes",
+    "",
+    "- Splits: n = train/validation/test. The validation split (10 % of the training part, "
+    "stratified) is carved out of the training data; the test split is never used for any "
+    "choice. Hyperparameters are in `experiments/<dataset>.toml`.",
+    "- MNIST: only the 10 000-image MNIST *test* set is available here, so it is split "
+    "8000/2000 (stratified, seed 0); the published 95.3 % (4.7 % error) is for the full "
+    "60 000-image training set and is not directly comparable.",
+    "- MNIST-1D: generated locally by `mnist1d.make_dataset` with its default arguments.",
+    "- scikit-learn: `MLPClassifier` on the same standardised split with the same hidden "
+    "layers, activation, minibatch size, number of epochs, initial learning rate and L2 "
+    "term (alpha = λ·B/m); its Adam uses a constant learning rate where jaxbp uses cosine "
+    "decay.",
+    "- Manual and autodiff runs differ only in float32 rounding (the two gradients agree to "
+    "~1e-6 relative at every step); over many steps the trajectories drift apart by that "
+    "rounding, which is what the ΔJ column shows.",
+]
+
+
+def table_rows(text: str) -> dict[str, str]:
+    """The data rows of a RESULTS.md table, by dataset name (its first cell)."""
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if (
+            line.startswith("| ")
+            and cells[0] not in ("dataset", "")
+            and not cells[0].startswith("-")
+        ):
+            rows[cells[0]] = line
+    return rows
+
+
+def merge(existing: str, results: dict, seeds: list[int]) -> tuple[str, list[str]]:
+    """RESULTS.md with the rows of ``results`` regenerated and every other row of ``existing``
+    kept as it was; rows in :data:`DATASETS` order, unknown names after. Returns the text and
+    the names of the rows kept."""
+    rows = table_rows(existing)
+    kept = [name for name in rows if name not in results]
+    rows.update({name: row(name, r) for name, r in results.items()})
+    order = [n for n in DATASETS if n in rows] + [n for n in rows if n not in DATASETS]
+    lines = [*header(seeds), *(rows[n] for n in order), *NOTES]
+    return "\n".join(lines) + "\n", kept
 
 
 def main() -> int:
@@ -178,16 +212,18 @@ def main() -> int:
     results = json.loads(cache.read_text()) if cache.is_file() else {}
     for name in args.only:
         if not args.report_only:
-            r = {grad: train(name, grad, args.seeds, runs) for grad in GRADS}
+            r = {grad: train(name, grad, seeds, runs) for grad in GRADS}
             if not args.no_sklearn:
                 print(f"scikit-learn MLPClassifier on {name} …", flush=True)
                 r["sklearn"] = sklearn_reference(name, seeds)
             results[name] = r
             runs.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(results, indent=1))
-    ordered = {name: results[name] for name in DATASETS if name in results}
-    (HERE / "RESULTS.md").write_text(report(ordered, seeds))
-    print(f"wrote {HERE / 'RESULTS.md'}")
+    path = HERE / "RESULTS.md"
+    existing = path.read_text(encoding="utf-8") if path.is_file() else ""
+    text, kept = merge(existing, {n: results[n] for n in DATASETS if n in results}, seeds)
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}" + (f" (rows kept as they were: {', '.join(kept)})" if kept else ""))
     return 0
 
 

@@ -224,3 +224,66 @@ def test_load_run_errors_name_the_path(trained, tmp_path):
     model = load_run(out)
     with pytest.raises(ValueError, match=r"^x: expected \(m, 4\) features"):
         model.predict(np.ones((2, 5)))
+
+
+# --- experiments/run_all.py: RESULTS.md rows merged, never dropped ---------------------------
+
+
+@pytest.fixture(scope="module")
+def run_all():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "run_all.py"
+    spec = importlib.util.spec_from_file_location("run_all", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_results(accuracy):
+    summary = {
+        "final_train_losses": [0.5, 0.6], "n_train": 108, "n_val": 12, "n_test": 30,
+        "sizes": [4, 16, 3], "activation": "tanh", "test_accuracies": [accuracy, accuracy],
+        "wall_time_s": 1.0,
+    }  # fmt: skip
+    return {"manual": summary, "autodiff": summary, "sklearn": {"accuracies": [0.9, 0.9]}}
+
+
+def test_report_only_without_results_keeps_every_row(run_all, tmp_path):
+    existing = (run_all.HERE / "RESULTS.md").read_text(encoding="utf-8")
+    rows = run_all.table_rows(existing)
+    assert {"iris", "digits", "mnist"} <= set(rows)
+    text, kept = run_all.merge(existing, {}, [0, 1, 2, 3, 4])
+    assert run_all.table_rows(text) == rows and set(kept) == set(rows)
+    assert text == existing  # byte for byte
+
+
+def test_merge_replaces_only_regenerated_rows(run_all, tmp_path):
+    path = tmp_path / "RESULTS.md"
+    first, _ = run_all.merge("", {"iris": fake_results(0.5), "wine": fake_results(0.5)}, [0, 1])
+    path.write_text(first + "| custom | kept by hand |\n")
+    text, kept = run_all.merge(path.read_text(), {"wine": fake_results(0.75)}, [0, 1])
+    rows = run_all.table_rows(text)
+    assert list(rows) == ["iris", "wine", "custom"] and kept == ["iris", "custom"]
+    assert rows["iris"] == run_all.table_rows(first)["iris"]
+    assert "75.00 ± 0.00" in rows["wine"] and "50.00" not in rows["wine"]
+    assert text.count("| dataset |") == 1 and "Notes" in text
+
+
+def test_run_all_trains_in_process_through_experiment_run(run_all, tmp_path, monkeypatch):
+    """No subprocess: train() is experiment.run on the experiment's config with seeds/grad."""
+    import jaxbp.experiment as E
+
+    seen = {}
+
+    def fake_run(config, out, **kw):
+        seen.update(config=config, out=out, **kw)
+        return E.Summary({"test_accuracy": 1.0}, out, ())
+
+    monkeypatch.setattr(E, "run", fake_run)
+    assert run_all.train("iris", "autodiff", [0, 1], tmp_path) == {"test_accuracy": 1.0}
+    c = seen["config"]
+    assert (c.dataset, c.grad, c.seeds, seen["overwrite"]) == ("iris", "autodiff", (0, 1), True)
+    assert c.hidden == run_all.config("iris").hidden and seen["out"] == tmp_path / "iris-autodiff"
+    assert "subprocess" not in run_all.__dict__

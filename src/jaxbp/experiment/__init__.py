@@ -2,6 +2,7 @@
 
 - :class:`TrainConfig` — a frozen, typed configuration, one field per ``jaxbp train`` option,
   with a TOML round trip and :meth:`~TrainConfig.resolve` holding every rule;
+- :func:`load_data` — the dataset a config trains on, split and scaled as :func:`run` does;
 - :func:`run` — trains a config into a run directory and returns its :class:`Summary`;
 - :func:`load_run` — a finished run as a :class:`Run` with ``predict`` / ``predict_proba``, the
   training split's feature scaling applied inside.
@@ -22,6 +23,7 @@ from jaxbp.experiment.runner import (
     EpochEnd,
     Summary,
     TrainingStopped,
+    load_data,
     resume_config,
     run,
 )
@@ -35,6 +37,7 @@ __all__ = [
     "Summary",
     "TrainConfig",
     "TrainingStopped",
+    "load_data",
     "load_run",
     "resume_config",
     "run",

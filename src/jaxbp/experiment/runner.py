@@ -101,16 +101,17 @@ class _Plan(NamedTuple):
     fresh: bool
 
 
-def _plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> _Plan:
-    """Reads and validates everything — config, data, run directory, checkpoint — and writes
-    nothing. Raises ConfigError / DataError on any bad input."""
-    from jaxbp import checkpoint
-    from jaxbp.data import fingerprint, load_dataset
+def load_data(config: TrainConfig):
+    """The :class:`jaxbp.data.Dataset` a config trains on: loaded, split and scaled exactly as
+    :func:`run` does (the config is resolved first).
 
-    if resume and overwrite:
-        raise ConfigError("resume", "resume and overwrite: choose one")
+    Raises:
+      ConfigError: a bad field. jaxbp.data.DataError: bad data, naming the file.
+    """
+    from jaxbp.data import load_dataset
+
     c = config.resolve()
-    dataset = load_dataset(
+    return load_dataset(
         c.dataset,
         data=c.data,
         test_data=c.test_data,
@@ -125,6 +126,18 @@ def _plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> _Plan:
         seed=c.data_seed,
         scaling=c.scaling,
     )
+
+
+def _plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> _Plan:
+    """Reads and validates everything — config, data, run directory, checkpoint — and writes
+    nothing. Raises ConfigError / DataError on any bad input."""
+    from jaxbp import checkpoint
+    from jaxbp.data import fingerprint
+
+    if resume and overwrite:
+        raise ConfigError("resume", "resume and overwrite: choose one")
+    c = config.resolve()
+    dataset = load_data(c)
     n_train = dataset.x_train.shape[0]
     if c.batch_size != "all" and c.batch_size > n_train:
         raise ConfigError(
