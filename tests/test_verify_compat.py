@@ -247,3 +247,12 @@ def test_modes_and_exports():
         check_grads(f, args, 1, modes=("bwd",))
     assert verify.check_grads is check_grads and verify.check_grads_report is check_grads_report
     assert {"check_grads", "check_grads_report"} <= set(verify.__all__)
+
+
+def test_order_defaults_to_one_as_the_contract_says():
+    import inspect
+
+    from jaxbp.verify import check_grads
+
+    assert inspect.signature(check_grads).parameters["order"].default == 1
+    check_grads(lambda x: jnp.sum(jnp.sin(x)), (jnp.arange(3.0),))

@@ -107,7 +107,7 @@ _NUMPY_DEFAULT_RTOL = 1e-7
 """What ``np.testing.assert_allclose`` uses when JAX's check passes it ``rtol=0`` (it drops it)."""
 
 
-def check_grads(f, args, order, modes=("fwd", "rev"), atol=None, rtol=None, eps=None) -> None:
+def check_grads(f, args, order=1, modes=("fwd", "rev"), atol=None, rtol=None, eps=None) -> None:
     """Checks the derivatives of ``f`` at ``args`` leaf by leaf; a drop-in for JAX's.
 
     Args:
@@ -129,7 +129,7 @@ def check_grads(f, args, order, modes=("fwd", "rev"), atol=None, rtol=None, eps=
 
 
 def check_grads_report(
-    f, args, order, modes=("fwd", "rev"), atol=None, rtol=None, eps=None
+    f, args, order=1, modes=("fwd", "rev"), atol=None, rtol=None, eps=None
 ) -> Report:
     """:func:`check_grads`, returning the :class:`Report` (one row per leaf per check) instead of
     raising."""
