@@ -1,16 +1,25 @@
-"""The manual-vs-autodiff verifier: leaf by leaf, layer by layer, under every transformation.
+"""The verifier for any JAX code: hand-written gradients and rules against autodiff and finite
+differences, leaf by leaf, under ``jit`` and ``vmap``, with verdicts right on every dtype.
 
-- :func:`check` — any ``grad_fn`` against ``jax.grad`` (rev), ``jax.jvp`` (fwd) and central finite
-  differences (fd) of any ``loss_fn``; a :class:`Report` with one row per leaf per oracle.
-- :func:`check_deltas` — every hand δ^(l) of the MLP against autodiff's ∂J/∂z^(l) (zero probes).
-- :func:`check_transforms` — eager, ``jit``, ``vmap``, ``jit∘vmap``, mean of per-example =
-  batch, and the recompilation guard.
-- :func:`check_vjp`, :func:`check_backward`, :func:`check_loss_vjp` — the dot-product identity,
-  zero cotangent and linearity, without finite differences.
-- :func:`verify_mlp` — all of the above on one generated network (``jaxbp verify``).
+Any code (docs/verify.md):
 
-Default tolerances derive from the dtype (:func:`default_rtol`, :func:`tolerance_table`;
-docs/derivation.md explains them).
+- :func:`check` — any ``grad_fn`` against ``jax.grad`` (rev), ``jax.jvp`` (fwd) and the finite-
+  difference ladder (fd) of any ``loss_fn``, and under ``jit`` / ``vmap``; ``wrt=`` selects the
+  leaves; a :class:`Report` with one row per leaf per oracle and ``Report.failures`` records.
+- :func:`check_vjp`, :func:`check_jvp` — a user's VJP / JVP rule of any pytree function.
+- :func:`check_custom_vjp` — a ``jax.custom_vjp`` / ``custom_jvp`` function against its plain
+  reference (eager, jit, vmap, grad of the VJP).
+- :func:`check_grads` — a drop-in for ``jax.test_util.check_grads`` that names the failing leaf.
+
+The generic checker's modules: :mod:`~jaxbp.verify.tolerance` (the error model, the one place
+that owns the tolerance policy), :mod:`~jaxbp.verify.oracles` (the compiled programs),
+:mod:`~jaxbp.verify.fd` (the step ladder and kinks), :mod:`~jaxbp.verify.select` (``wrt=``,
+tolerance mappings), :mod:`~jaxbp.verify.transforms`, :mod:`~jaxbp.verify.report`.
+
+jaxbp's own network (:mod:`jaxbp.verify.mlp`): :func:`check_deltas` (every δ^(l) against
+autodiff's ∂J/∂z^(l)), :func:`check_transforms` (eager, jit, vmap, jit∘vmap, mean of
+per-example = batch, the recompilation guard), :func:`check_backward` / :func:`check_loss_vjp`
+(the VJP identities), :func:`verify_mlp` (all of them: ``jaxbp verify``).
 """
 
 from jaxbp.verify.check import MODES, check
