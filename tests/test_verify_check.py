@@ -377,3 +377,20 @@ def test_a_grad_fn_that_cannot_be_jitted_is_a_failing_row():
     report = verify.check(eager_only, LOSS, params, x, y, modes=("rev",), transforms=("jit",))
     (row,) = [r for r in report.rows if not r.ok]
     assert row.transform == "jit" and "grad_fn failed under jit" in row.problem
+
+
+def test_a_custom_vjp_inside_loss_fn_makes_forward_mode_not_applicable():
+    @jax.custom_vjp
+    def square(w):
+        return w**2
+
+    square.defvjp(lambda w: (w**2, w), lambda w, g: (2 * w * g,))
+
+    def loss(p):
+        return jnp.sum(square(p["w"]))
+
+    report = verify.check(lambda p: {"w": 2 * p["w"]}, loss, {"w": jnp.arange(1.0, 4.0)})
+    assert report.ok, str(report)
+    (fwd,) = [r for r in report.rows if r.oracle == "fwd"]
+    assert fwd.status == "not applicable" and "custom_vjp" in fwd.note
+    assert {r.status for r in report.rows if r.oracle in ("rev", "fd")} == {"pass"}
