@@ -127,3 +127,109 @@ def test_broken_pipe_through_a_real_pipe_exits_quietly(tmp_path):
     proc.stderr.close()
     assert proc.wait(timeout=120) == 141, err
     assert "BrokenPipe" not in err and "Traceback" not in err
+
+
+# --- parsers: no abbreviations, help without markup, with choices and defaults ------------------
+
+
+def _subparsers():
+    from jaxbp.cli import build_parser
+
+    parser = build_parser()
+    (action,) = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return parser, action.choices
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["verify", "--size", "3,2"],
+        ["demo", "--step", "2"],
+        ["bench", "--quic"],
+        ["train", "--epoch", "2"],  # parsed only: refused before anything runs
+    ],
+)
+def test_abbreviated_flags_are_refused(argv, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    _one_error_line(capsys, "unrecognized arguments", argv[1])
+    assert os.listdir(tmp_path) == []
+
+
+def test_every_parser_is_without_abbreviations():
+    parser, subs = _subparsers()
+    assert not parser.allow_abbrev
+    assert {name: p.allow_abbrev for name, p in subs.items()} == dict.fromkeys(subs, False)
+
+
+def test_help_has_no_raw_markup():
+    parser, subs = _subparsers()
+    for name, p in [("jaxbp", parser), *subs.items()]:
+        text = p.format_help()
+        for markup in ("``", ":func:", ":class:", ":mod:", ":data:", ":meth:"):
+            assert markup not in text, (name, markup)
+
+
+def test_strip_markup():
+    from jaxbp.cli import strip_markup
+
+    assert strip_markup("``jaxbp train`` and :func:`jaxbp.verify.check`") == (
+        "jaxbp train and jaxbp.verify.check"
+    )
+    assert strip_markup(":class:`~jaxbp.data.Table` or :py:data:`x`") == "Table or x"
+    assert strip_markup("plain `one` backtick") == "plain `one` backtick"
+
+
+def test_help_lists_valid_values_matching_the_registries():
+    from jaxbp.activations import ACTIVATIONS
+    from jaxbp.bench import CONFIGS, METHODS
+    from jaxbp.losses import OUTPUTS
+    from jaxbp.verify import GRAD_SOURCES, MODES
+    from jaxbp.verify.mlp import SECTIONS
+
+    _, subs = _subparsers()
+    flat = {name: " ".join(p.format_help().split()) for name, p in subs.items()}
+    for name in ("verify", "demo", "bench"):
+        assert ", ".join(ACTIVATIONS) in flat[name], name
+    for name in ("verify", "demo"):
+        assert ", ".join(OUTPUTS) in flat[name], name
+    for values in (MODES, GRAD_SOURCES[1:], SECTIONS):
+        assert ", ".join(values) in flat["verify"], values
+    assert ", ".join(CONFIGS) in flat["bench"] and ", ".join(METHODS) in flat["bench"]
+    assert "one of float32, float64; default float64" in flat["demo"]
+
+
+@pytest.mark.parametrize("name", ["verify", "demo", "bench"])
+def test_help_shows_every_default(name):
+    from jaxbp.cli.verify import DEFAULTS
+
+    VERIFY_DEFAULTS = DEFAULTS if name == "verify" else {}  # noqa: N806
+    _, subs = _subparsers()
+    parser = subs[name]
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if not action.option_strings or action.nargs == 0 or action.dest == "help":
+            continue
+        if action.default is None and VERIFY_DEFAULTS.get(action.dest) is None:
+            continue  # no default (an optional output, --sizes instead of --configs …); verify's
+            # defaults live in DEFAULTS (argparse's are None) and are written in the help text
+        assert "default" in formatter._expand_help(action), action.option_strings[0]
+
+
+def test_demo_accepts_per_layer_activations_as_train_and_verify_do(capsys):
+    argv = ["demo", "--sizes", "4,5,6,3", "--activation", "relu,tanh", "--steps", "1"]
+    assert main([*argv, "--batch", "8"]) == 0
+    assert "activation relu,tanh" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, needles",
+    [
+        (["--activation", "relu,tanh,elu"], ["--activation: got 3 names for 2 hidden"]),
+        (["--activation", "swish"], ["--activation: unknown name 'swish'", "valid names are"]),
+        (["--output", "hinge"], ["--output: unknown name 'hinge'", "softmax_ce"]),
+    ],
+)
+def test_demo_bad_activation_or_output_names_the_flag(argv, needles, capsys):
+    assert main(["demo", *argv]) == 2
+    _one_error_line(capsys, *needles)

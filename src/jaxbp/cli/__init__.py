@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 
 SUBCOMMANDS = ("demo", "bench", "verify", "train")
@@ -20,7 +21,92 @@ class UsageError(Exception):
     """Bad command-line input: reported as one line, exit code 2."""
 
 
+_ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")  # :func:`x`, :class:`~a.B`
+_LITERAL = re.compile(r"``(.+?)``")
+
+
+def strip_markup(text: str) -> str:
+    """Help text without reStructuredText markup, for docstrings used as ``--help``.
+
+    ``x`` → x and :func:`jaxbp.verify.check` → jaxbp.verify.check (a ``~`` prefix keeps the last
+    part only, as Sphinx shows it); any other text is unchanged.
+
+    Example:
+      >>> strip_markup("``jaxbp verify`` calls :func:`~jaxbp.verify.check`")
+      'jaxbp verify calls check'
+    """
+
+    def role(match):
+        target = match.group(1).strip()
+        if match.group(0).split("`", 1)[1].startswith("~"):
+            target = target.rsplit(".", 1)[-1]
+        return target
+
+    return _LITERAL.sub(r"\1", _ROLE.sub(role, text))
+
+
+def choices_and_default(choices=(), default=None) -> str:
+    """`` (one of a, b, c; default a)`` for a flag's help, the parts that apply; '' if none."""
+    parts = []
+    if choices:
+        parts.append(f"one of {', '.join(str(c) for c in choices)}")
+    if default is not None:
+        parts.append(f"default {default}")
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter without reST markup, adding a flag's argparse ``choices`` and
+    ``default`` to its help unless the text already names them (``default`` / every choice)."""
+
+    def _format_text(self, text):
+        return super()._format_text(strip_markup(text))
+
+    def _expand_help(self, action):
+        text = strip_markup(super()._expand_help(action))
+        lower = text.lower()
+        choices = list(action.choices) if action.choices is not None else []
+        if choices and all(str(c) in text for c in choices):
+            choices = []
+        default = action.default
+        if (
+            "default" in lower
+            or default is None
+            or default is False
+            or default == argparse.SUPPRESS
+            or not action.option_strings
+            or action.nargs == 0
+        ):
+            default = None
+        return text + choices_and_default(choices, default) if text else text
+
+
+class RawDescriptionHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """:class:`HelpFormatter` keeping the description's line breaks."""
+
+
+_UPGRADE = {
+    argparse.HelpFormatter: HelpFormatter,
+    argparse.RawDescriptionHelpFormatter: RawDescriptionHelpFormatter,
+}
+
+
 class _Parser(argparse.ArgumentParser):
+    """Every ``jaxbp`` parser (the subcommands' too, through ``add_subparsers``): no abbreviated
+    flags (``--epoch`` is not ``--epochs``), descriptions and help without reST markup, and
+    choices and defaults in the help — argparse's plain and raw-description formatters are
+    replaced by :class:`HelpFormatter` and :class:`RawDescriptionHelpFormatter`."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        formatter = kwargs.get("formatter_class", HelpFormatter)
+        kwargs["formatter_class"] = _UPGRADE.get(formatter, formatter)
+        super().__init__(*args, **kwargs)
+        if self.description:
+            self.description = strip_markup(self.description)
+        if self.epilog:
+            self.epilog = strip_markup(self.epilog)
+
     def error(self, message):  # argparse's own errors: one line, exit 2, no usage dump
         raise UsageError(f"{self.prog}: {message}")
 

@@ -9,10 +9,15 @@ import shlex
 import sys
 from pathlib import Path
 
+from jaxbp.cli.demo import ACTIVATION_NAMES
 from jaxbp.files import write_atomic
 
 DTYPES = ("float32", "float64")
 PRECISIONS = ("default", "bfloat16", "tensorfloat32", "float32", "highest")
+CONFIG_NAMES = ("tiny", "course", "mnist", "wide", "deep")
+METHOD_NAMES = ("hand", "scan", "vmap", "custom_vjp", "autodiff", "torch", "sklearn")
+"""Valid names for ``--help`` without importing JAX; tests keep them equal to
+:data:`jaxbp.bench.CONFIGS` and :data:`jaxbp.bench.METHODS`."""
 
 
 def add_parser(sub) -> None:
@@ -25,12 +30,19 @@ def add_parser(sub) -> None:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument(
         "--configs",
-        help="comma-separated configuration names (default: all; --quick: tiny,course,mnist)",
+        help=f"comma-separated configuration names: {', '.join(CONFIG_NAMES)} "
+        "(default: all; --quick: tiny,course,mnist)",
     )
     p.add_argument("--sizes", help="a custom network instead of --configs, e.g. 64,32,10")
     p.add_argument("--batch", type=int, default=64, help="batch size of --sizes (default 64)")
-    p.add_argument("--methods", help="comma-separated methods (default: all)")
-    p.add_argument("--activation", default="sigmoid", help="hidden activation (default sigmoid)")
+    p.add_argument(
+        "--methods", help=f"comma-separated methods: {', '.join(METHOD_NAMES)} (default: all)"
+    )
+    p.add_argument(
+        "--activation",
+        default="sigmoid",
+        help=f"hidden activation: {', '.join(ACTIVATION_NAMES)} (default sigmoid)",
+    )
     p.add_argument("--dtype", default="float32", help="float32 (default) or float64")
     p.add_argument(
         "--matmul-precision",
@@ -68,7 +80,7 @@ def add_parser(sub) -> None:
         help="also measure data-parallel scaling over these device counts, e.g. 1,2,4 "
         "(jaxbp.distributed.bench_scaling; on a CPU the devices are forced slices of its cores)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of parameters and data")
     p.set_defaults(run=run)
 
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 
 import time
 
+ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu", "identity")
+"""The hidden activations, for ``--help`` without importing JAX (tests keep it equal to
+:data:`jaxbp.activations.ACTIVATIONS`)."""
+
+OUTPUT_NAMES = ("softmax_ce", "sigmoid_bce", "identity_mse")
+"""The output layers and costs, for ``--help`` (tests keep it equal to
+:data:`jaxbp.losses.OUTPUTS`)."""
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
@@ -12,19 +20,26 @@ def add_parser(sub) -> None:
         help="compare hand-derived and autodiff gradients per layer on generated data",
         description=__doc__,
     )
+    p.add_argument("--sizes", default="8,16,16,4", help="layer widths, input first")
     p.add_argument(
-        "--sizes", default="8,16,16,4", help="layer widths, input first (default 8,16,16,4)"
+        "--activation",
+        default="sigmoid",
+        help=f"hidden activation, or one per hidden layer comma-separated: "
+        f"{', '.join(ACTIVATION_NAMES)}",
     )
-    p.add_argument("--activation", default="sigmoid", help="hidden activation (default sigmoid)")
     p.add_argument(
-        "--output", default="softmax_ce", help="output layer and cost (default softmax_ce)"
+        "--output",
+        default="softmax_ce",
+        help=f"output layer and cost: {', '.join(OUTPUT_NAMES)}",
     )
     p.add_argument("--batch", type=int, default=256, help="number of generated examples")
     p.add_argument("--steps", type=int, default=200, help="gradient-descent steps")
     p.add_argument("--lr", type=float, default=1.0, help="learning rate α")
     p.add_argument("--l2", type=float, default=0.0, help="L2 coefficient λ")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float64")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--dtype", choices=("float32", "float64"), default="float64", help="floating-point type"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the network and the data")
     p.set_defaults(run=run)
 
 
@@ -41,10 +56,37 @@ def parse_sizes(text: str) -> list[int]:
     return sizes
 
 
-def run(args) -> int:
+def parse_activation(text: str, sizes: list[int], flag: str = "--activation"):
+    """ "relu" → "relu"; "relu,tanh" → ("relu", "tanh"), one per hidden layer of ``sizes``; a
+    UsageError naming the flag and the valid names otherwise."""
+    from jaxbp.activations import ACTIVATIONS
     from jaxbp.cli import UsageError
 
+    names = tuple(a.strip() for a in text.split(","))
+    for name in names:
+        if name not in ACTIVATIONS:
+            raise UsageError(
+                f"{flag}: unknown name {name!r}; valid names are {', '.join(ACTIVATIONS)}"
+            )
+    n_hidden = len(sizes) - 2
+    if len(names) > 1 and len(names) != n_hidden:
+        raise UsageError(
+            f"{flag}: got {len(names)} names for {n_hidden} hidden layer(s) of --sizes "
+            f"{','.join(map(str, sizes))}; give one name, or one per hidden layer"
+        )
+    return names[0] if len(names) == 1 else names
+
+
+def run(args) -> int:
+    from jaxbp.cli import UsageError
+    from jaxbp.losses import OUTPUTS
+
     sizes = parse_sizes(args.sizes)
+    activation = parse_activation(args.activation, sizes)
+    if args.output not in OUTPUTS:
+        raise UsageError(
+            f"--output: unknown name {args.output!r}; valid names are {', '.join(OUTPUTS)}"
+        )
     if args.batch < 1 or args.steps < 0 or not args.lr > 0:
         raise UsageError("--batch must be ≥ 1, --steps ≥ 0 and --lr > 0")
 
@@ -63,14 +105,14 @@ def run(args) -> int:
         x = jax.random.normal(k_x, (args.batch, sizes[0]), dtype)
         # A learnable target: the class (or output) of a random teacher network.
         teacher = jaxbp.init_params(k_y, sizes, scheme="he", dtype=dtype)
-        logits = jaxbp.forward(teacher, x, activation=args.activation, output="identity_mse").z[-1]
+        logits = jaxbp.forward(teacher, x, activation=activation, output="identity_mse").z[-1]
         if args.output == "softmax_ce":
             y = jnp.argmax(logits, axis=1)
         elif args.output == "sigmoid_bce":
             y = (logits > 0).astype(dtype)
         else:
             y = logits
-        kw = dict(activation=args.activation, output=args.output, l2=args.l2)
+        kw = dict(activation=activation, output=args.output, l2=args.l2)
         J, hand = jaxbp.value_and_grad(params, x, y, **kw)
     except ValueError as e:
         raise UsageError(str(e)) from None

@@ -9,6 +9,8 @@ import math
 import time
 from pathlib import Path
 
+from jaxbp.cli.demo import ACTIVATION_NAMES, OUTPUT_NAMES
+
 DTYPES = ("float32", "float64")
 
 DEFAULTS = {
@@ -27,6 +29,12 @@ DEFAULTS = {
 }
 """The flags' defaults; argparse leaves them None, so that a flag given explicitly is known."""
 
+MODE_NAMES = ("rev", "fwd", "fd")
+GRAD_NAMES = ("manual", "graph", "scan", "custom_vjp")
+SECTION_NAMES = ("gradient", "sources", "deltas", "transforms", "backward_vjp", "loss_vjp")
+"""Valid values for ``--help`` without importing JAX; tests keep them equal to
+:data:`jaxbp.verify.MODES`, :data:`jaxbp.verify.GRAD_SOURCES`, :data:`jaxbp.verify.mlp.SECTIONS`."""
+
 MLP_FLAGS = ("sizes", "activation", "output", "l2", "dtype", "batch", "grad", "devices", "sections")
 """The flags that describe the generated network: not combinable with ``--case``."""
 
@@ -40,17 +48,24 @@ def add_parser(sub) -> None:
     p.add_argument("--sizes", help="layer widths, input first (default 64,32,10)")
     p.add_argument(
         "--activation",
-        help="hidden activation, or one per hidden layer comma-separated (default sigmoid)",
+        help="hidden activation, or one per hidden layer comma-separated: "
+        f"{', '.join(ACTIVATION_NAMES)} (default sigmoid)",
     )
-    p.add_argument("--output", help="output layer and cost (default softmax_ce)")
+    p.add_argument(
+        "--output", help=f"output layer and cost: {', '.join(OUTPUT_NAMES)} (default softmax_ce)"
+    )
     p.add_argument("--l2", help="L2 coefficient λ ≥ 0 (default 0)")
-    p.add_argument("--dtype", help="float32 | float64 (default float64)")
-    p.add_argument("--modes", help="oracles, comma-separated (default all: rev,fwd,fd)")
+    p.add_argument("--dtype", help="float32 or float64 (default float64)")
+    p.add_argument(
+        "--modes",
+        help=f"oracles, comma-separated: {', '.join(MODE_NAMES)} (default all: rev,fwd,fd)",
+    )
     p.add_argument("--batch", help="number of generated examples (default 16)")
     p.add_argument("--seed", help="seed of parameters, data and directions (default 0)")
     p.add_argument(
         "--grad",
-        help="gradient source to check: manual (the δ recursion, default), graph, scan, custom_vjp",
+        help="gradient source to check: manual (the δ recursion, default), "
+        f"{', '.join(GRAD_NAMES[1:])}",
     )
     p.add_argument(
         "--fd-budget",
@@ -65,8 +80,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument(
         "--sections",
-        help="checks to run, comma-separated: gradient, sources, deltas, transforms, "
-        "backward_vjp, loss_vjp (default all)",
+        help=f"checks to run, comma-separated: {', '.join(SECTION_NAMES)} (default all)",
     )
     p.add_argument(
         "--case",
@@ -113,24 +127,17 @@ def _choice(flag: str, text: str, valid) -> str:
 
 def parse_args(args) -> dict:
     """Validates every flag; a :class:`~jaxbp.cli.UsageError` naming the flag and the choices."""
-    from jaxbp.activations import ACTIVATIONS
     from jaxbp.cli import UsageError
-    from jaxbp.cli.demo import parse_sizes
+    from jaxbp.cli.demo import parse_activation, parse_sizes
     from jaxbp.losses import OUTPUTS
     from jaxbp.verify import GRAD_SOURCES, MODES
     from jaxbp.verify.mlp import SECTIONS
 
     args = _resolved(args)
     sizes = parse_sizes(args.sizes)
-    names = tuple(a.strip() for a in args.activation.split(","))
-    for name in names:
-        _choice("--activation", name, tuple(ACTIVATIONS))
-    n_hidden = len(sizes) - 2
-    if len(names) > 1 and len(names) != n_hidden:
-        raise UsageError(
-            f"--activation: got {len(names)} names for {n_hidden} hidden layer(s) of --sizes "
-            f"{args.sizes}; give one name, or one per hidden layer"
-        )
+    for name in args.activation.split(","):
+        _choice("--activation", name.strip(), ACTIVATION_NAMES)
+    activation = parse_activation(args.activation, sizes)
     modes = tuple(m.strip() for m in args.modes.split(","))
     for mode in modes:
         _choice("--modes", mode, MODES)
@@ -158,7 +165,7 @@ def parse_args(args) -> dict:
         _check_json(args.json)
     return {
         "sizes": sizes,
-        "activation": names[0] if len(names) == 1 else names,
+        "activation": activation,
         "output": _choice("--output", args.output, tuple(OUTPUTS)),
         "l2": l2,
         "dtype": _choice("--dtype", args.dtype, DTYPES),
