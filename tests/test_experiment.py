@@ -287,3 +287,13 @@ def test_run_all_trains_in_process_through_experiment_run(run_all, tmp_path, mon
     assert (c.dataset, c.grad, c.seeds, seen["overwrite"]) == ("iris", "autodiff", (0, 1), True)
     assert c.hidden == run_all.config("iris").hidden and seen["out"] == tmp_path / "iris-autodiff"
     assert "subprocess" not in run_all.__dict__
+
+
+def test_best_checkpoint_is_the_highest_mean_validation_accuracy(trained):
+    out, summary, events = trained
+    from jaxbp import checkpoint
+
+    val = [e.metrics["val_accuracy"] for e in events]
+    meta = checkpoint.read_meta(out / "best.npz")
+    assert meta["epoch"] == 1 + int(np.argmax(val)) and meta["val_accuracy"] == max(val)
+    assert meta["config_hash"] == summary["config_hash"] and "best.npz" in summary.outputs

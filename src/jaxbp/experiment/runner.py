@@ -8,7 +8,9 @@ exactly this function, so a config gives the same bits from Python and from the 
 
 Files of a run directory (:data:`OUTPUTS`): ``config.toml`` (fully resolved), ``metrics.jsonl``
 (one line per epoch), ``summary.json``, the plots, ``checkpoint.npz`` (the training state, for
-``resume``) and ``model.npz`` (the final parameters of every seed with the training split's
+``resume``), ``best.npz`` (the training state at the epoch of the highest validation accuracy,
+mean over seeds — same format, kept beside the last; only with a validation split) and
+``model.npz`` (the final parameters of every seed with the training split's
 feature scaling and class names, for :func:`jaxbp.experiment.load_run`).
 """
 
@@ -28,12 +30,13 @@ from jaxbp.experiment.config import ConfigError, TrainConfig, config_hash, descr
 from jaxbp.files import write_atomic
 
 CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"
 MODEL = "model.npz"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.toml"
 PLOTS = ("loss.png", "accuracy.png", "confusion_matrix.png")
-OUTPUTS = (CONFIG, METRICS, SUMMARY, *PLOTS, CHECKPOINT, MODEL)
+OUTPUTS = (CONFIG, METRICS, SUMMARY, *PLOTS, CHECKPOINT, BEST, MODEL)
 """Every file a run writes; ``overwrite=True`` removes exactly these."""
 MODEL_FORMAT = "jaxbp-model-1"
 
@@ -83,11 +86,15 @@ class TrainingStopped(RuntimeError):
 
     Attributes:
       checkpoint: the last checkpoint written; epoch: its epoch.
+      best: ``(path, epoch)`` of best.npz, or None.
     """
 
-    def __init__(self, cause: Exception, checkpoint: Path, epoch: int):
-        self.checkpoint, self.epoch = checkpoint, epoch
-        super().__init__(f"{cause}; the last good checkpoint is {checkpoint} (epoch {epoch})")
+    def __init__(self, cause: Exception, checkpoint: Path, epoch: int, best=None):
+        self.checkpoint, self.epoch, self.best = checkpoint, epoch, best
+        message = f"{cause}; the last good checkpoint is {checkpoint} (epoch {epoch})"
+        if best is not None:
+            message += f"; the best by validation accuracy is {best[0]} (epoch {best[1]})"
+        super().__init__(message)
 
 
 class _Plan(NamedTuple):
@@ -366,6 +373,7 @@ def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by s
     state, stop = place(jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32)), mesh)
     history: list[dict] = []
     start, elapsed_before, shadow_worst = 0, 0.0, None
+    best = None  # (mean validation accuracy, epoch) of best.npz
     if p.fresh and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in OUTPUTS:
@@ -376,6 +384,10 @@ def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by s
         start = int(meta["epoch"])
         elapsed_before = float(meta.get("wall_time_s", 0.0))
         shadow_worst = meta.get("shadow_max_rel_error")
+        if (run_dir / BEST).is_file():
+            best_meta = checkpoint.read_meta(run_dir / BEST)
+            if best_meta.get("config_hash") == p.hash and best_meta["epoch"] <= start:
+                best = (best_meta["val_accuracy"], best_meta["epoch"])
         if (run_dir / METRICS).is_file():
             for text in (run_dir / METRICS).read_text().splitlines():
                 if text.strip() and json.loads(text)["epoch"] <= start:
@@ -389,7 +401,7 @@ def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by s
     write_atomic(run_dir / CONFIG, c.to_toml(header))
     write_atomic(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
 
-    def save(epoch, wall):
+    def save(epoch, wall, path=CHECKPOINT, **extra):
         meta = {
             "epoch": epoch,
             "config_hash": p.hash,
@@ -397,8 +409,9 @@ def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by s
             "seeds": seeds,
             "wall_time_s": wall,
             "shadow_max_rel_error": shadow_worst,
+            **extra,
         }
-        checkpoint.save(run_dir / CHECKPOINT, (state, stop), meta=meta)
+        checkpoint.save(run_dir / path, (state, stop), meta=meta)
 
     if p.fresh:
         save(0, 0.0)
@@ -435,10 +448,15 @@ def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by s
             if e % c.checkpoint_every == 0 or e == c.epochs:
                 save(e, elapsed_before + now - t_start)
                 last_saved = e
+            val = line["val_accuracy"]
+            if val is not None and (best is None or val > best[0]):
+                best = (val, e)
+                save(e, elapsed_before + now - t_start, BEST, val_accuracy=val)
             for callback in callbacks:
                 callback(EpochEnd(e, c.epochs, start, line, name))
     except (T.TrainingDiverged, shadow.ShadowError) as exc:
-        raise TrainingStopped(exc, run_dir / CHECKPOINT, last_saved) from exc
+        best_at = (run_dir / BEST, best[1]) if best is not None else None
+        raise TrainingStopped(exc, run_dir / CHECKPOINT, last_saved, best_at) from exc
     epochs_done = history[-1]["epoch"] if history else start
     if epochs_done != last_saved:  # stopped early between checkpoints
         save(epochs_done, elapsed_before + time.perf_counter() - t_start)
@@ -495,7 +513,7 @@ def _execute(p: _Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by s
     }
     model = {"params": final, "mean": np.asarray(ds.mean), "scale": np.asarray(ds.scale)}
     checkpoint.save(run_dir / MODEL, model, meta=model_meta)
-    written = [CONFIG, METRICS, SUMMARY, CHECKPOINT, MODEL]
+    written = [CONFIG, METRICS, SUMMARY, CHECKPOINT, *([BEST] if best else []), MODEL]
     if c.plots and history:
         written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
     summary["outputs"] = written
