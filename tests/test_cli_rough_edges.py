@@ -233,3 +233,38 @@ def test_demo_accepts_per_layer_activations_as_train_and_verify_do(capsys):
 def test_demo_bad_activation_or_output_names_the_flag(argv, needles, capsys):
     assert main(["demo", *argv]) == 2
     _one_error_line(capsys, *needles)
+
+
+# --- library input errors that escape a subcommand ---------------------------------------------
+
+
+def test_a_checkpoint_or_data_error_escaping_a_subcommand_is_one_line_exit_2(
+    monkeypatch, capsys, tmp_path
+):
+    import jaxbp.cli.verify
+    from jaxbp.checkpoint import CheckpointError
+    from jaxbp.data import DataError
+
+    for error in (
+        CheckpointError(f"{tmp_path}/checkpoint.npz: damaged or incomplete checkpoint"),
+        DataError(f"{tmp_path}/d.csv, line 3:\nbad"),
+    ):
+
+        def fail(args, error=error):
+            raise error
+
+        monkeypatch.setattr(jaxbp.cli.verify, "run", fail)
+        assert main(["verify"]) == 2
+        line = _one_error_line(capsys, str(tmp_path))
+        assert "damaged" in line or "line 3: bad" in line
+
+
+def test_any_other_value_error_keeps_its_traceback(monkeypatch):
+    import jaxbp.cli.verify
+
+    def bug(args):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr(jaxbp.cli.verify, "run", bug)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["verify"])

@@ -151,9 +151,32 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ValueError as e:
+        if not is_input_error(e):
+            raise  # a bug: keep its traceback
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+INPUT_ERRORS = (("jaxbp.data.files", "DataError"), ("jaxbp.checkpoint", "CheckpointError"))
+"""Library errors that always describe bad input (a data file, a checkpoint) and name it: a
+subcommand that lets one escape still ends with one line and exit 2, not a traceback."""
+
+
+def is_input_error(e: BaseException) -> bool:
+    """Whether ``e`` is one of :data:`INPUT_ERRORS` (checked without importing their modules)."""
+    for module, name in INPUT_ERRORS:
+        cls = getattr(sys.modules.get(module), name, None)
+        if cls is not None and isinstance(e, cls):
+            return True
+    return False
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _broken_pipe() -> int:
