@@ -454,3 +454,16 @@ def test_idx_truncated_or_empty_labels_file(tmp_path):
     (tmp_path / "l-ubyte").write_bytes(b"")
     with pytest.raises(DataError, match="l-ubyte: not an IDX file"):
         load_idx(tmp_path / "i-ubyte", tmp_path / "l-ubyte")
+
+
+def test_files_without_examples_are_refused(tmp_path):
+    np.savez(tmp_path / "z.npz", x=np.zeros((0, 2)), y=np.zeros(0, int))
+    with pytest.raises(DataError, match=r"z.npz: no examples \(x has shape \(0, 2\)\)"):
+        load_npz(tmp_path / "z.npz")
+    (tmp_path / "i-ubyte").write_bytes(idx_bytes(np.zeros((0, 2, 2), np.uint8)))
+    (tmp_path / "l-ubyte").write_bytes(idx_bytes(np.zeros(0, np.uint8)))
+    with pytest.raises(DataError, match="i-ubyte: no examples"):
+        load_idx(tmp_path / "i-ubyte", tmp_path / "l-ubyte")
+    scipy.io.savemat(tmp_path / "z.mat", {"X": np.zeros((0, 3)), "y": np.zeros((0, 1))})
+    with pytest.raises(DataError, match="z.mat: no examples"):
+        load_mat(tmp_path / "z.mat")

@@ -232,6 +232,14 @@ def check_finite(x: np.ndarray, path, name: str = "x") -> None:
         )
 
 
+def _check_examples(x: np.ndarray, path, name: str) -> None:
+    """DataError when ``x`` has no examples (rows) or examples without features."""
+    if x.shape[0] == 0:
+        raise DataError(f"{path}: no examples ({name} has shape {x.shape})")
+    if x.size == 0:
+        raise DataError(f"{path}: examples without features ({name} has shape {x.shape})")
+
+
 def _array_labels(y: np.ndarray, path, m: int | None = None) -> np.ndarray:
     """The labels array as (m,) ints or strings; ``y`` may be (m,) or (m, 1).
 
@@ -290,6 +298,7 @@ def load_npz(path) -> Table:
         ) from None
     if x.ndim == 0:
         raise DataError(f"{p}: x must be (m, n) examples by features, got a scalar")
+    _check_examples(x, p, "x")
     x = x[:, None] if x.ndim == 1 else x.reshape(x.shape[0], -1)
     if y.ndim == 0 or y.shape[0] != x.shape[0]:
         raise DataError(f"{p}: x has {x.shape[0]} rows but y has shape {y.shape}")
@@ -353,6 +362,7 @@ def load_idx(images, labels) -> Table:
         raise DataError(f"{labels}: IDX labels must be 1-D, got shape {y.shape}")
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{images} has {x.shape[0]} examples but {labels} has {y.shape[0]} labels")
+    _check_examples(x, images, "the images")
     x = x.reshape(x.shape[0], -1).astype(np.float64)
     check_finite(x, images)
     return Table(x, _array_labels(y, labels), str(images))
@@ -393,6 +403,7 @@ def load_mat(path) -> Table:
     x = x.astype(np.float64)
     if x.ndim != 2 or y.size != x.shape[0]:
         raise DataError(f"{p}: X has shape {x.shape} but y has shape {y.shape}")
+    _check_examples(x, p, "X")
     check_finite(x, p, "X")
     labels = _array_labels(y, p, x.shape[0] if y.ndim == 1 else None)
     if labels.dtype.kind not in "iu":
