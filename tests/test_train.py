@@ -10,7 +10,6 @@ import pytest
 
 from jaxbp import shadow as S
 from jaxbp import train as T
-from jaxbp.backprop import is_plain_zero
 from jaxbp.data import load_dataset, one_hot
 from jaxbp.optim import DEFAULT_LR, make_optimizer, make_schedule, needs_value_fn
 
@@ -152,27 +151,30 @@ def test_l2_is_the_full_training_set_term_for_every_batch_size():
 
 @pytest.mark.parametrize("source", ["manual", "autodiff", "graph"])
 def test_zero_l2_leaves_the_penalty_out_and_changes_nothing(source):
-    """λ = 0 given as a plain number is passed on as one, so the hand-derived gradient skips the
-    penalty's pass over the weights; the epoch equals one whose λ is a traced zero."""
+    """λ = 0 in the configuration reaches a registry source as the explicit no-penalty marker
+    ``l2=None``, so the hand-derived gradient skips the penalty's pass over the weights; the
+    epoch equals one whose source is given λ = 0 as an ordinary number."""
     opt = optax.adam(1e-2)
     data = problem()
     state = T.init_state(jax.random.key(3), [4, 8, 3], opt, scheme="glorot", dtype=jnp.float64)
-    plain = T.make_epoch(opt, T.gradient_source(source), batch_size=27, l2=0.0, **KW)
-    traced = T.make_epoch(opt, T.gradient_source(source), batch_size=27, l2=jnp.zeros(()), **KW)
+    fn = T.gradient_source(source)
+    seen = []
+
+    def ordinary_zero(*args, l2, **kw):  # not a registry function: gets λ = 0.0, a number
+        seen.append(l2)
+        return fn(*args, l2=l2, **kw)
+
+    plain = T.make_epoch(opt, fn, batch_size=27, l2=0.0, **KW)
+    zero = T.make_epoch(opt, ordinary_zero, batch_size=27, l2=0.0, **KW)
     a, (loss_a, norm_a) = jax.jit(plain)(state, data[0], data[1])
-    b, (loss_b, norm_b) = jax.jit(traced)(state, data[0], data[1])
+    b, (loss_b, norm_b) = jax.jit(zero)(state, data[0], data[1])
+    assert seen and all(type(l2) is float and l2 == 0.0 for l2 in seen)
     assert max_rel(a.params, b.params) <= 1e-14
     np.testing.assert_allclose([loss_a, norm_a], [loss_b, norm_b], rtol=1e-14)
-    if source == "manual":
-        seen = []
-
-        def recording(*args, l2, **kw):
-            seen.append(l2)
-            return T.gradient_source("manual")(*args, l2=l2, **kw)
-
-        epoch = T.make_epoch(opt, recording, batch_size=27, l2=0.0, **KW)
-        jax.jit(epoch)(state, data[0], data[1])
-        assert seen and all(is_plain_zero(l2) for l2 in seen)
+    assert T.batch_l2(fn, 0.0, 27, 108, jnp.float64) is None
+    assert T.batch_l2(fn, None, 27, 108, jnp.float64) is None
+    assert T.batch_l2(fn, np.float32(0), 27, 108, jnp.float64) is None
+    assert float(T.batch_l2(fn, 0.4, 27, 108, jnp.float64)) == pytest.approx(0.1)
 
 
 def run_steps(step, state, stop, data, epochs):

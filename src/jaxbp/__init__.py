@@ -7,7 +7,8 @@ Public API (docs/derivation.md maps each function to the lecture's equation and 
 - forward: :func:`forward`, :func:`predict`;
 - gradients: :func:`value_and_grad` (the δ recursion), :func:`scan_value_and_grad` (the lecture's
   per-sample loop), :func:`per_example_grads`, :func:`loss` (``jax.custom_vjp``),
-  :func:`autodiff_value_and_grad` (``jax.grad`` reference), :func:`cost`.
+  :func:`autodiff_value_and_grad` (``jax.grad`` reference), :func:`cost`; every gradient source by
+  name in one registry, ``jaxbp.sources``.
 
 The subpackages — ``jaxbp.verify``, ``jaxbp.data``, ``jaxbp.train``, ``jaxbp.distributed`` and the
 rest of :data:`SUBMODULES` — are imported on first use (``jaxbp.verify.check`` works after a plain
@@ -69,6 +70,7 @@ SUBMODULES = frozenset(
         "optim",
         "plots",
         "shadow",
+        "sources",
         "testing",
         "train",
         "verify",

@@ -7,7 +7,7 @@ import functools
 
 import jax
 
-from jaxbp.cost import cost
+from jaxbp.cost import NO_PENALTY, cost
 from jaxbp.params import Params
 from jaxbp.validation import check_call
 
@@ -15,10 +15,11 @@ Array = jax.Array
 
 
 def autodiff_value_and_grad(
-    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=0.0
+    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY
 ):
     """``jax.value_and_grad`` of J(Θ); same contract as :func:`jaxbp.value_and_grad`."""
-    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
+    checked = 0.0 if l2 is NO_PENALTY else l2
+    params, x, y, activation, output = check_call(params, x, y, activation, output, checked)
     return _autodiff_value_and_grad(params, x, y, l2, activation, output)
 
 

@@ -12,9 +12,9 @@ For a batch of m examples (rows), with ⊙ the elementwise product (docs/derivat
 seeds it with (ŷ − y)/m and adds the regularisation term. The 1/m is applied once to δ^(L);
 the recursion is linear, so this equals dividing every Δ^(l) by m (eq. B4) at a fraction of the cost.
 
-With λ = 0 given as a plain Python or NumPy zero (the default), :func:`value_and_grad` leaves the
+With ``l2=None`` (the default, :data:`jaxbp.cost.NO_PENALTY`), :func:`value_and_grad` leaves the
 penalty out instead of adding 0 · Σ W² — one pass over every weight less per step
-(docs/benchmarks.md). :func:`weight_gradient` is eq. B3's product, laid out for the backend.
+(docs/benchmarks.md); any number, 0.0 included, is an ordinary λ whose terms are computed. :func:`weight_gradient` is eq. B3's product, laid out for the backend.
 """
 
 from __future__ import annotations
@@ -24,11 +24,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxbp.activations import resolve
-from jaxbp.cost import data_cost, l2_penalty
-from jaxbp.forward import Cache, as_targets, forward
+from jaxbp.cost import NO_PENALTY, forward_cost
+from jaxbp.forward import Cache
 from jaxbp.losses import get_output
 from jaxbp.params import Layer, Params
 from jaxbp.validation import check_call
@@ -112,12 +111,17 @@ def weight_gradient(delta: Array, a: Array) -> Array:
 
 
 def add_l2_grad(grads: Params, params: Params, l2, m: int) -> Params:
-    """D^(l) += (λ/m) W^(l); biases untouched — the lecture's "if j = 0" rule (eq. B4)."""
+    """D^(l) += (λ/m) W^(l); biases untouched — the lecture's "if j = 0" rule (eq. B4).
+
+    ``grads`` itself for ``l2=None`` (:data:`jaxbp.cost.NO_PENALTY`).
+    """
+    if l2 is NO_PENALTY:
+        return grads
     return tuple(Layer(g.W + (l2 / m) * p.W, g.b) for g, p in zip(grads, params, strict=True))
 
 
 def value_and_grad(
-    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=0.0
+    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY
 ):
     """J(Θ) and its gradient by the hand-derived δ recursion (eqs. B1–B4).
 
@@ -127,7 +131,9 @@ def value_and_grad(
       y: (m, K) targets (one-hot, multi-hot or real), or integer labels (m,) for softmax_ce.
       activation: hidden activation name, or one name per hidden layer.
       output: ``softmax_ce`` | ``sigmoid_bce`` | ``identity_mse``.
-      l2: λ ≥ 0; adds (λ/2m) Σ W² to J and (λ/m) W to the weight gradients.
+      l2: λ ≥ 0; adds (λ/2m) Σ W² to J and (λ/m) W to the weight gradients. ``None`` (the
+        default): no penalty, and no pass over the weights to compute one; ``0.0`` is an
+        ordinary λ (same values, one pass more).
 
     Returns:
       ``(J, grads)``, ``grads`` with exactly the structure of ``params``.
@@ -139,24 +145,15 @@ def value_and_grad(
       >>> params = jaxbp.init_params(jax.random.key(0), [4, 5, 3])
       >>> J, grads = jaxbp.value_and_grad(params, x, labels, activation="tanh")
     """
-    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
-    return _value_and_grad(params, x, y, None if is_plain_zero(l2) else l2, activation, output)
-
-
-def is_plain_zero(l2) -> bool:
-    """True for a Python or NumPy scalar λ equal to 0: the penalty terms are then left out."""
-    return isinstance(l2, (int, float, np.number)) and l2 == 0
+    checked = 0.0 if l2 is NO_PENALTY else l2
+    params, x, y, activation, output = check_call(params, x, y, activation, output, checked)
+    return _value_and_grad(params, x, y, l2, activation, output)
 
 
 @functools.partial(jax.jit, static_argnames=("activation", "output"))
 def _value_and_grad(params, x, y, l2, activation, output):
-    cache = forward(params, x, activation=activation, output=output)
-    logits, y_hat = cache.z[-1], cache.a[-1]
-    y = as_targets(y, logits.shape[-1], logits.dtype)
+    J, cache, y = forward_cost(params, x, y, activation=activation, output=output, l2=l2)
     m = x.shape[0]
-    J = data_cost(logits, y, output)
-    delta_out = get_output(output).delta(y_hat, y) / m  # B1, with B4's 1/m folded in
+    delta_out = get_output(output).delta(cache.a[-1], y) / m  # B1, with B4's 1/m folded in
     grads = backward(params, cache, delta_out, activation=activation).grads
-    if l2 is None:  # λ = 0
-        return J, grads
-    return J + l2_penalty(params, l2, m), add_l2_grad(grads, params, l2, m)
+    return J, add_l2_grad(grads, params, l2, m)

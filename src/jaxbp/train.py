@@ -19,9 +19,10 @@ Arrays are whatever the caller passes: committed to one device, or sharded with
 ``jax.sharding`` — the functions never place data themselves. ``x`` is (m, n), ``y`` is (m, K)
 targets (one-hot for classification: :func:`jaxbp.data.one_hot`).
 
-The gradient source is a function with the signature of :func:`jaxbp.value_and_grad`:
-``manual`` (the δ recursion), ``autodiff`` (``jax.grad`` of the same cost) or ``graph`` (the
-lecture's node-by-node computational graph, :mod:`jaxbp.graph`).
+The gradient source is a function with the signature of :func:`jaxbp.value_and_grad`, by its name
+in the one registry, :mod:`jaxbp.sources`: training accepts :data:`GRAD_SOURCES` — ``manual`` (the
+δ recursion), ``autodiff`` (``jax.grad`` of the same cost) or ``graph`` (the lecture's
+node-by-node computational graph, :mod:`jaxbp.graph`).
 
 Example (two seeds at once; ``jaxbp train`` does exactly this, plus checkpoints and reports):
   >>> opt = jaxbp.optim.make_optimizer("adam", lr=3e-3)
@@ -38,7 +39,7 @@ Example (two seeds at once; ``jaxbp train`` does exactly this, plus checkpoints 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import jax
@@ -46,18 +47,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxbp.autodiff import autodiff_value_and_grad
-from jaxbp.backprop import is_plain_zero
-from jaxbp.backprop import value_and_grad as manual_value_and_grad
-from jaxbp.cost import data_cost, l2_penalty
+from jaxbp import sources
+from jaxbp.cost import NO_PENALTY, forward_cost
 from jaxbp.forward import forward
 from jaxbp.params import Params, init_params
+from jaxbp.validation import is_concrete
 
 Array = jax.Array
-ValueAndGrad = Callable[..., tuple[Array, Params]]
+ValueAndGrad = sources.ValueAndGrad
 
 GRAD_SOURCES = ("manual", "autodiff", "graph")
-"""Gradient sources accepted by :func:`gradient_source`."""
+"""The names of :data:`jaxbp.sources.SOURCES` that training accepts (:func:`gradient_source`)."""
 
 
 class TrainState(NamedTuple):
@@ -119,29 +119,17 @@ class TrainingDiverged(FloatingPointError):
 
 
 def gradient_source(name: str) -> ValueAndGrad:
-    """The ``value_and_grad`` function for a gradient source name.
+    """The ``value_and_grad`` function for a gradient source name: :func:`jaxbp.sources.source`
+    restricted to :data:`GRAD_SOURCES`.
 
     Args:
       name: ``manual`` (:func:`jaxbp.value_and_grad`, the δ recursion), ``autodiff``
         (:func:`jaxbp.autodiff_value_and_grad`) or ``graph`` (:func:`jaxbp.graph.value_and_grad`).
 
     Raises:
-      ValueError: an unknown name (listing the valid ones), or ``graph`` where
-        :mod:`jaxbp.graph` is not available.
+      ValueError: an unknown name, listing the valid ones.
     """
-    if name == "manual":
-        return manual_value_and_grad
-    if name == "autodiff":
-        return autodiff_value_and_grad
-    if name == "graph":
-        try:
-            from jaxbp.graph import value_and_grad
-        except ImportError as e:
-            raise ValueError(
-                f"grad: 'graph' needs jaxbp.graph, which cannot be imported ({e})"
-            ) from None
-        return value_and_grad
-    raise ValueError(f"grad: unknown {name!r}; valid sources are {', '.join(GRAD_SOURCES)}")
+    return sources.source(name, among=GRAD_SOURCES)
 
 
 def init_state(key: Array, sizes, optimizer, *, scheme: str = "he", dtype=jnp.float32):
@@ -186,7 +174,8 @@ def make_loss_fn(value_and_grad: ValueAndGrad, *, activation, output):
     def bwd(res, ct):
         grads, x, y, l2 = res
         scaled = jax.tree.map(lambda g: ct * g, grads)
-        return scaled, jnp.zeros_like(x), jnp.zeros_like(y), jnp.zeros_like(l2)
+        dl2 = None if l2 is NO_PENALTY else jnp.zeros_like(l2)
+        return scaled, jnp.zeros_like(x), jnp.zeros_like(y), dl2
 
     loss.defvjp(fwd, bwd)
     return loss
@@ -215,14 +204,15 @@ def make_epoch(
     in their order. Each step computes (J, ∂J/∂Θ) with ``value_and_grad`` and applies the
     optimizer's update. The L2 coefficient is rescaled to λB/m for a minibatch of B rows so that
     its penalty (λB/m)/(2B) Σ W² = (λ/2m) Σ W² is the lecture's term for the whole training set
-    (eq. R1) and each step's gradient is an unbiased estimate of ∂J/∂Θ.
+    (eq. R1) and each step's gradient is an unbiased estimate of ∂J/∂Θ. With λ = 0 (or None) a
+    registry source gets ``l2=None`` (:func:`batch_l2`): no penalty pass at all.
 
     Args:
       optimizer: an optax ``GradientTransformation``.
       value_and_grad: the gradient source (see :func:`gradient_source`).
       batch_size: B, or None for the full batch.
       activation, output: as for :func:`jaxbp.value_and_grad` (static).
-      l2: λ ≥ 0 for the whole training set.
+      l2: λ ≥ 0 for the whole training set, or None: no penalty.
       uses_value_fn: the optimizer needs the objective (L-BFGS; full batch only).
 
     Returns:
@@ -240,8 +230,7 @@ def make_epoch(
         if not 1 <= b <= m:
             raise ValueError(f"batch_size: must be between 1 and the {m} training rows, got {b}")
         n_batches = m // b
-        # A plain zero stays a Python number, so value_and_grad leaves the penalty out.
-        l2_batch = 0.0 if is_plain_zero(l2) else jnp.asarray(l2 * b / m, x.dtype)
+        l2_batch = batch_l2(value_and_grad, l2, b, m, x.dtype)
         if b == m:
             index = jnp.arange(m)[None]
         else:
@@ -280,11 +269,25 @@ def make_epoch(
     return epoch
 
 
+def batch_l2(value_and_grad: ValueAndGrad, l2, b: int, m: int, dtype):
+    """The λ a step on B = ``b`` of the ``m`` training rows passes to ``value_and_grad``: λB/m.
+
+    λ = 0 known before tracing (the configuration's number), or None, is no penalty: a source of
+    :data:`jaxbp.sources.SOURCES` is then given the explicit marker ``l2=None`` and computes no
+    L2 term at all (one pass over the weights less per step, docs/benchmarks.md); any other
+    function keeps the numeric contract and gets 0.0. A traced λ is always an ordinary λ.
+    """
+    if l2 is NO_PENALTY or (is_concrete(l2) and float(l2) == 0):
+        registered = any(value_and_grad is fn for fn in sources.SOURCES.values())
+        return NO_PENALTY if registered else 0.0
+    return jnp.asarray(l2 * b / m, dtype)
+
+
 def evaluate(params: Params, x: Array, y: Array, *, activation, output: str, l2=0.0):
-    """(J, accuracy) on a split: mean cost plus (λ/2m) Σ W² (eqs. C1–C3, R1), and the fraction of
-    rows whose largest output is the target's class."""
-    logits = forward(params, x, activation=activation, output=output).z[-1]
-    J = data_cost(logits, y, output) + l2_penalty(params, l2, x.shape[0])
+    """(J, accuracy) on a split: mean cost plus (λ/2m) Σ W² (eqs. C1–C3, R1; none for
+    ``l2=None``), and the fraction of rows whose largest output is the target's class."""
+    J, cache, y = forward_cost(params, x, y, activation=activation, output=output, l2=l2)
+    logits = cache.z[-1]
     correct = jnp.argmax(logits, axis=-1) == jnp.argmax(y, axis=-1)
     return J, jnp.sum(correct.astype(logits.dtype)) / x.shape[0]
 

@@ -9,7 +9,7 @@ cotangent for every differentiable input, each scaled by the upstream cotangent 
           saliency maps and adversarial examples;
 - y:      g · (1/m) ∂cost/∂y (−log ŷ, −z or y − z for the three outputs); zero (float0) for
           integer labels;
-- l2:     g · (1/2m) Σ W².
+- l2:     g · (1/2m) Σ W²; none for ``l2=None`` (the default: no penalty term at all).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxbp.backprop import add_l2_grad, backward
-from jaxbp.cost import data_cost, l2_penalty
-from jaxbp.forward import as_targets, forward
+from jaxbp.cost import NO_PENALTY, forward_cost
+from jaxbp.forward import as_targets
 from jaxbp.losses import get_output
 from jaxbp.params import Params
 from jaxbp.validation import check_call
@@ -31,7 +31,7 @@ Array = jax.Array
 
 
 def loss(
-    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=0.0
+    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY
 ) -> Array:
     """J(Θ), differentiable by ``jax.grad`` through the hand-derived backward pass.
 
@@ -42,8 +42,11 @@ def loss(
       >>> grads = jax.grad(jaxbp.loss)(params, x, y, activation="relu")
       >>> updates, opt_state = optimizer.update(grads, opt_state)
     """
-    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
-    return _loss(activation, output, params, x, y, jnp.asarray(l2, params[0].W.dtype))
+    checked = 0.0 if l2 is NO_PENALTY else l2
+    params, x, y, activation, output = check_call(params, x, y, activation, output, checked)
+    if l2 is not NO_PENALTY:
+        l2 = jnp.asarray(l2, params[0].W.dtype)
+    return _loss(activation, output, params, x, y, l2)
 
 
 def _zero_cotangent(v):
@@ -61,17 +64,11 @@ def _cotangent(value, like):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _loss(activation, output, params, x, y, l2):
-    cache = forward(params, x, activation=activation, output=output)
-    logits = cache.z[-1]
-    y = as_targets(y, logits.shape[-1], logits.dtype)
-    return data_cost(logits, y, output) + l2_penalty(params, l2, x.shape[0])
+    return forward_cost(params, x, y, activation=activation, output=output, l2=l2).J
 
 
 def _loss_fwd(activation, output, params, x, y, l2):
-    cache = forward(params, x, activation=activation, output=output)
-    logits = cache.z[-1]
-    y_t = as_targets(y, logits.shape[-1], logits.dtype)
-    J = data_cost(logits, y_t, output) + l2_penalty(params, l2, x.shape[0])
+    J, cache, _ = forward_cost(params, x, y, activation=activation, output=output, l2=l2)
     return J, (params, x, y, l2, cache)
 
 
@@ -83,9 +80,11 @@ def _loss_bwd(activation, output, residuals, g):
     m = x.shape[0]
     scale = g / m
     result = backward(params, cache, out.delta(y_hat, y_t) * scale, activation=activation)
-    grads = add_l2_grad(result.grads, params, g * l2, m)
+    grads = add_l2_grad(result.grads, params, None if l2 is NO_PENALTY else g * l2, m)
     dx = _cotangent(result.input_delta, x)
     dy = _cotangent(out.target_grad(logits, y_t) * scale, y)
+    if l2 is NO_PENALTY:
+        return grads, dx, dy, None
     dl2 = (g / (2 * m) * sum(jnp.sum(p.W * p.W) for p in params)).astype(l2.dtype)
     return grads, dx, dy, dl2
 

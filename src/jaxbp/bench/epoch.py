@@ -22,7 +22,7 @@ from jaxbp.bench.configs import Config
 from jaxbp.bench.timing import interleaved, paired_ratio
 
 SOURCES = ("manual", "autodiff")
-"""The gradient sources compared, in :func:`jaxbp.train.gradient_source`'s names."""
+"""The gradient sources compared, by their names in :data:`jaxbp.sources.SOURCES`."""
 
 MINIBATCHES = 8
 """Minibatches per timed epoch."""

@@ -2,17 +2,18 @@
 
 A step is forward pass, gradient and optimizer update in one ``jit``, with the parameter and
 optimizer-state buffers donated so that XLA updates them in place — what a training loop runs.
-The gradient sources:
+The gradient sources, each a table label for a source of the registry :mod:`jaxbp.sources`
+(:data:`METHOD_SOURCES`), called without ``l2`` (no penalty):
 
-========== ==============================================================================
-name       gradient
-========== ==============================================================================
-hand       :func:`jaxbp.value_and_grad` — the batched δ recursion (eqs. B1–B4)
-scan       :func:`jaxbp.scan_value_and_grad` — the lecture's per-sample loop (eq. B5)
-vmap       mean of :func:`jaxbp.per_example_grads` — per-example δ a ᵀ by ``jax.vmap``
-custom_vjp ``jax.value_and_grad(jaxbp.loss)`` — JAX's reverse mode calling our backward rule
-autodiff   :func:`jaxbp.autodiff_value_and_grad` — plain ``jax.grad`` of the same cost
-========== ==============================================================================
+========== ============ =================================================================
+label      source       gradient
+========== ============ =================================================================
+hand       manual       :func:`jaxbp.value_and_grad` — the batched δ recursion (eqs. B1–B4)
+scan       scan         :func:`jaxbp.scan_value_and_grad` — the lecture's per-sample loop (B5)
+vmap       vmap         mean of per-example δ aᵀ by ``jax.vmap``
+custom_vjp custom_vjp   ``jax.value_and_grad(jaxbp.loss)`` — reverse mode calling our rule
+autodiff   autodiff     :func:`jaxbp.autodiff_value_and_grad` — plain ``jax.grad`` of the cost
+========== ============ =================================================================
 """
 
 from __future__ import annotations
@@ -27,9 +28,19 @@ import numpy as np
 import optax
 
 import jaxbp
+from jaxbp import sources
 from jaxbp.bench.configs import Config, n_params
 
-JAX_METHODS = ("hand", "scan", "vmap", "custom_vjp", "autodiff")
+METHOD_SOURCES = {
+    "hand": "manual",
+    "scan": "scan",
+    "vmap": "vmap",
+    "custom_vjp": "custom_vjp",
+    "autodiff": "autodiff",
+}
+"""The benchmark's table label of each JAX method → its name in :data:`jaxbp.sources.SOURCES`."""
+
+JAX_METHODS = tuple(METHOD_SOURCES)
 
 PER_EXAMPLE_LIMIT_BYTES = 2 << 30
 """``vmap`` materialises m per-example gradients; above this many bytes it is skipped."""
@@ -77,24 +88,12 @@ def make_problem(config: Config, *, dtype=jnp.float32, seed: int = 0) -> Problem
 
 
 def value_and_grad_fn(method: str, activation):
-    """``(params, x, y) -> (J or None, grads)`` for a JAX method name (module docstring)."""
+    """``(params, x, y) -> (J, grads)`` for a JAX method name (module docstring)."""
+    if method not in METHOD_SOURCES:
+        raise ValueError(f"method: unknown JAX method {method!r}; valid: {', '.join(JAX_METHODS)}")
+    fn = sources.source(METHOD_SOURCES[method])
     kw = dict(activation=activation, output="softmax_ce")
-    if method == "hand":
-        return lambda p, x, y: jaxbp.value_and_grad(p, x, y, **kw)
-    if method == "scan":
-        return lambda p, x, y: jaxbp.scan_value_and_grad(p, x, y, **kw)
-    if method == "vmap":
-
-        def per_example(p, x, y):
-            grads = jaxbp.per_example_grads(p, x, y, **kw)
-            return None, jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
-
-        return per_example
-    if method == "custom_vjp":
-        return lambda p, x, y: jax.value_and_grad(jaxbp.loss)(p, x, y, **kw)
-    if method == "autodiff":
-        return lambda p, x, y: jaxbp.autodiff_value_and_grad(p, x, y, **kw)
-    raise ValueError(f"method: unknown JAX method {method!r}; valid: {', '.join(JAX_METHODS)}")
+    return lambda p, x, y: fn(p, x, y, **kw)
 
 
 def make_step(value_and_grad, optimizer: optax.GradientTransformation):

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from jaxbp import sources
 from jaxbp.forward import as_targets
 from jaxbp.verify.check import MODES, check
 from jaxbp.verify.mlp import reference
@@ -42,38 +43,14 @@ SECTIONS = ("gradient", "sources", "deltas", "transforms", "backward_vjp", "loss
 """The checks :func:`verify_mlp` runs, in order (module docstring)."""
 
 GRAD_SOURCES = ("manual", "graph", "scan", "custom_vjp")
-"""Hand gradients ``verify_mlp`` can put under the ``gradient`` section's three oracles."""
+"""The names of :data:`jaxbp.sources.SOURCES` that ``verify_mlp`` can put under the ``gradient``
+section's three oracles: the hand gradients (``autodiff`` is the reference they are checked against;
+``vmap`` is checked per example in the ``sources`` and ``transforms`` sections)."""
 
 
 def gradient_source(name: str):
     """The ``value_and_grad``-contract function for a source name (see :data:`GRAD_SOURCES`)."""
-    import jaxbp
-    import jaxbp.graph
-
-    if name == "manual":
-        return jaxbp.value_and_grad
-    if name == "graph":
-        return jaxbp.graph.value_and_grad
-    if name == "scan":
-        return jaxbp.scan_value_and_grad
-    if name == "custom_vjp":
-        return custom_vjp_value_and_grad
-    raise ValueError(f"grad: unknown source {name!r}; valid sources are {', '.join(GRAD_SOURCES)}")
-
-
-def custom_vjp_value_and_grad(params, x, y, *, activation="sigmoid", output="softmax_ce", l2=0.0):
-    """``jax.value_and_grad(jaxbp.loss)``: the hand δ recursion reached through ``jax.custom_vjp``."""
-    from jaxbp.validation import check_call
-
-    params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
-    return _custom_vjp_value_and_grad(params, x, y, l2, activation=activation, output=output)
-
-
-@functools.partial(jax.jit, static_argnames=("activation", "output"))
-def _custom_vjp_value_and_grad(params, x, y, l2, *, activation, output):
-    import jaxbp
-
-    return jax.value_and_grad(jaxbp.loss)(params, x, y, activation=activation, output=output, l2=l2)
+    return sources.source(name, among=GRAD_SOURCES)
 
 
 def make_problem(sizes, *, activation, output, dtype, batch: int, seed: int):
