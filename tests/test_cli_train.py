@@ -67,8 +67,8 @@ def test_run_directory_contents(tmp_path, capsys):
     stdout = capsys.readouterr().out
     assert f"outputs went to {out}/" in stdout and "± " in stdout
     assert sorted(os.listdir(out)) == sorted(
-        ["config.toml", "metrics.jsonl", "summary.json", "loss.png", "accuracy.png", "model.npz", "best.npz",
-         "confusion_matrix.png", "checkpoint.npz"]
+        ["config.toml", "metrics.jsonl", "summary.json", "loss.png", "accuracy.png",
+         "confusion_matrix.png", "checkpoint.npz", "best.npz", "model.npz"]
     )  # fmt: skip
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)

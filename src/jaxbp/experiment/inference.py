@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 
 from jaxbp.experiment.config import TrainConfig
-from jaxbp.experiment.runner import CONFIG, MODEL, MODEL_FORMAT, SUMMARY
+from jaxbp.experiment.plan import CONFIG, MODEL, MODEL_FORMAT, SUMMARY
 
 
 class Evaluation(NamedTuple):

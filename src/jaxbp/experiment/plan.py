@@ -1,0 +1,143 @@
+"""Before a run writes anything: the file names of a run directory, the data a config trains
+on (:func:`load_data`), the config of a run to resume (:func:`resume_config`) and :func:`plan`,
+which reads and checks everything — config, data, run directory, checkpoint — and writes
+nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from pathlib import Path
+from typing import NamedTuple
+
+from jaxbp.experiment.config import ConfigError, TrainConfig
+from jaxbp.experiment.rules import config_hash, describe_difference
+
+CHECKPOINT = "checkpoint.npz"
+BEST = "best.npz"
+MODEL = "model.npz"
+METRICS = "metrics.jsonl"
+SUMMARY = "summary.json"
+CONFIG = "config.toml"
+PLOTS = ("loss.png", "accuracy.png", "confusion_matrix.png")
+OUTPUTS = (CONFIG, METRICS, SUMMARY, *PLOTS, CHECKPOINT, BEST, MODEL)
+"""Every file a run writes; ``overwrite=True`` removes exactly these."""
+MODEL_FORMAT = "jaxbp-model-1"
+
+
+def resume_config(run_dir) -> TrainConfig:
+    """The configuration a run directory was trained with (its ``config.toml``), to continue
+    it: layer changes on it with :meth:`TrainConfig.updated` and pass it to :func:`run` with
+    ``resume=True``.
+
+    Raises:
+      ConfigError: (field ``resume``) no checkpoint or no config.toml in ``run_dir``, or an
+        invalid config.toml.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT).is_file():
+        raise ConfigError("resume", f"no checkpoint {run_dir / CHECKPOINT} to continue from")
+    try:
+        return TrainConfig.from_toml(run_dir / CONFIG)
+    except (FileNotFoundError, ConfigError) as e:
+        raise ConfigError("resume", str(e)) from None
+
+
+class Plan(NamedTuple):
+    """Everything decided before anything is written."""
+
+    config: TrainConfig
+    dataset: object
+    run_dir: Path
+    hashed: dict
+    hash: str
+    fresh: bool
+
+
+def load_data(config: TrainConfig):
+    """The :class:`jaxbp.data.Dataset` a config trains on: loaded, split and scaled exactly as
+    :func:`run` does (the config is resolved first).
+
+    Raises:
+      ConfigError: a bad field. jaxbp.data.DataError: bad data, naming the file.
+    """
+    from jaxbp.data import load_dataset
+
+    c = config.resolve()
+    return load_dataset(
+        c.dataset,
+        data=c.data,
+        test_data=c.test_data,
+        labels=c.labels,
+        test_labels=c.test_labels,
+        label_column=c.label_column,
+        test_rows=c.test_rows,
+        classes=c.classes,
+        samples=c.samples,
+        val_fraction=c.val_fraction,
+        test_fraction=c.test_fraction,
+        seed=c.data_seed,
+        scaling=c.scaling,
+    )
+
+
+def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
+    """Reads and validates everything — config, data, run directory, checkpoint — and writes
+    nothing. Raises ConfigError / DataError on any bad input."""
+    from jaxbp import checkpoint
+    from jaxbp.data import fingerprint
+
+    if resume and overwrite:
+        raise ConfigError("resume", "resume and overwrite: choose one")
+    c = config.resolve()
+    dataset = load_data(c)
+    n_train = dataset.x_train.shape[0]
+    if c.batch_size != "all" and c.batch_size > n_train:
+        raise ConfigError(
+            "batch_size",
+            f"{c.batch_size} is more than the {n_train} training examples; use a smaller size "
+            "or 'all'",
+        )
+    hashed = c.hashed(fingerprint(dataset))
+    digest = config_hash(hashed)
+    if c.out is None:
+        name = c.dataset or Path(c.data).stem
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / f"{name}-{stamp}"
+        n = 2
+        while run_dir.exists():
+            run_dir = Path("runs") / f"{name}-{stamp}-{n}"
+            n += 1
+        c = dataclasses.replace(c, out=str(run_dir))
+    run_dir = Path(c.out)
+    if resume:
+        try:
+            meta = checkpoint.read_meta(run_dir / CHECKPOINT)
+        except checkpoint.CheckpointError as e:
+            raise ConfigError("resume", str(e)) from None
+        if meta.get("config_hash") != digest:
+            diff = describe_difference(meta.get("hashed_config", {}), hashed)
+            raise ConfigError(
+                "resume",
+                f"config hash mismatch with the checkpoint in {run_dir} ({diff}); resume with "
+                "the run's own settings or start a new run",
+            )
+    elif run_dir.exists():
+        if not run_dir.is_dir():
+            raise ConfigError("out", f"{run_dir} exists and is not a directory")
+        entries = list(run_dir.iterdir())
+        if entries and not overwrite:
+            raise ConfigError(
+                "out",
+                f"run directory {run_dir} already exists; pass --overwrite to replace it or "
+                "--resume to continue it",
+            )
+        foreign = [e.name for e in entries if e.name not in OUTPUTS]
+        if overwrite and foreign:
+            more = ", …" if len(foreign) > 3 else ""
+            raise ConfigError(
+                "overwrite",
+                f"{run_dir} holds files a run does not write ({', '.join(foreign[:3])}{more}); "
+                "refusing to replace it",
+            )
+    return Plan(c, dataset, run_dir, hashed, digest, not resume)
