@@ -259,6 +259,7 @@ def test_epoch_sources_train_alike_and_the_timing_is_per_step():
         (["--matmul-precision", "fp8"], "--matmul-precision"),
         (["--sizes", "8,4,3", "--activation", "swish"], "--activation"),
         (["--json", "/nonexistent-folder/x.json"], "--json"),
+        (["--json", "/proc/x.json"], "--json"),  # a place that cannot be written
         (["--batch", "many"], "--batch"),
         (["--peak-shapes", "12x12"], "--peak-shapes"),
         (["--peak-shapes", "axbxc"], "--peak-shapes"),

@@ -174,9 +174,12 @@ def run(args) -> int:
 
     configs, methods, dtype_name, precision, budget, devices, shapes = parse(args)
     if args.json:
-        out = Path(args.json)
-        if not out.parent.is_dir():
-            raise UsageError(f"--json: folder {str(out.parent)!r} does not exist")
+        from jaxbp.files import check_writable
+
+        try:  # refused before minutes of timing, not after
+            check_writable(args.json)
+        except ValueError as e:
+            raise UsageError(f"--json: {e}") from None
 
     # PyTorch's OpenMP threads spin-wait by default; on a machine whose cores are shared (with
     # XLA's own thread pool in this very process, or other jobs) that makes a 0.2 ms step take
