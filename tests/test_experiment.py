@@ -297,3 +297,14 @@ def test_best_checkpoint_is_the_highest_mean_validation_accuracy(trained):
     meta = checkpoint.read_meta(out / "best.npz")
     assert meta["epoch"] == 1 + int(np.argmax(val)) and meta["val_accuracy"] == max(val)
     assert meta["config_hash"] == summary["config_hash"] and "best.npz" in summary.outputs
+
+
+def test_errors_spell_other_fields_as_names_in_python_and_flags_on_the_cli(tmp_path, capsys):
+    with pytest.raises(ConfigError, match="^precision: bf16 needs grad manual") as info:
+        TrainConfig(precision="bf16", grad="autodiff").resolve()
+    assert info.value.render(lambda n: "--" + n) == "bf16 needs --grad manual, got 'autodiff'"
+    argv = ["train", *TINY_ARGV, "--patience", "2", "--val-fraction", "0", "--out", str(tmp_path)]
+    assert main(argv) == 2
+    assert "--patience: early stopping needs a validation split (--val-fraction > 0)" in (
+        capsys.readouterr().err
+    )

@@ -17,9 +17,6 @@ from jaxbp.cli import UsageError
 from jaxbp.cli import train_report as report
 from jaxbp.experiment.config import FIELD, ConfigError, TrainConfig, parse_text, read_toml
 
-RUN_ARGUMENTS = ("resume", "overwrite", "config")
-"""Names in library errors that are arguments of :func:`jaxbp.experiment.run`, not fields."""
-
 
 def flag(name: str) -> str:
     """The command-line flag of a config field or run argument: ``batch_size`` → ``--batch-size``."""
@@ -29,8 +26,8 @@ def flag(name: str) -> str:
 def usage_error(e: ConfigError, what: str = "--config") -> UsageError:
     """A library :class:`ConfigError` as the CLI says it: the field as its flag."""
     if e.source is not None:
-        return UsageError(f"{what} {e.source}: {e.reason}")
-    return UsageError(f"{flag(e.field)}: {e.reason}")
+        return UsageError(f"{what} {e.source}: {e.render(flag)}")
+    return UsageError(f"{flag(e.field)}: {e.render(flag)}")
 
 
 def add_parser(sub) -> None:

@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 from typing import NamedTuple
@@ -39,8 +40,21 @@ class ConfigError(ValueError):
     """
 
     def __init__(self, field: str, reason: str, source: str | None = None):
-        self.field, self.reason, self.source = field, reason, source
-        super().__init__(f"{source or field}: {reason}")
+        self.field, self.source, self.template = field, source, reason
+        self.reason = self.render(lambda name: f"{name}=True" if name in RUN_ARGUMENTS else name)
+        super().__init__(f"{source or field}: {self.reason}")
+
+    def render(self, name_of) -> str:
+        """The reason with each field or ``run`` argument it mentions (written ``{name}`` in
+        the template) spelled by ``name_of`` — the CLI passes the flag."""
+        known = (*FIELD, *RUN_ARGUMENTS)
+        return re.sub(
+            r"\{(\w+)\}", lambda m: name_of(m[1]) if m[1] in known else m[0], self.template
+        )
+
+
+RUN_ARGUMENTS = ("resume", "overwrite")
+"""Arguments of :func:`jaxbp.experiment.run` that errors may name besides the fields."""
 
 
 class _Meta(NamedTuple):
@@ -164,9 +178,9 @@ class TrainConfig:
                 hint = f"; did you mean {close[0]!r}?" if close else ""
                 raise ConfigError(name, f"unknown field{hint}")
         if "dataset" in changes and "data" in changes:
-            raise ConfigError("dataset", "give one data source, not both dataset and data")
+            raise ConfigError("dataset", "give one data source, not both {dataset} and {data}")
         if "seed" in changes and "seeds" in changes:
-            raise ConfigError("seed", "give one of seed and seeds, not both")
+            raise ConfigError("seed", "give one of {seed} and {seeds}, not both")
         cleared = {}
         if "dataset" in changes:
             cleared.update({k: FIELD_DEFAULT[k] for k in DATA_KEYS})

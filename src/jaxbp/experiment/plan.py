@@ -88,7 +88,7 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
     from jaxbp.data import fingerprint
 
     if resume and overwrite:
-        raise ConfigError("resume", "resume and overwrite: choose one")
+        raise ConfigError("resume", "{resume} and {overwrite}: choose one")
     c = config.resolve()
     dataset = load_data(c)
     n_train = dataset.x_train.shape[0]
@@ -129,8 +129,8 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
         if entries and not overwrite:
             raise ConfigError(
                 "out",
-                f"run directory {run_dir} already exists; pass --overwrite to replace it or "
-                "--resume to continue it",
+                f"run directory {run_dir} already exists; pass {{overwrite}} to replace it or "
+                "{resume} to continue it",
             )
         foreign = [e.name for e in entries if e.name not in OUTPUTS]
         if overwrite and foreign:

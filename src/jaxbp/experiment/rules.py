@@ -36,11 +36,11 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
         _choice("dataset", c["dataset"], BUILTIN)
     elif c["dataset"] is not None:
         raise ConfigError(
-            "dataset", f"give one data source, not both dataset {c['dataset']!r} and data"
+            "dataset", f"give one data source, not both {{dataset}} {c['dataset']!r} and {{data}}"
         )
     for key in ("test_data", "labels", "test_labels", "test_rows"):
         if c["data"] is None and c[key] is not None:
-            raise ConfigError(key, "only used with a data file (data)")
+            raise ConfigError(key, "only used with a data file ({data})")
     lc = c["label_column"]
     if lc not in LABEL_COLUMNS and not (lc.isdigit() and int(lc) >= 1):
         raise ConfigError(
@@ -53,7 +53,7 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
     _choice("dtype", c["dtype"], DTYPES)
     _choice("precision", c["precision"], PRECISIONS)
     if c["precision"] != "float32" and c["grad"] != "manual":
-        raise ConfigError("precision", f"{c['precision']} needs grad manual, got {c['grad']!r}")
+        raise ConfigError("precision", f"{c['precision']} needs {{grad}} manual, got {c['grad']!r}")
     if c["platform"] is not None:
         _choice("platform", c["platform"], PLATFORMS)
     if c["devices"] is not None and c["devices"] < 1:
@@ -104,7 +104,9 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
     if not 0 < c["test_fraction"] < 1:
         raise ConfigError("test_fraction", f"must be in (0, 1), got {c['test_fraction']}")
     if c["patience"] > 0 and c["val_fraction"] == 0:
-        raise ConfigError("patience", "early stopping needs a validation split (val_fraction > 0)")
+        raise ConfigError(
+            "patience", "early stopping needs a validation split ({val_fraction} > 0)"
+        )
     if c["seeds"] is None:
         c["seeds"] = (c["seed"],)
     seeds = c["seeds"]

@@ -180,7 +180,7 @@ def run(
     if out is not None:
         config = dataclasses.replace(config, out=str(out))
     if resume and config.out is None:
-        raise ConfigError("resume", "name the run directory to continue (out)")
+        raise ConfigError("resume", "name the run directory to continue ({out})")
     if resume and not (Path(config.out) / CHECKPOINT).is_file():
         raise ConfigError(
             "resume", f"no checkpoint {Path(config.out) / CHECKPOINT} to continue from"
