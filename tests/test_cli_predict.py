@@ -125,3 +125,55 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(
     assert len(err) == 1 and err[0].startswith("error: ")
     assert message.format(d=tmp_path) in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def write_idx(path, array):
+    """An IDX file of unsigned bytes (LeCun's MNIST format)."""
+    array = np.asarray(array, np.uint8)
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
+    path.write_bytes(header + array.tobytes())
+
+
+def test_idx_and_mat_files(tmp_path, capsys):
+    import scipy.io
+
+    rng = np.random.default_rng(0)
+    y = np.arange(90) % 3
+    images = rng.integers(0, 60, (90, 3, 3)) + 60 * y[:, None, None]  # separable classes
+    write_idx(tmp_path / "train-images-idx3-ubyte", images[:60])
+    write_idx(tmp_path / "train-labels-idx1-ubyte", y[:60])
+    write_idx(tmp_path / "t-images-idx3-ubyte", images[60:])
+    write_idx(tmp_path / "t-labels-idx1-ubyte", y[60:])
+    config = TrainConfig(
+        data=str(tmp_path / "train-images-idx3-ubyte"),
+        labels=str(tmp_path / "train-labels-idx1-ubyte"),
+        hidden=(4,),
+        epochs=5,
+        batch_size=8,
+        test_fraction=0.25,
+    )
+    run(config, tmp_path / "idx-run")
+    model = load_run(tmp_path / "idx-run")
+    images_t = str(tmp_path / "t-images-idx3-ubyte")
+    assert main(["predict", str(tmp_path / "idx-run"), "--data", images_t]) == 0
+    labels = capsys.readouterr().out.splitlines()[1:]
+    assert labels == list(model.predict(images[60:].reshape(30, 9)))
+    argv = ["evaluate", str(tmp_path / "idx-run"), "--data", images_t]
+    assert main([*argv, "--labels", str(tmp_path / "t-labels-idx1-ubyte")]) == 0
+    accuracy = np.mean(model.predict_index(images[60:].reshape(30, 9)) == y[60:])
+    assert f"accuracy {100 * accuracy:.2f} %" in capsys.readouterr().out
+    assert main(argv) == 2  # evaluating IDX images needs their labels
+    assert "--labels" in capsys.readouterr().err
+
+    # the course's .mat: labels 1..10, 10 meaning digit 0
+    x = rng.normal(size=(200, 5))
+    digit = np.arange(200) % 10
+    x[:, 0] += 3 * digit
+    scipy.io.savemat(tmp_path / "d.mat", {"X": x, "y": np.where(digit == 0, 10, digit)[:, None]})
+    run(TrainConfig(data=str(tmp_path / "d.mat"), hidden=(8,), epochs=5), tmp_path / "mat-run")
+    model = load_run(tmp_path / "mat-run")
+    assert main(["evaluate", str(tmp_path / "mat-run"), "--data", str(tmp_path / "d.mat")]) == 0
+    accuracy = np.mean(model.predict(x) == digit.astype(str))
+    assert f"accuracy {100 * accuracy:.2f} %" in capsys.readouterr().out
