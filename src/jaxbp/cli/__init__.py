@@ -13,7 +13,7 @@ import os
 import re
 import sys
 
-SUBCOMMANDS = ("demo", "bench", "verify", "train")
+SUBCOMMANDS = ("demo", "bench", "verify", "train", "predict")
 """Subcommand modules, in the order ``jaxbp --help`` lists them."""
 
 
