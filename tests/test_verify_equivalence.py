@@ -64,5 +64,5 @@ def test_hand_and_graph_equal_autodiff(problem):
     loss = _loss(*kw.values())
     for name, source in (("manual", jaxbp.value_and_grad), ("graph", jaxbp.graph.value_and_grad)):
         report = verify.check(functools.partial(source, **kw), loss, params, x, y, modes=("rev",),
-                              title=f"{name} gradient vs jax.grad")  # fmt: skip
+                              transforms=(), title=f"{name} gradient vs jax.grad")  # fmt: skip
         assert report.ok, f"{problem}\n{report}"
