@@ -244,8 +244,8 @@ def check(
     # compilations (XLA compiles on one core) overlap the oracles'. JAX's configuration is
     # thread-local, so grad_fn runs there under the caller's settings, never the reference's.
     transform_copies_rng = oracles.host_rng(key, stream=1)
-    pool = concurrent.futures.ThreadPoolExecutor(1) if transforms else None
-    pending = pool and pool.submit(
+    pool = concurrent.futures.ThreadPoolExecutor(2)
+    pending = transforms and pool.submit(
         tf.transform_rows, state, grad_c, tree, rest, treedef, value, leaves, checked, transforms,
         transform_copies_rng,
     )  # fmt: skip
@@ -273,8 +273,21 @@ def check(
         eval_eps = tolerance.eps(eval_dtype)
         hand_flat = np.concatenate([hand[i].ravel() for i in idx])
 
+        directional = "fwd" in modes or "fd" in modes
+        flops, compiling = None, None
+        if directional:
+            # the directional program's shape is known before rev runs (how many directions, not
+            # which): it compiles in the other thread while rev compiles and runs here
+            flops = oracles.flops_per_evaluation(loss_c, layout, theta, fixed, rest_ref)
+            sizes = {i: int(np.size(leaves[i])) for i in idx}
+            count = oracles.direction_count(sizes, fd_budget, flops, n_projections)
+            compiling = pool.submit(
+                oracles.precompile, ref_dtypes, loss_c, layout, theta, fixed, rest_ref, count,
+                fwd="fwd" in modes, kinks=kinks if argnums is None else None,
+            )  # fmt: skip
+
         g_rev, j_ref = None, None
-        if "rev" in modes or value is not None or "fd" in modes or "fwd" in modes:
+        if "rev" in modes or value is not None or directional:
             t0 = time.perf_counter()
             j_ref, g_rev = oracles.rev(loss_c, layout, theta, fixed, rest_ref)
             seconds["rev"] = time.perf_counter() - t0
@@ -289,21 +302,22 @@ def check(
                                    method="scalar", rtol=vt, atol=atol_of("value", "(value)"),
                                    order=-1, dtype=jnp.result_type(value)))  # fmt: skip
 
-        if "fwd" in modes or "fd" in modes:
+        if directional:
             t0 = time.perf_counter()
+            compiling.result()  # never compile the same program twice at once
             ref = Reference(loss_c, layout, theta, fixed, rest_ref, hand_flat, g_rev, j_ref,
                              eval_dtype, eval_eps)  # fmt: skip
             opts = FDOptions(modes, fd_budget, fd_step, n_projections,
-                              kinks if argnums is None else None, rng)  # fmt: skip
+                              kinks if argnums is None else None, rng, flops)  # fmt: skip
             dir_rows, meta_fd = directional_rows(state, ref, opts, leaves)
             rows += dir_rows
             seconds["directions"] = time.perf_counter() - t0
 
-    if pending is not None:
+    if pending:
         t_rows, t_seconds = pending.result()
-        pool.shutdown()
         rows += t_rows
         seconds.update(t_seconds)
+    pool.shutdown()
     seconds["total"] = time.perf_counter() - started
 
     meta = {

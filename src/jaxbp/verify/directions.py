@@ -39,6 +39,7 @@ class FDOptions(NamedTuple):
     n_projections: int
     kinks: Callable | None
     rng: np.random.Generator
+    flops: float | None  # one loss evaluation, from XLA's cost analysis (None: unknown)
 
 
 def directional_rows(state: State, ref: Reference, opts: FDOptions, leaves) -> tuple:
@@ -55,7 +56,7 @@ def directional_rows(state: State, ref: Reference, opts: FDOptions, leaves) -> t
         if h.size:
             first.append(int(np.argmax(np.abs(h))))
         priority[i] = first
-    flops = oracles.flops_per_evaluation(ref.loss, layout, ref.theta, ref.fixed, ref.args)
+    flops = opts.flops
     plan = oracles.plan(sizes, opts.budget, flops=flops, n_projections=opts.n_projections,
                         rng=rng, priority=priority)  # fmt: skip
     scales = dict(zip(range(len(leaves)), leaf_scales(leaves, layout.checked), strict=True))
@@ -67,18 +68,19 @@ def directional_rows(state: State, ref: Reference, opts: FDOptions, leaves) -> t
             steps[i] = float(fd_step)
         else:
             steps[i] = float(fd.base_step(scales[i], ref.eval_dtype))
-    key_shape = oracles.key_data_shape()
-    kind, index, start, stop, keys, step, owner, elem = [], [], [], [], [], [], [], []
+    kind, index, start, stop, row, step, owner, elem = [], [], [], [], [], [], [], []
+    projected = []  # the leaf of each projection row, in order
     for i in idx:
         off = layout.offsets[i]
         for c in plan.coordinates[i]:
             kind.append(0), index.append(off + int(c)), start.append(off + int(c))
-            stop.append(off + int(c) + 1), keys.append(np.zeros(key_shape, np.uint32))
+            stop.append(off + int(c) + 1), row.append(0)
             step.append(steps[i]), owner.append(i), elem.append(int(c))
         for _ in range(plan.projections[i]):
             kind.append(1), index.append(0), start.append(off), stop.append(layout.offsets[i + 1])
-            keys.append(rng.integers(0, 2**32, size=key_shape, dtype=np.uint32))
+            row.append(len(projected)), projected.append(i)
             step.append(steps[i]), owner.append(i), elem.append(-1)
+    projections = oracles.projection_rows(rng, layout, projected, np.float64)
     meta = {
         "budget": plan.budget,
         "flops_per_evaluation": flops,
@@ -89,12 +91,13 @@ def directional_rows(state: State, ref: Reference, opts: FDOptions, leaves) -> t
     }
     if not kind:
         return [], meta
-    dirs = oracles.Directions(*(np.asarray(a) for a in (kind, index, start, stop, keys, step)))
+    dirs = oracles.Directions(*(np.asarray(a) for a in (kind, index, start, stop, row, step)))
     fwd_ok, fwd_note = "fwd" in modes, None
 
     def run(fwd):
         return oracles.directional(ref.loss, layout, ref.theta, ref.fixed, ref.args,
-                                   ref.hand_flat, dirs, ref.value, fwd=fwd, kinks=kinks)  # fmt: skip
+                                   ref.hand_flat, dirs, projections, ref.value, fwd=fwd,
+                                   kinks=kinks)  # fmt: skip
 
     try:
         vals = run(fwd_ok)

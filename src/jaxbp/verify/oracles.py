@@ -46,9 +46,11 @@ FD_FLOP_BUDGET = 2e10
 evaluations (XLA's cost analysis of one evaluation × evaluations per direction): about half a second on
 two CPU cores in float64, far less on an accelerator."""
 
-MIN_COORDINATES = 2
-"""Coordinates per leaf checked even when the budget is smaller: the leaf's largest disagreement
-with rev, then its largest hand element, then random ones; rev itself compares every element."""
+MIN_COORDINATES = 1
+"""Coordinates per leaf checked even when the budget is smaller. The first is the leaf's largest
+disagreement with rev (then its largest hand element, then random ones, as the share allows):
+rev compares every element, and fwd and fd confirm it independently where it matters most, plus
+along a random projection of the whole leaf."""
 
 DEFAULT_FD_BUDGET = "auto"
 """``fd_budget`` default: every coordinate when the loss is cheap enough, else a random sample
@@ -208,7 +210,7 @@ class Directions(NamedTuple):
       kind: 0 coordinate, 1 projection.
       index: the flat index in θ of a coordinate (projections: 0).
       start, stop: the segment in θ a projection is supported on (coordinates: index, index + 1).
-      key_data: raw PRNG key data per direction (the projection's vector is drawn from it).
+      row: a projection's row in the projections array (coordinates: 0).
       step: the base step h of the ladder.
     """
 
@@ -216,7 +218,7 @@ class Directions(NamedTuple):
     index: np.ndarray
     start: np.ndarray
     stop: np.ndarray
-    key_data: np.ndarray
+    row: np.ndarray
     step: np.ndarray
 
 
@@ -237,7 +239,7 @@ def _distance_to_kink(kinks, layout, fixed, args, theta, v):
     jax.jit, static_argnames=("loss_fn", "kinks", "layout", "static_spec", "batch", "fwd")
 )
 def _directional(
-    loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed, dynamic, hand, dirs
+    loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed, dynamic, hand, dirs, projections
 ):
     f = _flat_loss(loss_fn, layout, static_spec, fixed, dynamic)
     args = join_args(dynamic, static_spec)
@@ -265,21 +267,10 @@ def _directional(
         tangent = jax.jvp(f, (theta,), (v,))[1] if fwd else jnp.zeros((), theta.dtype)
         return j_plus, j_minus, hand_diff, s, v @ g, tangent, blocked
 
-    def coordinate(d: Directions):
-        return (pos == d.index).astype(theta.dtype)
-
-    def projection(d: Directions):
-        # drawn here, not on the host: no N-sized vector per direction crosses to the device;
-        # random signs (a Rademacher vector, 2.5x cheaper to draw than a normal one) on the leaf
-        signs = jax.random.rademacher(jax.random.wrap_key_data(d.key_data), (n,), jnp.float32)
-        signs = jnp.where((pos >= d.start) & (pos < d.stop), signs.astype(theta.dtype), 0)
-        return signs / jnp.sqrt(jnp.maximum(d.stop - d.start, 1).astype(theta.dtype))
-
     def one(d: Directions):
-        if batch == 1:  # a scan: cond runs one branch (an N-sized normal costs 4 evaluations)
-            v = jax.lax.cond(d.kind == 0, coordinate, projection, d)
-        else:  # vectorised chunks of small problems: both, then select
-            v = jnp.where(d.kind == 0, coordinate(d), projection(d))
+        # a coordinate is built here; a projection (random signs on its leaf, drawn on the host
+        # from the check's key) is a row of ``projections`` — no random kernel to compile or run
+        v = jnp.where(d.kind == 0, (pos == d.index).astype(theta.dtype), projections[d.row])
         return along(d, v)
 
     return jax.lax.map(one, dirs, batch_size=None if batch == 1 else batch)
@@ -298,19 +289,21 @@ class DirectionalValues(NamedTuple):
     blocked: np.ndarray  # (n,) bool: on a watched kink
 
 
-def directional(loss_fn, layout: Layout, theta, fixed, args, hand, dirs: Directions, j0: float, *,
-                fwd: bool, kinks=None) -> DirectionalValues:  # fmt: skip
+def directional(loss_fn, layout: Layout, theta, fixed, args, hand, dirs: Directions,
+                projections: np.ndarray, j0: float, *, fwd: bool, kinks=None) -> DirectionalValues:  # fmt: skip
     """Runs the directional program (module docstring) over ``dirs``; ``j0`` is f(θ) (from rev)."""
     dynamic, static_spec = split_args(args)
     batch = batch_size(layout.size, len(dirs.kind))
     # converted on the host and placed with device_put: jnp.asarray(x, dtype) of a NumPy array
     # compiles a kernel per shape and dtype
-    host = (np.int32, np.int32, np.int32, np.int32, np.uint32, theta.dtype)
+    host = (np.int32, np.int32, np.int32, np.int32, np.int32, theta.dtype)
     dev = Directions(
         *(jax.device_put(np.asarray(a).astype(t)) for a, t in zip(dirs, host, strict=True))
     )
+    rows = projections if len(projections) else np.zeros((1, theta.shape[0]))
     out = _directional(loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed, dynamic,
-                       jax.device_put(np.asarray(hand).astype(theta.dtype)), dev)  # fmt: skip
+                       jax.device_put(np.asarray(hand).astype(theta.dtype)), dev,
+                       jax.device_put(np.asarray(rows).astype(theta.dtype)))  # fmt: skip
     jp, jm, hd, s, hv, tg, bl = (np.asarray(a) for a in out)
     f64 = np.float64
     return DirectionalValues(float(j0), jp.astype(f64), jm.astype(f64), hd.astype(f64),
@@ -374,6 +367,51 @@ def plan(
             complete[i], projections[i] = False, n_projections
         left = max(left - len(coords[i]), 0)
     return Plan(coords, projections, complete, budget, flops)
+
+
+def direction_count(sizes: dict, budget, flops: float | None, n_projections: int):
+    """(directions, projections) that :func:`plan` chooses (it does not depend on which)."""
+    p = plan(sizes, budget, flops=flops, n_projections=n_projections,
+             rng=np.random.default_rng(0), priority={})  # fmt: skip
+    n_proj = sum(p.projections.values())
+    return sum(len(c) for c in p.coordinates.values()) + n_proj, n_proj
+
+
+def projection_rows(rng: np.random.Generator, layout: Layout, leaves: list, dtype) -> np.ndarray:
+    """One unit vector of random signs per entry of ``leaves`` (leaf indices), on that leaf's
+    segment of θ and zero elsewhere: shape (len(leaves), N)."""
+    rows = np.zeros((len(leaves), layout.size), dtype)
+    for r, i in enumerate(leaves):
+        seg = layout.segment(i)
+        n = seg.stop - seg.start
+        rows[r, seg] = (2.0 * rng.integers(0, 2, n) - 1.0) / np.sqrt(max(n, 1))
+    return rows
+
+
+def precompile(dtypes, loss_fn, layout: Layout, theta, fixed, args, count, *, fwd: bool,
+               kinks=None) -> bool:  # fmt: skip
+    """Compiles the directional program for ``count`` directions ahead of time (in a worker
+    thread: JAX's configuration is thread-local, so the reference precision is entered here too);
+    the call that follows finds it in JAX's compilation cache. False when it cannot be compiled —
+    the call then raises the real error."""
+    from jaxbp.verify.tolerance import reference_precision
+
+    count, n_proj = count
+    if count == 0:
+        return False
+    with reference_precision(dtypes):
+        dynamic, static_spec = split_args(args)
+        batch = batch_size(layout.size, count)
+        shape = jax.ShapeDtypeStruct
+        dirs = Directions(*(shape((count,), jnp.int32) for _ in range(5)),
+                          shape((count,), theta.dtype))  # fmt: skip
+        rows = shape((max(n_proj, 1), theta.shape[0]), theta.dtype)
+        try:
+            _directional.lower(loss_fn, kinks, layout, static_spec, batch, fwd, theta, fixed,
+                               dynamic, shape(theta.shape, theta.dtype), dirs, rows).compile()  # fmt: skip
+        except Exception:  # noqa: BLE001 — the real call reports it, with its own handling
+            return False
+    return True
 
 
 def resolve_key(key) -> tuple[Array, dict]:
