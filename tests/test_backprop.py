@@ -41,7 +41,10 @@ def _transformed(fn, transform, **kw):
 
 
 @pytest.mark.parametrize("transform", ["eager", "jit", "vmap"])
-@pytest.mark.parametrize("depth", [0, 1, 2, 3, 4])
+@pytest.mark.parametrize(
+    "depth",
+    [0, 1, 2, pytest.param(3, marks=pytest.mark.slow), pytest.param(4, marks=pytest.mark.slow)],
+)
 @pytest.mark.parametrize("output", sorted(jaxbp.OUTPUTS))
 @pytest.mark.parametrize("activation", sorted(jaxbp.ACTIVATIONS))
 def test_hand_equals_autodiff_float64(activation, output, depth, transform):

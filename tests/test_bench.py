@@ -180,6 +180,7 @@ TINY = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_bench_cli_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main([*TINY, "--methods", "hand,autodiff,sklearn", "--json", str(out)]) == 0

@@ -136,6 +136,7 @@ def write_idx(path, array):
     path.write_bytes(header + array.tobytes())
 
 
+@pytest.mark.slow
 def test_idx_and_mat_files(tmp_path, capsys):
     import scipy.io
 

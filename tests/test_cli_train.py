@@ -140,6 +140,7 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
         assert x == y
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_with_a_schedule(tmp_path, monkeypatch):
     """A run killed after epoch 2 (cosine schedule over 4 epochs) resumes to the same end."""
     import jaxbp.train as T
@@ -175,6 +176,7 @@ def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(tmp_pa
         assert json.loads(z["__meta__"].tobytes())["meta"]["epoch"] == 0
 
 
+@pytest.mark.slow
 def test_grad_graph_source_trains_like_manual(tmp_path):
     finals = {}
     for grad in ("manual", "graph"):
@@ -187,6 +189,7 @@ def test_grad_graph_source_trains_like_manual(tmp_path):
     assert finals["graph"] == pytest.approx(finals["manual"], rel=1e-12)
 
 
+@pytest.mark.slow
 def test_lbfgs_and_early_stopping_from_the_cli(tmp_path):
     out = tmp_path / "lbfgs"
     assert train("--dataset", "iris", "--hidden", "6", "--optimizer", "lbfgs", "--epochs", "30",

@@ -95,6 +95,7 @@ def test_python_dash_m_help():
     assert "--modes" in result.stdout and "--json" in result.stdout
 
 
+@pytest.mark.slow
 def test_verify_devices_sharded_subprocess(tmp_path):
     """``jaxbp verify --devices 4`` on 4 forced CPU devices: the sharded section passes and is
     recorded in the JSON."""

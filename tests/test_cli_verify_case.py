@@ -254,7 +254,9 @@ def test_bad_case_arguments_exit_2(tmp_path, capsys):
     assert main(["verify", "--case", f"{LOGISTIC}:case", "--seed", "x"]) == 2
     assert "--seed: expected an integer" in _one_error_line(capsys)
     assert main(["verify", "--case", f"{LOGISTIC}:case", "--json", "/nonexistent-dir/x"]) == 2
-    assert "--json: /nonexistent-dir/x: folder /nonexistent-dir does not exist" in _one_error_line(capsys)
+    assert "--json: /nonexistent-dir/x: folder /nonexistent-dir does not exist" in _one_error_line(
+        capsys
+    )
 
 
 def test_help_describes_the_case_contract(capsys):

@@ -20,7 +20,9 @@ def _blocks(path: Path) -> list[str]:
     return BLOCK.findall(path.read_text(encoding="utf-8"))
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/verify.md"])
+@pytest.mark.parametrize(
+    "doc", ["README.md", pytest.param("docs/verify.md", marks=pytest.mark.slow)]
+)
 def test_python_examples_run_as_written(doc, tmp_path):
     blocks = _blocks(ROOT / doc)
     assert blocks, f"{doc} has no python examples"

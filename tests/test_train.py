@@ -252,6 +252,7 @@ def test_fit_raises_on_a_nan_loss_naming_the_epoch():
         next(gen)
 
 
+@pytest.mark.slow
 def test_lbfgs_full_batch_converges_with_hand_derived_line_search():
     x, y, _, _ = problem()
     opt = make_optimizer("lbfgs", lr=1.0)

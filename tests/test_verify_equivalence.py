@@ -14,6 +14,7 @@ Bounded for CI: ``derandomize=True`` makes the examples the same on every run, a
 import functools
 
 import hypothesis.strategies as st
+import pytest
 from hypothesis import HealthCheck, given, settings
 
 import jaxbp
@@ -47,6 +48,7 @@ def _loss(activation, output, l2):
     return functools.partial(reference.cost, activation=activation, output=output, l2=l2)
 
 
+@pytest.mark.slow
 @settings(
     max_examples=12,
     deadline=None,

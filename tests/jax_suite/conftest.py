@@ -6,8 +6,9 @@
   which JAX exposes it (``jax.test_util``, ``jax._src.public_test_util``, ``jax._src.test_util``),
   and restores them afterwards: nothing outside this folder sees ours.
 - ``JAX_NUM_GENERATED_CASES`` (JAX's sampler of parameterised cases, default 10) is set to 1
-  unless given, which keeps the folder under a minute on one core; a larger sample
-  (``JAX_NUM_GENERATED_CASES=10`` is JAX's default) marks the folder ``slow`` (:data:`CASES`).
+  unless given, which keeps the folder under a minute on one core (``JAX_NUM_GENERATED_CASES=10``
+  is JAX's default: 752 tests, about 5 minutes). The folder is marked ``slow``: CI runs it in its
+  slow pass (.ci/run), the README's quick command leaves it out.
 - float64 stays on (tests/conftest.py), as in JAX's ``JAX_ENABLE_X64=1`` runs: the dtype lists of
   JAX's tests then include float64 and complex128. ``jtu.JaxTestCase`` itself sets JAX's strict
   dtype promotion, rank-promotion errors and ``jax_enable_checks`` for each test.
@@ -33,9 +34,8 @@ if jtu.NUM_GENERATED_CASES.value != int(os.environ["JAX_NUM_GENERATED_CASES"]):
     jax.config.update("jax_num_generated_cases", int(os.environ["JAX_NUM_GENERATED_CASES"]))
 
 CASES = int(os.environ["JAX_NUM_GENERATED_CASES"])
-"""With one case per parameterised group the folder runs in about 45 s of one core (104 tests);
-with more (``JAX_NUM_GENERATED_CASES=10``: JAX's default, 752 tests, about 5 minutes) every test
-here is marked ``slow``."""
+"""JAX's sample size: one case per parameterised group by default (104 tests, about 45 s of one
+core); ``JAX_NUM_GENERATED_CASES=10`` is JAX's own default (752 tests, about 5 minutes)."""
 
 NAN_DOMAIN = (
     "testOpGrad samples lax.asin / lax.acos on uniform(-1.3, 1.3): where |x| > 1 the function "
@@ -62,7 +62,8 @@ def _ours(test_name: str):
 def pytest_collection_modifyitems(config, items):
     here = os.path.dirname(os.path.abspath(__file__))
     for item in items:
-        if CASES > 1 and str(item.path).startswith(here):
+        # JAX's own suite runs in CI's slow pass (.ci/run), not in the README's quick command
+        if str(item.path).startswith(here):
             item.add_marker(pytest.mark.slow)
 
 
