@@ -113,13 +113,14 @@ def write_plots(run_dir: Path, history, matrices, ds, c, names) -> list[str]:
         return np.array([[np.nan if v is None else v for v in r] for r in rows]).T
 
     label = f"{ds.name if c.dataset else Path(ds.name).name} · {c.grad} gradients"
-    plots.plot_curves(
+    # the labels say what each curve holds: train J(Θ) includes the L2 penalty, validation not
+    plots.plot_losses(
         run_dir / names[0],
         epochs,
-        {"train J(Θ)": series("train_loss"), "validation cost": series("val_loss")},
-        ylabel="loss",
+        series("train_loss"),
+        series("val_loss"),
+        l2=float(c.l2),
         title=f"loss — {label}",
-        log_y=True,
     )
     plots.plot_curves(
         run_dir / names[1],
