@@ -120,6 +120,7 @@ def params_bytes(out):
         return [z[k].tobytes() for k in sorted(z.files) if k != "__meta__"]
 
 
+@pytest.mark.slow
 def test_resume_is_bit_identical_to_an_uninterrupted_run(tmp_path):
     common = [*TINY[:-1], "4", "--schedule", "constant", "--seeds", "0,1"]
     straight, split = tmp_path / "straight", tmp_path / "split"
@@ -201,6 +202,7 @@ def test_lbfgs_and_early_stopping_from_the_cli(tmp_path):
     assert s["test_accuracy"] >= 0.8
 
 
+@pytest.mark.slow
 def test_progress_bar_only_on_a_terminal(tmp_path, capsys, monkeypatch):
     assert train(*TINY, "--out", tmp_path / "a") == 0
     plain = capsys.readouterr().out
