@@ -289,3 +289,14 @@ def test_config_hash_mismatch_on_resume_changes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "config hash mismatch" in err[0] and "lr 0.003 → 0.5" in err[0]
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("where", ["under a file", "unwritable"])
+def test_an_out_that_cannot_hold_the_run_is_one_line_exit_2(where, tmp_path, capsys):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    out = blocker / "run" if where == "under a file" else Path("/proc/jaxbp-run")
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out:") and "\n" not in err and "Traceback" not in err
+    assert not out.exists() and blocker.read_text() == "x"

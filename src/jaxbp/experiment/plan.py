@@ -140,4 +140,10 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
                 f"{run_dir} holds files a run does not write ({', '.join(foreign[:3])}{more}); "
                 "refusing to replace it",
             )
+    from jaxbp.files import check_creatable_dir
+
+    try:  # a place that cannot hold the run is refused now, before any training
+        check_creatable_dir(run_dir)
+    except ValueError as e:
+        raise ConfigError("out", str(e)) from None
     return Plan(c, dataset, run_dir, hashed, digest, not resume)
