@@ -22,15 +22,17 @@ random unit directions over the whole leaf.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.verify import oracles, select, tolerance
+from jaxbp.verify import custom_rules, oracles, select, tolerance
 from jaxbp.verify import transforms as tf
 from jaxbp.verify.directions import FDOptions, Reference, directional_rows
 from jaxbp.verify.hand import State, leaf_problem, parse_gradient
@@ -60,9 +62,10 @@ def _check_modes(modes) -> tuple[str, ...]:
 
 
 def _check_loss(loss_fn, tree, args):
-    """The loss's output as a ShapeDtypeStruct; errors that name ``loss_fn`` otherwise."""
+    """The loss's output as a ShapeDtypeStruct and its jaxpr (one trace); errors that name
+    ``loss_fn`` otherwise."""
     try:
-        out = jax.eval_shape(loss_fn, tree, *args)
+        jaxpr, out = jax.make_jaxpr(loss_fn, return_shape=True)(tree, *args)
     except _TRACE_ERRORS as e:
         raise TypeError(
             f"loss_fn: cannot be traced by JAX ({tf.first_line(e)}); check differentiates it with "
@@ -78,7 +81,7 @@ def _check_loss(loss_fn, tree, args):
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"loss_fn: returned dtype {out.dtype}; it must return a floating scalar")
-    return out
+    return out, jaxpr
 
 
 def _options(fd_budget, n_projections, fd_step, kinks, grad_fn, loss_fn):
@@ -113,6 +116,21 @@ def _kinks_output_checked(kinks, tree, args):
             raise TypeError(f"kinks: returned a leaf of dtype {leaf.dtype}; expected float arrays")
     if not jax.tree.leaves(out):
         raise TypeError("kinks: returned no arrays; expected the pre-activations of kinked units")
+
+
+def _custom_rule_notes(rows, rules, modes) -> tuple[list[Row], tuple[str, ...]]:
+    """``rows`` with a note on each rev / fwd row whose oracle ran one of ``rules`` (the custom
+    rules inside loss_fn, :mod:`jaxbp.verify.custom_rules`), and the report's warning if any did.
+    Verdicts are left as they are."""
+    if not any(custom_rules.affected(rules, m) for m in modes):
+        return rows, ()
+    out = []
+    for r in rows:
+        note = custom_rules.row_note(rules, r.oracle)
+        if note and r.status != "not applicable":
+            r = dataclasses.replace(r, note=f"{r.note}; {note}" if r.note else note)
+        out.append(r)
+    return out, (custom_rules.report_warning(rules, modes),)
 
 
 def check(
@@ -165,6 +183,13 @@ def check(
     Returns:
       A :class:`~jaxbp.verify.Report`: one row per checked leaf per oracle and transformation
       (plus ``(value)`` rows when ``grad_fn`` returns a value); ``meta["seconds"]`` has the cost.
+      When ``loss_fn`` carries a custom_vjp / custom_jvp rule defined outside JAX (``jaxbp.loss``),
+      the rev (and for a custom_jvp the fwd) rows say so in their note and ``warnings`` names the
+      rule: those oracles ran it; only fd is independent of it (:mod:`jaxbp.verify.custom_rules`).
+
+    Warns:
+      CustomRuleWarning: such a rule was found and ``modes`` has no ``"fd"``, so nothing independent
+      of the rule checked the gradient (verdicts are unchanged).
 
     Raises:
       ValueError / TypeError: a bad argument, named — a non-scalar or untraceable ``loss_fn``, a
@@ -210,7 +235,7 @@ def check(
         bad = [p for p in fd_step if p not in {paths[i] for i in idx}]
         if bad:
             raise ValueError(f"fd_step: unknown leaf path(s) {bad!r}")
-    _check_loss(loss_c, tree, rest)
+    _, loss_jaxpr = _check_loss(loss_c, tree, rest)
     if kinks is not None:
         _kinks_output_checked(kinks, *((tree, rest) if argnums is None else (params, args)))
 
@@ -269,7 +294,7 @@ def check(
         fixed = tuple(tolerance.upcast(leaves[i]) for i, c in enumerate(checked) if not c)
         rest_ref = tolerance.upcast(rest)
         ref_tree = jax.tree_util.tree_unflatten(treedef, [tolerance.upcast(x) for x in leaves])
-        eval_dtype = _check_loss(loss_c, ref_tree, rest_ref).dtype
+        eval_dtype = _check_loss(loss_c, ref_tree, rest_ref)[0].dtype
         eval_eps = tolerance.eps(eval_dtype)
         hand_flat = np.concatenate([hand[i].ravel() for i in idx])
 
@@ -342,7 +367,10 @@ def check(
         "seconds": seconds,
         **environment(),
     }
-    report = Report(title, tuple(rows), meta)
+    rows, report_warnings = _custom_rule_notes(rows, custom_rules.custom_rules(loss_jaxpr), modes)
+    if report_warnings and "fd" not in modes:
+        warnings.warn(custom_rules.CustomRuleWarning(report_warnings[0]), stacklevel=2)
+    report = Report(title, tuple(rows), meta, warnings=report_warnings)
     if raise_on_fail:
         report.raise_if_failed()
     return report

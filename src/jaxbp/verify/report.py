@@ -315,11 +315,15 @@ class Report:
       title: what was verified.
       rows: every comparison, grouped by oracle, leaves in tree order within each oracle.
       meta: the reproducible record: seed/key, steps, tolerances, dtypes, device, versions.
+      warnings: what the verdicts do not show, one sentence each, printed under the title — e.g.
+        that ``rev`` ran a custom rule inside ``loss_fn`` and so compared the rule with itself
+        (:mod:`jaxbp.verify.custom_rules`). They never fail the report.
     """
 
     title: str
     rows: tuple[Row, ...]
     meta: dict = dataclasses.field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -363,18 +367,20 @@ class Report:
 
     def __str__(self) -> str:
         status = "PASS" if self.ok else f"FAIL ({', '.join(self.failed)})"
-        lines = [f"{self.title}: {status}", format_rows(self.rows)]
+        lines = [f"{self.title}: {status}", *(f"warning: {w}" for w in self.warnings)]
+        lines.append(format_rows(self.rows))
         if self.meta.get("first_divergent"):
             lines.append(f"first divergent layer (from the output): {self.meta['first_divergent']}")
         return "\n".join(lines)
 
     def to_dict(self) -> dict:
-        """A JSON-ready record: ``ok``, ``failed``, every row and the metadata."""
+        """A JSON-ready record: ``ok``, ``failed``, the warnings, every row and the metadata."""
         return _jsonable(
             {
                 "title": self.title,
                 "ok": self.ok,
                 "failed": self.failed,
+                "warnings": list(self.warnings),
                 "rows": [r.to_dict() for r in self.rows],
                 "meta": self.meta,
             }
