@@ -167,12 +167,15 @@ def test_resume_after_an_interruption_with_a_schedule(tmp_path, monkeypatch):
     assert params_bytes(cut) == params_bytes(straight)
 
 
-def test_nan_loss_stops_with_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+def test_nan_loss_stops_with_the_epoch_keeps_the_checkpoint_and_says_how_to_restart(
+    tmp_path, capsys
+):
     out = tmp_path / "run"
     code = train(*TINY, "--optimizer", "sgd", "--lr", "1e30", "--out", out)
     err = capsys.readouterr().err
     assert code == 1 and "epoch 1: the training loss is nan" in err
-    assert "last good checkpoint" in err and "(epoch 0)" in err
+    assert "the last checkpoint is" in err and "(epoch 0)" in err
+    assert "to start again: jaxbp train --config" in err and "--lr 1e+29" in err
     with np.load(out / "checkpoint.npz") as z:
         assert json.loads(z["__meta__"].tobytes())["meta"]["epoch"] == 0
 

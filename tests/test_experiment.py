@@ -295,7 +295,8 @@ def test_best_checkpoint_is_the_highest_mean_validation_accuracy(trained):
 
     val = [e.metrics["val_accuracy"] for e in events]
     meta = checkpoint.read_meta(out / "best.npz")
-    assert meta["epoch"] == 1 + int(np.argmax(val)) and meta["val_accuracy"] == max(val)
+    assert meta["epoch"] == 1 + int(np.argmax(val)) and meta["score"] == max(val)
+    assert meta["criterion"] == "val_accuracy"
     assert meta["config_hash"] == summary["config_hash"] and "best.npz" in summary.outputs
 
 

@@ -140,6 +140,30 @@ def load(path, template):
     return jax.tree_util.tree_unflatten(treedef, leaves), header["meta"]
 
 
+def load_leaves(path) -> tuple[list[np.ndarray], dict]:
+    """Every array of a checkpoint in tree order, without a template — for reading part of
+    someone else's state (the parameters of a run trained with another optimizer).
+
+    Returns:
+      ``(leaves, meta)``: NumPy arrays with their stored dtype and shape (PRNG keys as their
+      key data) and the caller's ``meta``.
+
+    Raises:
+      CheckpointError: missing, not a checkpoint, or damaged (an array of the wrong size).
+    """
+    header, raw = _read(path)
+    leaves = []
+    for i, (spec, data) in enumerate(zip(header["leaves"], raw, strict=True)):
+        dtype = jax.numpy.dtype(spec["dtype"])
+        if data.size != dtype.itemsize * int(np.prod(spec["shape"], dtype=np.int64)):
+            raise CheckpointError(
+                f"{path}: damaged or incomplete checkpoint — array {i} has {data.size} bytes, "
+                f"its header says {spec['dtype']}{list(spec['shape'])}"
+            )
+        leaves.append(np.frombuffer(data.tobytes(), dtype=dtype).reshape(spec["shape"]).copy())
+    return leaves, header["meta"]
+
+
 def _to_host_spec(leaf) -> tuple[str, tuple[int, ...]]:
     if _is_key(leaf):
         data = jax.eval_shape(jax.random.key_data, leaf)

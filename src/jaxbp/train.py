@@ -132,13 +132,16 @@ def gradient_source(name: str) -> ValueAndGrad:
     return sources.source(name, among=GRAD_SOURCES)
 
 
-def init_state(key: Array, sizes, optimizer, *, scheme: str = "he", dtype=jnp.float32):
-    """A fresh :class:`TrainState`: parameters from ``init_params`` and the optimizer's state.
+def init_state(key: Array, sizes, optimizer, *, scheme: str = "he", dtype=jnp.float32, params=None):
+    """A fresh :class:`TrainState`: parameters from ``init_params`` (or ``params``, when
+    starting from given weights) and the optimizer's state.
 
-    ``key`` is split once: one half initialises the parameters, the other orders the minibatches.
+    ``key`` is split once: one half initialises the parameters, the other orders the minibatches
+    (the same order whether or not ``params`` is given).
     """
     k_params, k_data = jax.random.split(key)
-    params = init_params(k_params, sizes, scheme=scheme, dtype=dtype)
+    if params is None:
+        params = init_params(k_params, sizes, scheme=scheme, dtype=dtype)
     return TrainState(params, optimizer.init(params), k_data, jnp.zeros((), jnp.int32))
 
 

@@ -94,6 +94,20 @@ def config_from_args(args) -> TrainConfig:
         raise usage_error(e) from None
 
 
+def restart_command(e) -> str:
+    """The ``jaxbp train`` command line that starts a new run from a stopped run's best state
+    with :attr:`TrainingStopped.restart`'s settings, beside the stopped run."""
+    import shlex
+
+    from jaxbp.experiment.plan import CONFIG
+
+    words = ["jaxbp", "train", "--config", str(e.run_dir / CONFIG)]
+    for name, value in e.restart.items():
+        words += [flag(name), str(value)]
+    words += ["--out", f"{e.run_dir}-restart"]
+    return shlex.join(words)
+
+
 class Progress:
     """The progress bar on a terminal (tqdm), else a line every tenth of the run: a callback
     of :func:`jaxbp.experiment.run`."""
@@ -160,6 +174,8 @@ def run(args) -> int:
     except TrainingStopped as e:
         progress.close()
         print(f"error: {e}", file=sys.stderr)
+        if e.restart is not None:
+            print(f"to start again: {restart_command(e)}", file=sys.stderr)
         return 1
     finally:
         progress.close()

@@ -96,6 +96,12 @@ class TrainConfig:
     )
     output: str = _f("softmax_ce", "str", "output layer and cost")
     init: str | None = _f(None, "str", "initialisation: ng, glorot, he (default: he for relu-like)")
+    init_from: str | None = _f(
+        None,
+        "path",
+        "start from the weights of a run directory, a model/checkpoint .npz or the course's "
+        ".mat (Theta1, Theta2, …)",
+    )
     optimizer: str = _f("adam", "str", "sgd, momentum, adam, adamw or lbfgs")
     lr: float | None = _f(None, "float", "learning rate α (default per optimizer)")
     schedule: str | None = _f(
@@ -227,8 +233,9 @@ FIELD_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 DATA_KEYS = ("data", "test_data", "labels", "test_labels", "test_rows", "label_column")
 """Fields that only make sense with a data file; choosing ``dataset`` clears them."""
-PATH_KEYS = ("data", "test_data", "labels", "test_labels")
-"""File paths: where the data is, not what it is — the data fingerprint is hashed instead."""
+PATH_KEYS = ("data", "test_data", "labels", "test_labels", "init_from")
+"""File paths: where the data and the starting weights are, not what they are — their
+fingerprints are hashed instead."""
 
 
 def check_type(name: str, value):

@@ -52,6 +52,8 @@ class Plan(NamedTuple):
     hashed: dict
     hash: str
     fresh: bool
+    initial: tuple | None = None
+    """The starting parameters (``init_from``; a leading seed axis), else None."""
 
 
 def load_data(config: TrainConfig):
@@ -99,6 +101,12 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
             "or 'all'",
         )
     hashed = c.hashed(fingerprint(dataset))
+    initial = None
+    if c.init_from is not None:
+        from jaxbp.experiment.warmstart import initial_params
+
+        sizes = (dataset.num_features, *c.hidden, dataset.num_classes)
+        initial, hashed["init_fingerprint"] = initial_params(c.init_from, sizes, c.seeds, c.dtype)
     digest = config_hash(hashed)
     if c.out is None:
         name = c.dataset or Path(c.data).stem
@@ -146,4 +154,4 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
         check_creatable_dir(run_dir)
     except ValueError as e:
         raise ConfigError("out", str(e)) from None
-    return Plan(c, dataset, run_dir, hashed, digest, not resume)
+    return Plan(c, dataset, run_dir, hashed, digest, not resume, initial)

@@ -8,8 +8,9 @@ exactly this function, so a config gives the same bits from Python and from the 
 
 Files of a run directory (:data:`OUTPUTS`): ``config.toml`` (fully resolved), ``metrics.jsonl``
 (one line per epoch), ``summary.json``, the plots, ``checkpoint.npz`` (the training state, for
-``resume``), ``best.npz`` (the training state at the epoch of the highest validation accuracy,
-mean over seeds — same format, kept beside the last; only with a validation split) and
+``resume``), ``best.npz`` (the training state at the epoch of the highest validation accuracy, mean over
+seeds — or of the lowest training cost without a validation split; same format, kept beside
+the last) and
 ``model.npz`` (the final parameters of every seed with the training split's
 feature scaling and class names, for :func:`jaxbp.experiment.load_run`).
 """
@@ -87,19 +88,53 @@ class Summary:
 
 class TrainingStopped(RuntimeError):
     """Training stopped on a NaN loss or a failed shadow check; the message names the epoch,
-    the cause and the last good checkpoint.
+    the cause, the last checkpoint and the best state, each with its training cost, and — after
+    a divergence — how to start again from the best state with other settings.
 
     Attributes:
       checkpoint: the last checkpoint written; epoch: its epoch.
-      best: ``(path, epoch)`` of best.npz, or None.
+      best: ``(path, epoch)`` of best.npz, or None (no epoch completed).
+      restart: after a divergence, the :class:`TrainConfig` changes that start a new run from
+        the best state (``init_from``) with a learning rate ten times lower; else None.
+      run_dir: the run directory.
     """
 
-    def __init__(self, cause: Exception, checkpoint: Path, epoch: int, best=None):
+    def __init__(
+        self, cause: Exception, checkpoint: Path, epoch: int, best=None, *, history=(), lr=None
+    ):
         self.checkpoint, self.epoch, self.best = checkpoint, epoch, best
-        message = f"{cause}; the last good checkpoint is {checkpoint} (epoch {epoch})"
+        self.run_dir = Path(checkpoint).parent
+        losses = {h["epoch"]: h["train_loss"] for h in history}
+
+        def cost(e):
+            return f", training cost {losses[e]:.4g}" if e in losses else ""
+
+        message = f"{cause}; the last checkpoint is {checkpoint} (epoch {epoch}{cost(epoch)})"
         if best is not None:
-            message += f"; the best by validation accuracy is {best[0]} (epoch {best[1]})"
+            message += f"; the best state is {best[0]} (epoch {best[1]}{cost(best[1])})"
+        self.restart = None
+        if isinstance(cause, FloatingPointError) and lr is not None:
+            self.restart = {"lr": float(f"{lr / 10:.3g}")}
+            if best is not None:
+                self.restart["init_from"] = str(best[0])
+            start = "from the best state" if best is not None else "afresh"
+            changes = ", ".join(f"{k}={v!r}" for k, v in self.restart.items())
+            message += f"; to start again {start} with a lower learning rate: {changes}"
         super().__init__(message)
+
+
+def _score(line: dict):
+    """``(score, criterion)`` of an epoch for best.npz, higher is better: the validation
+    accuracy (mean over seeds), or without a validation split minus the training cost J(Θ);
+    ``(None, None)`` when the cost is not finite."""
+    import math
+
+    if line["val_accuracy"] is not None:
+        return line["val_accuracy"], "val_accuracy"
+    loss = line["train_loss"]
+    if loss is None or not math.isfinite(loss):
+        return None, None
+    return -loss, "train_loss"
 
 
 def _mesh(c: TrainConfig):
@@ -253,14 +288,16 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         T.make_step(epoch_fn, activation=activation, output=output, l2=c.l2, patience=c.patience)
     )
 
-    def init(seed):
-        state = T.init_state(jax.random.key(seed), sizes, optimizer, scheme=c.init, dtype=dtype)
+    def init(seed, params):
+        key = jax.random.key(seed)
+        state = T.init_state(key, sizes, optimizer, scheme=c.init, dtype=dtype, params=params)
         return state, T.init_early_stop(state.params)
 
-    state, stop = place(jax.jit(jax.vmap(init))(jnp.asarray(seeds, jnp.uint32)), mesh)
+    seed_array = jnp.asarray(seeds, jnp.uint32)
+    state, stop = place(jax.jit(jax.vmap(init))(seed_array, p.initial), mesh)
     history: list[dict] = []
     start, elapsed_before, shadow_worst = 0, 0.0, None
-    best = None  # (mean validation accuracy, epoch) of best.npz
+    best = None  # (score, epoch) of best.npz: see _score
     if p.fresh and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         for name in OUTPUTS:
@@ -272,9 +309,16 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         elapsed_before = float(meta.get("wall_time_s", 0.0))
         shadow_worst = meta.get("shadow_max_rel_error")
         if (run_dir / BEST).is_file():
-            best_meta = checkpoint.read_meta(run_dir / BEST)
-            if best_meta.get("config_hash") == p.hash and best_meta["epoch"] <= start:
-                best = (best_meta["val_accuracy"], best_meta["epoch"])
+            try:  # a damaged best.npz does not block the resumption: the next best replaces it
+                best_meta = checkpoint.read_meta(run_dir / BEST)
+            except checkpoint.CheckpointError:
+                best_meta = {}
+            if (
+                best_meta.get("config_hash") == p.hash
+                and best_meta.get("epoch", start + 1) <= start
+                and ("score" in best_meta or "val_accuracy" in best_meta)
+            ):
+                best = (best_meta.get("score", best_meta.get("val_accuracy")), best_meta["epoch"])
         if (run_dir / METRICS).is_file():
             for text in (run_dir / METRICS).read_text().splitlines():
                 if text.strip() and json.loads(text)["epoch"] <= start:
@@ -335,15 +379,17 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
             if e % c.checkpoint_every == 0 or e == c.epochs:
                 save(e, elapsed_before + now - t_start)
                 last_saved = e
-            val = line["val_accuracy"]
-            if val is not None and (best is None or val > best[0]):
-                best = (val, e)
-                save(e, elapsed_before + now - t_start, BEST, val_accuracy=val)
+            score, criterion = _score(line)
+            if score is not None and (best is None or score > best[0]):
+                best = (score, e)
+                save(e, elapsed_before + now - t_start, BEST, score=score, criterion=criterion)
             for callback in callbacks:
                 callback(EpochEnd(e, c.epochs, start, line, name))
     except (T.TrainingDiverged, shadow.ShadowError) as exc:
         best_at = (run_dir / BEST, best[1]) if best is not None else None
-        raise TrainingStopped(exc, run_dir / CHECKPOINT, last_saved, best_at) from exc
+        raise TrainingStopped(
+            exc, run_dir / CHECKPOINT, last_saved, best_at, history=history, lr=c.lr
+        ) from exc
     epochs_done = history[-1]["epoch"] if history else start
     if epochs_done != last_saved:  # stopped early between checkpoints
         save(epochs_done, elapsed_before + time.perf_counter() - t_start)
