@@ -268,3 +268,31 @@ def test_any_other_value_error_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(jaxbp.cli.verify, "run", bug)
     with pytest.raises(ValueError, match="a bug"):
         main(["verify"])
+
+
+def test_train_help_lists_valid_values_and_defaults():
+    from jaxbp.experiment.config import FIELD, FIELD_DEFAULT
+    from jaxbp.experiment.rules import choices
+
+    _, subs = _subparsers()
+    flat = " ".join(subs["train"].format_help().split())
+    for name in FIELD:
+        values = choices(name)
+        if values:
+            assert all(v in flat for v in values), name
+    for name in ("dataset", "scaling", "schedule", "output", "init", "grad", "optimizer"):
+        assert choices(name), name  # every name-valued field with a fixed set lists it
+    assert "--epochs N number of epochs (passes over the training split; default 40)" in flat
+    assert "--schedule NAME learning-rate schedule (default cosine; lbfgs constant; one of" in flat
+    for name, default in FIELD_DEFAULT.items():
+        if default not in (None, True, False) and FIELD[name].kind != "bool":
+            text = ",".join(map(str, default)) if isinstance(default, tuple) else str(default)
+            assert f"default {text}" in flat, name
+
+
+@pytest.mark.parametrize("command", ["train", "verify", "predict", "bench", "demo"])
+def test_unknown_flags_are_named_under_their_subcommand(command, capsys):
+    required = ["run-dir", "--data", "x.csv"] if command == "predict" else []
+    assert main([command, *required, "--no-such-flag", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: jaxbp {command}: unrecognized arguments: --no-such-flag 1\n"

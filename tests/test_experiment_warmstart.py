@@ -201,3 +201,27 @@ def test_shadow_failure_suggests_no_restart(tmp_path, monkeypatch):
     with pytest.raises(TrainingStopped) as info:
         run(dataclasses.replace(TINY, shadow_every=1), tmp_path / "r")
     assert info.value.restart is None and "to start again" not in str(info.value)
+
+
+def test_resume_with_a_damaged_best_checkpoint_continues_and_replaces_it(tmp_path):
+    from jaxbp import checkpoint
+
+    out = tmp_path / "r"
+    run(dataclasses.replace(TINY, schedule="constant", epochs=2), out)
+    (out / "best.npz").write_bytes(b"torn")
+    summary = run(dataclasses.replace(TINY, schedule="constant", epochs=4), out, resume=True)
+    assert summary["epochs"] == 4
+    assert checkpoint.read_meta(out / "best.npz")["epoch"] in (3, 4)
+
+
+def test_resume_from_a_checkpoint_of_other_arrays_is_a_resume_error(tmp_path):
+    from jaxbp import checkpoint
+
+    out = tmp_path / "r"
+    run(dataclasses.replace(TINY, schedule="constant", epochs=1), out)
+    meta = checkpoint.read_meta(out / "checkpoint.npz")
+    checkpoint.save(out / "checkpoint.npz", {"w": np.zeros(3)}, meta=meta)  # same hash, other state
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match=r"^resume: .*checkpoint.npz: 1 arrays, but the run's"):
+        run(dataclasses.replace(TINY, schedule="constant", epochs=2), out, resume=True)
+    assert (out / "metrics.jsonl").read_text() == before

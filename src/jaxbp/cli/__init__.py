@@ -143,7 +143,10 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named under the subcommand they were given to, not under "jaxbp"
+            where = f"jaxbp {args.command}" if args.command else "jaxbp"
+            raise UsageError(f"{where}: unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 2

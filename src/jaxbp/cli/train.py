@@ -30,6 +30,38 @@ def usage_error(e: ConfigError, what: str = "--config") -> UsageError:
     return UsageError(f"{flag(e.field)}: {e.render(flag)}")
 
 
+METAVAR = {
+    "str": "NAME",
+    "path": "PATH",
+    "column": "COLUMN",
+    "int": "N",
+    "float": "X",
+    "ints": "N,N,…",
+    "batch": "N|all",
+    "activation": "NAME[,NAME…]",
+}
+"""The placeholder of a field's value in ``--help``, by its kind."""
+
+
+def field_help(name: str) -> str:
+    """A field's help with its valid values and its default, unless the text gives them."""
+    from jaxbp.cli import choices_and_default
+    from jaxbp.experiment.config import FIELD_DEFAULT
+    from jaxbp.experiment.rules import choices
+
+    text = FIELD[name].help
+    valid = [c for c in choices(name) if c not in text] and choices(name)
+    default = FIELD_DEFAULT[name]
+    if "default" in text or default is None:
+        default = None
+    elif isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    extra = choices_and_default(valid, default)
+    if extra and text.endswith(")"):  # one parenthesis: "(default cosine; one of …)"
+        return f"{text[:-1]}; {extra.strip()[1:]}"
+    return text + extra
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "train",
@@ -46,10 +78,16 @@ def add_parser(sub) -> None:
                 dest=name,
                 action="store_false",
                 default=argparse.SUPPRESS,
-                help=f"do not {meta.help.lower()}",
+                help=f"do not {meta.help[0].lower()}{meta.help[1:]}",
             )
         else:
-            p.add_argument(flag(name), dest=name, default=argparse.SUPPRESS, help=meta.help)
+            p.add_argument(
+                flag(name),
+                dest=name,
+                default=argparse.SUPPRESS,
+                metavar=METAVAR[meta.kind],
+                help=field_help(name),
+            )
     p.add_argument(
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )

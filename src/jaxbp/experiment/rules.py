@@ -14,6 +14,34 @@ DTYPES = ("float32", "float64")
 RELU_LIKE = ("relu", "leaky_relu", "elu")
 
 
+def choices(name: str) -> tuple[str, ...]:
+    """The valid values of field ``name`` when it takes one of a fixed set (``--help`` lists
+    them), else ``()``."""
+    from jaxbp.activations import ACTIVATIONS
+    from jaxbp.data import BUILTIN, SCALINGS
+    from jaxbp.distributed.platform import PLATFORMS
+    from jaxbp.distributed.precision import PRECISIONS
+    from jaxbp.losses import OUTPUTS
+    from jaxbp.optim import OPTIMIZERS, SCHEDULES
+    from jaxbp.params import SCHEMES
+    from jaxbp.train import GRAD_SOURCES
+
+    table = {
+        "dataset": BUILTIN,
+        "scaling": SCALINGS,
+        "activation": tuple(ACTIVATIONS),
+        "output": tuple(OUTPUTS),
+        "init": SCHEMES,
+        "optimizer": OPTIMIZERS,
+        "schedule": SCHEDULES,
+        "grad": GRAD_SOURCES,
+        "dtype": DTYPES,
+        "precision": PRECISIONS,
+        "platform": PLATFORMS,
+    }
+    return tuple(table.get(name, ()))
+
+
 def _choice(name: str, value, valid) -> None:
     if value not in valid:
         raise ConfigError(name, f"unknown {value!r}; valid values are {', '.join(valid)}")

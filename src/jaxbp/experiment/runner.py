@@ -303,7 +303,10 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         for name in OUTPUTS:
             (run_dir / name).unlink(missing_ok=True)
     elif not p.fresh:
-        (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
+        try:  # nothing is written yet: a checkpoint of another model is the resume's fault
+            (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
+        except checkpoint.CheckpointError as e:
+            raise ConfigError("resume", str(e)) from None
         state, stop = place((state, stop), mesh)
         start = int(meta["epoch"])
         elapsed_before = float(meta.get("wall_time_s", 0.0))
