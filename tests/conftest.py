@@ -4,6 +4,10 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The CLI's persistent compilation cache stays off in-process: it is a process-wide JAX
+# setting, and the suite must not fill the user's cache (tests/test_cli_cache.py turns it on in
+# subprocesses of its own).
+os.environ["JAXBP_COMPILE_CACHE"] = "0"
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

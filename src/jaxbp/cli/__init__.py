@@ -150,6 +150,10 @@ def _main(argv: list[str] | None) -> int:
         if args.command is None:
             parser.print_help()
             return 2
+        if hasattr(args, "compile_cache"):  # subcommands that compile: before any compilation
+            from jaxbp.cli import cache
+
+            cache.enable(args)
         return int(args.run(args) or 0)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from jaxbp.cli import cache
+
 ACTIVATION_NAMES = ("sigmoid", "tanh", "relu", "leaky_relu", "softplus", "elu", "identity")
 """The hidden activations, for ``--help`` without importing JAX (tests keep it equal to
 :data:`jaxbp.activations.ACTIVATIONS`)."""
@@ -40,6 +42,7 @@ def add_parser(sub) -> None:
         "--dtype", choices=("float32", "float64"), default="float64", help="floating-point type"
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the network and the data")
+    cache.add_flag(p)
     p.set_defaults(run=run)
 
 

@@ -21,7 +21,7 @@ import io
 import json
 from pathlib import Path
 
-from jaxbp.cli import UsageError
+from jaxbp.cli import UsageError, cache
 
 
 def _common(p) -> None:
@@ -55,6 +55,7 @@ def add_parser(sub) -> None:
             p.add_argument("--proba", action="store_true", help="add one probability per class")
         else:
             p.add_argument("--out", metavar="DIR", help="write evaluation.json and the PNG here")
+        cache.add_flag(p)
         p.set_defaults(run=runner)
 
 

@@ -13,7 +13,7 @@ import argparse
 import shutil
 import sys
 
-from jaxbp.cli import UsageError
+from jaxbp.cli import UsageError, cache
 from jaxbp.cli import train_report as report
 from jaxbp.experiment.config import FIELD, ConfigError, TrainConfig, parse_text, read_toml
 
@@ -92,6 +92,7 @@ def add_parser(sub) -> None:
         "--resume", action="store_true", help="continue the run in --out from its checkpoint"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    cache.add_flag(p)
     multi = p.add_argument_group(
         "multi-host (docs/distributed.md; each falls back to its JAX_* environment variable)"
     )

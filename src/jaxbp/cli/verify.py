@@ -9,6 +9,7 @@ import math
 import time
 from pathlib import Path
 
+from jaxbp.cli import cache
 from jaxbp.cli.demo import ACTIVATION_NAMES, OUTPUT_NAMES
 
 DTYPES = ("float32", "float64")
@@ -92,6 +93,7 @@ def add_parser(sub) -> None:
         "the network flags do not; float64 is enabled",
     )
     p.add_argument("--json", metavar="PATH", help="write the full record as JSON to PATH")
+    cache.add_flag(p)
     p.set_defaults(run=run)
 
 
