@@ -303,3 +303,27 @@ def test_an_out_that_cannot_hold_the_run_is_one_line_exit_2(where, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: --out:") and "\n" not in err and "Traceback" not in err
     assert not out.exists() and blocker.read_text() == "x"
+
+
+def test_ctrl_c_says_how_to_resume_and_resume_says_where_it_starts(tmp_path, monkeypatch, capsys):
+    import jaxbp.train as T
+
+    out = tmp_path / "cut"
+    real_fit = T.fit
+
+    def interrupted(*a, **kw):
+        for item in real_fit(*a, **kw):
+            yield item
+            if item[0] == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(T, "fit", interrupted)
+    assert train(*TINY[:-1], "3", "--out", out) == 130
+    err = capsys.readouterr().err
+    assert err == (
+        f"interrupted after epoch 2; {out / 'checkpoint.npz'} holds epoch 2; continue with: "
+        f"jaxbp train --out {out} --resume\n"
+    )
+    monkeypatch.undo()
+    assert train("--out", out, "--resume") == 0
+    assert capsys.readouterr().out.startswith(f"resuming {out} from its checkpoint at epoch 2\n")

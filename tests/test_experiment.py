@@ -25,7 +25,7 @@ def test_one_field_per_train_option():
     parser = build_parser()
     train = parser._subparsers._group_actions[0].choices["train"]
     dests = {a.dest for a in train._actions} - {"help", "config", "resume", "overwrite"}
-    dests -= {"coordinator_address", "num_processes", "process_id"}
+    dests -= {"coordinator_address", "num_processes", "process_id", "compile_cache"}
     assert dests == {f.name for f in dataclasses.fields(TrainConfig)}
 
 

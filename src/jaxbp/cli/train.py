@@ -10,12 +10,20 @@ TOML file (--config); flags win. The same run from Python: jaxbp.experiment.run.
 from __future__ import annotations
 
 import argparse
+import shlex
 import shutil
 import sys
 
 from jaxbp.cli import UsageError, cache
 from jaxbp.cli import train_report as report
-from jaxbp.experiment.config import FIELD, ConfigError, TrainConfig, parse_text, read_toml
+from jaxbp.experiment.config import (
+    FIELD,
+    FIELD_DEFAULT,
+    ConfigError,
+    TrainConfig,
+    parse_text,
+    read_toml,
+)
 
 
 def flag(name: str) -> str:
@@ -46,7 +54,6 @@ METAVAR = {
 def field_help(name: str) -> str:
     """A field's help with its valid values and its default, unless the text gives them."""
     from jaxbp.cli import choices_and_default
-    from jaxbp.experiment.config import FIELD_DEFAULT
     from jaxbp.experiment.rules import choices
 
     text = FIELD[name].help
@@ -72,13 +79,21 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--config", metavar="FILE.toml", help="read options from a TOML file")
     for name, meta in FIELD.items():
-        if meta.kind == "bool":
+        if meta.kind == "bool" and FIELD_DEFAULT[name]:
             p.add_argument(
-                f"--no-{name}",
+                f"--no-{name.replace('_', '-')}",
                 dest=name,
                 action="store_false",
                 default=argparse.SUPPRESS,
                 help=f"do not {meta.help[0].lower()}{meta.help[1:]}",
+            )
+        elif meta.kind == "bool":
+            p.add_argument(
+                flag(name),
+                dest=name,
+                action="store_true",
+                default=argparse.SUPPRESS,
+                help=meta.help,
             )
         else:
             p.add_argument(
@@ -108,11 +123,13 @@ def config_from_args(args) -> TrainConfig:
     from jaxbp.experiment import resume_config
 
     try:
-        flags = {k: parse_text(k, v) for k, v in vars(args).items() if k in FIELD and k != "plots"}
+        flags = {
+            k: v if FIELD[k].kind == "bool" else parse_text(k, v)
+            for k, v in vars(args).items()
+            if k in FIELD
+        }
     except ConfigError as e:
         raise usage_error(e) from None
-    if "plots" in vars(args):
-        flags["plots"] = args.plots
     try:
         file_layer = read_toml(args.config) if args.config else {}
     except FileNotFoundError:
@@ -136,8 +153,6 @@ def config_from_args(args) -> TrainConfig:
 def restart_command(e) -> str:
     """The ``jaxbp train`` command line that starts a new run from a stopped run's best state
     with :attr:`TrainingStopped.restart`'s settings, beside the stopped run."""
-    import shlex
-
     from jaxbp.experiment.plan import CONFIG
 
     words = ["jaxbp", "train", "--config", str(e.run_dir / CONFIG)]
@@ -145,6 +160,21 @@ def restart_command(e) -> str:
         words += [flag(name), str(value)]
     words += ["--out", f"{e.run_dir}-restart"]
     return shlex.join(words)
+
+
+def say_where_resume_starts(out) -> None:
+    """'resuming DIR from its checkpoint at epoch N' (nothing if the checkpoint cannot be read:
+    the run then refuses it, naming why)."""
+    from pathlib import Path
+
+    from jaxbp import checkpoint
+    from jaxbp.experiment.plan import CHECKPOINT
+
+    try:
+        epoch = checkpoint.read_meta(Path(out) / CHECKPOINT)["epoch"]
+    except (checkpoint.CheckpointError, KeyError, TypeError):
+        return
+    print(f"resuming {out} from its checkpoint at epoch {epoch}", flush=True)
 
 
 class Progress:
@@ -189,7 +219,7 @@ class Progress:
 def run(args) -> int:
     from jaxbp.data import DataError
     from jaxbp.distributed import initialize
-    from jaxbp.experiment import TrainingStopped
+    from jaxbp.experiment import RunInterrupted, TrainingStopped
     from jaxbp.experiment import run as run_experiment
 
     try:  # before anything starts JAX
@@ -201,6 +231,8 @@ def run(args) -> int:
     if info.process_id > 0 and not args.resume:
         overwrite = True  # process 0 owns --out; the others write to a scratch directory
     config = config_from_args(args)
+    if args.resume and info.process_id == 0:
+        say_where_resume_starts(config.out)
     progress = Progress()
     try:
         summary = run_experiment(
@@ -210,6 +242,11 @@ def run(args) -> int:
         raise usage_error(e) from None
     except DataError as e:
         raise UsageError(str(e)) from None
+    except RunInterrupted as e:
+        progress.close()
+        command = shlex.join(["jaxbp", "train", "--out", str(e.run_dir), "--resume"])
+        print(f"{e}; continue with: {command}", file=sys.stderr)
+        return 130
     except TrainingStopped as e:
         progress.close()
         print(f"error: {e}", file=sys.stderr)

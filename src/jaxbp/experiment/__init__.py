@@ -21,6 +21,7 @@ from jaxbp.experiment.inference import Evaluation, Run, load_run
 from jaxbp.experiment.runner import (
     OUTPUTS,
     EpochEnd,
+    RunInterrupted,
     Summary,
     TrainingStopped,
     load_data,
@@ -34,6 +35,7 @@ __all__ = [
     "EpochEnd",
     "Evaluation",
     "Run",
+    "RunInterrupted",
     "Summary",
     "TrainConfig",
     "TrainingStopped",

@@ -1,7 +1,7 @@
 """The configuration of one experiment: :class:`TrainConfig`, a frozen, typed value.
 
 One field per ``jaxbp train`` option, with the same name (``batch_size`` ↔ ``--batch-size``;
-``plots`` ↔ ``--no-plots``). Every rule lives in :meth:`TrainConfig.resolve` (the rules themselves in
+``plots`` ↔ ``--no-plots``, ``tensorboard`` ↔ ``--tensorboard``). Every rule lives in :meth:`TrainConfig.resolve` (the rules themselves in
 :mod:`jaxbp.experiment.rules`), which checks the
 types strictly (``True`` is not an integer, ``"0.01"`` is not a number), validates every value
 and fills the derived defaults (learning rate, batch size, initialisation, schedule, seeds), so
@@ -129,6 +129,9 @@ class TrainConfig:
     platform: str | None = _f(None, "str", "cpu, gpu or tpu (default: JAX's own choice)", False)
     checkpoint_every: int = _f(1, "int", "write the checkpoint every N epochs", False)
     plots: bool = _f(True, "bool", "write PNG plots", False)
+    tensorboard: bool = _f(
+        False, "bool", "log each epoch's scalars for TensorBoard (needs tensorboardX)", False
+    )
     out: str | None = _f(None, "path", "run directory (default runs/<dataset>-<timestamp>)", False)
 
     # --- construction -----------------------------------------------------------------------

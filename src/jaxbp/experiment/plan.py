@@ -20,8 +20,36 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.toml"
 PLOTS = ("loss.png", "accuracy.png", "confusion_matrix.png")
-OUTPUTS = (CONFIG, METRICS, SUMMARY, *PLOTS, CHECKPOINT, BEST, MODEL)
-"""Every file a run writes; ``overwrite=True`` removes exactly these."""
+TENSORBOARD = "tensorboard"
+OUTPUTS = (CONFIG, METRICS, SUMMARY, *PLOTS, CHECKPOINT, BEST, MODEL, TENSORBOARD)
+"""Every file a run writes (``tensorboard``: a folder of TensorBoard event files);
+``overwrite=True`` removes exactly these."""
+
+
+def is_own(entry: Path) -> bool:
+    """Whether ``entry`` of a run directory is something a run writes (:data:`OUTPUTS`; the
+    tensorboard folder only while it holds TensorBoard event files alone)."""
+    if entry.name not in OUTPUTS:
+        return False
+    if entry.name == TENSORBOARD:
+        return entry.is_dir() and all(
+            f.is_file() and f.name.startswith("events.out.tfevents.") for f in entry.iterdir()
+        )
+    return entry.is_file()
+
+
+def remove_outputs(run_dir: Path) -> None:
+    """Removes what a run writes from ``run_dir`` (``overwrite``), nothing else."""
+    import shutil
+
+    for name in OUTPUTS:
+        entry = run_dir / name
+        if entry.is_dir() and is_own(entry):
+            shutil.rmtree(entry)
+        elif entry.is_file():
+            entry.unlink()
+
+
 MODEL_FORMAT = "jaxbp-model-1"
 
 
@@ -92,6 +120,10 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
     if resume and overwrite:
         raise ConfigError("resume", "{resume} and {overwrite}: choose one")
     c = config.resolve()
+    if c.tensorboard:
+        from jaxbp.experiment.tensorboard import check_available
+
+        check_available()
     dataset = load_data(c)
     n_train = dataset.x_train.shape[0]
     if c.batch_size != "all" and c.batch_size > n_train:
@@ -140,7 +172,7 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
                 f"run directory {run_dir} already exists; pass {{overwrite}} to replace it or "
                 "{resume} to continue it",
             )
-        foreign = [e.name for e in entries if e.name not in OUTPUTS]
+        foreign = [e.name for e in entries if not is_own(e)]
         if overwrite and foreign:
             more = ", …" if len(foreign) > 3 else ""
             raise ConfigError(

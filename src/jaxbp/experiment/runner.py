@@ -37,14 +37,25 @@ from jaxbp.experiment.plan import (
     OUTPUTS,
     PLOTS,
     SUMMARY,
+    TENSORBOARD,
     Plan,
     load_data,
     plan,
+    remove_outputs,
     resume_config,
 )
 from jaxbp.files import write_atomic
 
-__all__ = ["OUTPUTS", "EpochEnd", "Summary", "TrainingStopped", "load_data", "resume_config", "run"]
+__all__ = [
+    "OUTPUTS",
+    "EpochEnd",
+    "RunInterrupted",
+    "Summary",
+    "TrainingStopped",
+    "load_data",
+    "resume_config",
+    "run",
+]
 
 
 class EpochEnd(NamedTuple):
@@ -121,6 +132,22 @@ class TrainingStopped(RuntimeError):
             changes = ", ".join(f"{k}={v!r}" for k, v in self.restart.items())
             message += f"; to start again {start} with a lower learning rate: {changes}"
         super().__init__(message)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training: still a ``KeyboardInterrupt``, telling where the run can be
+    resumed from.
+
+    Attributes:
+      run_dir: the run directory; epoch: the epoch of its last checkpoint (``resume`` starts
+        there); epochs_done: the epochs completed when it was interrupted.
+    """
+
+    def __init__(self, run_dir: Path, epoch: int, epochs_done: int):
+        self.run_dir, self.epoch, self.epochs_done = run_dir, epoch, epochs_done
+        super().__init__(
+            f"interrupted after epoch {epochs_done}; {run_dir / CHECKPOINT} holds epoch {epoch}"
+        )
 
 
 def _score(line: dict):
@@ -201,6 +228,8 @@ def run(
       ConfigError: a bad field, run directory or checkpoint, before anything is written.
       jaxbp.data.DataError: bad data, naming the file, before anything is written.
       TrainingStopped: a NaN loss or a failed shadow check during training.
+      RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``) during training, naming the checkpoint
+        to resume from.
 
     Example:
       >>> from jaxbp.experiment import TrainConfig, run
@@ -300,8 +329,7 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     best = None  # (score, epoch) of best.npz: see _score
     if p.fresh and main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        for name in OUTPUTS:
-            (run_dir / name).unlink(missing_ok=True)
+        remove_outputs(run_dir)
     elif not p.fresh:
         try:  # nothing is written yet: a checkpoint of another model is the resume's fault
             (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
@@ -360,6 +388,11 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
             )
         )
     name = ds.name if c.dataset else Path(ds.name).name
+    if c.tensorboard:
+        from jaxbp.experiment.tensorboard import TensorBoardLogger
+
+        logger = TensorBoardLogger(run_dir, seeds, start)
+        callbacks = [logger, *callbacks]
     last_saved = start
     t_epoch = time.perf_counter()
     try:
@@ -393,6 +426,12 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         raise TrainingStopped(
             exc, run_dir / CHECKPOINT, last_saved, best_at, history=history, lr=c.lr
         ) from exc
+    except KeyboardInterrupt:
+        done = history[-1]["epoch"] if history else start
+        raise RunInterrupted(run_dir, last_saved, done) from None
+    finally:
+        if c.tensorboard:
+            logger.close()
     epochs_done = history[-1]["epoch"] if history else start
     if epochs_done != last_saved:  # stopped early between checkpoints
         save(epochs_done, elapsed_before + time.perf_counter() - t_start)
@@ -450,6 +489,8 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     model = {"params": final, "mean": np.asarray(ds.mean), "scale": np.asarray(ds.scale)}
     checkpoint.save(run_dir / MODEL, model, meta=model_meta)
     written = [CONFIG, METRICS, SUMMARY, CHECKPOINT, *([BEST] if best else []), MODEL]
+    if c.tensorboard:
+        written.append(TENSORBOARD)
     if c.plots and history:
         written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
     summary["outputs"] = written
