@@ -156,11 +156,12 @@ def test_sharded_per_example_grads_one_device(mesh1):
     assert_close(jd.sharded_per_example_grads(mesh1, params, x, y, activation="tanh"), expected)
 
 
+@pytest.mark.parametrize("l2", [0.2, None])
 @pytest.mark.parametrize("base", [None, jaxbp.autodiff_value_and_grad])
-def test_data_parallel_source_one_device(mesh1, base):
+def test_data_parallel_source_one_device(mesh1, base, l2):
     params, x, y = prob.problem(jnp.float64)
     vg = jd.data_parallel_source(mesh1, base=base)
-    kw = dict(activation="tanh", output="softmax_ce", l2=0.2)
+    kw = dict(activation="tanh", output="softmax_ce", l2=l2)  # None: no penalty term
     J, g = jax.jit(lambda p, x, y: vg(p, x, y, **kw))(params, x, y)
     J0, g0 = jaxbp.value_and_grad(params, x, y, **kw)
     assert_close(J, J0)

@@ -309,3 +309,14 @@ def test_errors_spell_other_fields_as_names_in_python_and_flags_on_the_cli(tmp_p
     assert "--patience: early stopping needs a validation split (--val-fraction > 0)" in (
         capsys.readouterr().err
     )
+
+
+@pytest.mark.parametrize("grad", ["scan", "custom_vjp", "vmap"])
+def test_every_registered_source_trains_like_manual(grad, tmp_path):
+    # float64: the sources agree to rounding, so do a few epochs of training on each
+    c = dataclasses.replace(TINY, hidden=(4,), dtype="float64", plots=False, shadow_every=1)
+    manual = run(c, tmp_path / "manual")
+    other = run(dataclasses.replace(c, grad=grad), tmp_path / grad)
+    assert other["grad"] == grad
+    assert other["final_train_loss"] == pytest.approx(manual["final_train_loss"], rel=1e-10)
+    assert other["shadow_max_rel_error"] < 1e-10

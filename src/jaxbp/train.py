@@ -56,8 +56,9 @@ from jaxbp.validation import is_concrete
 Array = jax.Array
 ValueAndGrad = sources.ValueAndGrad
 
-GRAD_SOURCES = ("manual", "autodiff", "graph")
-"""The names of :data:`jaxbp.sources.SOURCES` that training accepts (:func:`gradient_source`)."""
+GRAD_SOURCES = sources.NAMES
+"""The names of :data:`jaxbp.sources.SOURCES` that training accepts (:func:`gradient_source`):
+all of them."""
 
 
 class TrainState(NamedTuple):
@@ -124,7 +125,8 @@ def gradient_source(name: str) -> ValueAndGrad:
 
     Args:
       name: ``manual`` (:func:`jaxbp.value_and_grad`, the δ recursion), ``autodiff``
-        (:func:`jaxbp.autodiff_value_and_grad`) or ``graph`` (:func:`jaxbp.graph.value_and_grad`).
+        (:func:`jaxbp.autodiff_value_and_grad`), ``graph`` (:func:`jaxbp.graph.value_and_grad`),
+        ``scan``, ``custom_vjp`` or ``vmap`` (:mod:`jaxbp.sources`).
 
     Raises:
       ValueError: an unknown name, listing the valid ones.

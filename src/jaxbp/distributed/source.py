@@ -25,6 +25,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxbp.backprop import value_and_grad as manual_value_and_grad
+from jaxbp.cost import NO_PENALTY
 from jaxbp.distributed.data_parallel import data_parallel_grad_fn
 from jaxbp.distributed.mesh import DATA_AXIS, MODEL_AXIS, axis_size, check_mesh
 from jaxbp.distributed.precision import check_precision
@@ -41,8 +42,8 @@ def data_parallel_source(mesh, *, precision: str = "float32", base=None):
         the explicit shard_map + psum path, anything else is partitioned by GSPMD.
 
     Returns:
-      ``value_and_grad(params, x, y, *, activation="sigmoid", output="softmax_ce", l2=0.0)``,
-      pure and traceable (jit, vmap, scan).
+      ``value_and_grad(params, x, y, *, activation="sigmoid", output="softmax_ce", l2=None)``
+      (``l2=None``: :data:`jaxbp.cost.NO_PENALTY`), pure and traceable (jit, vmap, scan).
 
     Raises:
       ValueError: bf16 with a base other than the hand-derived gradient; a model axis.
@@ -63,11 +64,12 @@ def data_parallel_source(mesh, *, precision: str = "float32", base=None):
     devices = axis_size(mesh, DATA_AXIS)
     rows = NamedSharding(mesh, P(DATA_AXIS))
 
-    def value_and_grad(params, x, y, *, activation="sigmoid", output="softmax_ce", l2=0.0):
+    def value_and_grad(params, x, y, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY):
         if not manual:
             x = jax.lax.with_sharding_constraint(x, rows)
             y = jax.lax.with_sharding_constraint(y, rows)
             return base(params, x, y, activation=activation, output=output, l2=l2)
+        l2 = 0.0 if l2 is NO_PENALTY else l2  # no penalty term: the same values as λ = 0
         params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
         dtype = params[0].W.dtype
         m = x.shape[0]

@@ -114,7 +114,12 @@ class TrainConfig:
         None, "batch", "minibatch rows or 'all' (default 64; lbfgs: all)"
     )
     l2: float = _f(3.0, "float", "L2 coefficient λ of J(Θ) over the whole training split")
-    grad: str = _f("manual", "str", "gradient source: manual (δ recursion), autodiff, graph")
+    grad: str = _f(
+        "manual",
+        "str",
+        "gradient source: manual (δ recursion), autodiff (jax.grad), graph, scan, custom_vjp, "
+        "vmap (jaxbp.sources)",
+    )
     seed: int = _f(0, "int", "training seed (initialisation and minibatch order)")
     seeds: tuple[int, ...] | None = _f(
         None, "ints", "several seeds trained at once by vmap, e.g. 0,1,2,3,4"

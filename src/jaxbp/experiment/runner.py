@@ -379,7 +379,10 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         save(0, 0.0)
     shadow_fn = None
     if c.shadow_every:
-        hand = source if c.grad == "graph" or (parallel and c.precision == "float32") else None
+        # the source that trains, against autodiff (for autodiff itself: the δ recursion)
+        hand = None if c.grad in ("manual", "autodiff") and not parallel else source
+        if parallel and c.precision != "float32":
+            hand = None
         shadow_fn = jax.jit(
             jax.vmap(
                 lambda params: shadow.shadow_errors(
