@@ -39,6 +39,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.activations import resolve
+from jaxbp.cost import NO_PENALTY
 from jaxbp.params import Layer, Params
 from jaxbp.validation import check_call
 
@@ -223,16 +224,18 @@ def parameter_gradients(graph: Graph, b: list) -> Params:
 
 
 def value_and_grad(
-    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=0.0
+    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY
 ):
     """J(Θ) and its gradient through the computational graph of the extended network (G1–G4).
 
     Same contract and checks as :func:`jaxbp.value_and_grad`; an independent implementation for
-    small networks (memory m · Σ n_out (n_in + 1)).
+    small networks (memory m · Σ n_out (n_in + 1)). The graph always has its penalty node;
+    with no penalty (``l2=None``) it is given λ = 0, which gives the same values.
 
     Example:
       >>> J, grads = jaxbp.graph.value_and_grad(params, x, labels, activation="tanh")
     """
+    l2 = 0.0 if l2 is NO_PENALTY else l2
     params, x, y, activation, output = check_call(params, x, y, activation, output, l2)
     return _value_and_grad(params, x, y, l2, activation, output)
 

@@ -61,22 +61,11 @@ def _custom_vjp_value_and_grad(params, x, y, l2, *, activation, output):
     return jax.value_and_grad(loss)(params, x, y, activation=activation, output=output, l2=l2)
 
 
-def graph_value_and_grad(
-    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY
-):
-    """:func:`jaxbp.graph.value_and_grad`, taking ``l2=None`` too.
-
-    The graph always has its penalty node; with no penalty it is given λ = 0 (same values).
-    """
-    l2 = 0.0 if l2 is NO_PENALTY else l2
-    return graph.value_and_grad(params, x, y, activation=activation, output=output, l2=l2)
-
-
 SOURCES: MappingProxyType[str, ValueAndGrad] = MappingProxyType(
     {
         "manual": manual_value_and_grad,
         "autodiff": autodiff_value_and_grad,
-        "graph": graph_value_and_grad,
+        "graph": graph.value_and_grad,
         "scan": scan_value_and_grad,
         "custom_vjp": custom_vjp_value_and_grad,
         "vmap": vmap_value_and_grad,
@@ -124,6 +113,5 @@ __all__ = [
     "SOURCES",
     "ValueAndGrad",
     "custom_vjp_value_and_grad",
-    "graph_value_and_grad",
     "source",
 ]
