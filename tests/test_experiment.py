@@ -311,6 +311,7 @@ def test_errors_spell_other_fields_as_names_in_python_and_flags_on_the_cli(tmp_p
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("grad", ["scan", "custom_vjp", "vmap"])
 def test_every_registered_source_trains_like_manual(grad, tmp_path):
     # float64: the sources agree to rounding, so do a few epochs of training on each

@@ -62,6 +62,7 @@ def test_every_epoch_metric_is_a_scalar(tmp_path):
     assert tb["seed_4/train/loss"][2] == pytest.approx(lines[1]["per_seed"]["train_loss"][1])
 
 
+@pytest.mark.slow
 def test_resume_purges_what_followed_the_checkpoint(tmp_path, monkeypatch):
     from jaxbp import train as T
 

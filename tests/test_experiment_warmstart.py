@@ -163,6 +163,7 @@ def diverge_at(monkeypatch, epoch):
     monkeypatch.setattr(T, "fit", fit)
 
 
+@pytest.mark.slow
 def test_divergence_names_the_best_state_and_the_restart(tmp_path, monkeypatch, capsys):
     out = tmp_path / "r"
     diverge_at(monkeypatch, 3)
