@@ -50,3 +50,19 @@ def assert_tree_close(actual, expected, rtol: float) -> float:
             failures.append(f"{jax.tree_util.keystr(path)}: rel. error {err:.3e} > {rtol:.1e}")
     assert not failures, "; ".join(failures)
     return worst
+
+
+def raise_after_epoch(monkeypatch, epoch: int, make_error) -> None:
+    """Makes :func:`jaxbp.train.fit` raise ``make_error()`` once epoch ``epoch`` has been
+    yielded (a Ctrl-C, a divergence …); ``monkeypatch.undo()`` restores it."""
+    from jaxbp import train as T
+
+    real_fit = T.fit
+
+    def fit(*a, **kw):
+        for item in real_fit(*a, **kw):
+            yield item
+            if item[0] == epoch:
+                raise make_error()
+
+    monkeypatch.setattr(T, "fit", fit)

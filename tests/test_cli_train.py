@@ -306,18 +306,10 @@ def test_an_out_that_cannot_hold_the_run_is_one_line_exit_2(where, tmp_path, cap
 
 
 def test_ctrl_c_says_how_to_resume_and_resume_says_where_it_starts(tmp_path, monkeypatch, capsys):
-    import jaxbp.train as T
+    from helpers import raise_after_epoch
 
     out = tmp_path / "cut"
-    real_fit = T.fit
-
-    def interrupted(*a, **kw):
-        for item in real_fit(*a, **kw):
-            yield item
-            if item[0] == 2:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "fit", interrupted)
+    raise_after_epoch(monkeypatch, 2, KeyboardInterrupt)
     assert train(*TINY[:-1], "3", "--out", out) == 130
     err = capsys.readouterr().err
     assert err == (

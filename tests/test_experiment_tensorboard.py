@@ -64,18 +64,10 @@ def test_every_epoch_metric_is_a_scalar(tmp_path):
 
 @pytest.mark.slow
 def test_resume_purges_what_followed_the_checkpoint(tmp_path, monkeypatch):
-    from jaxbp import train as T
+    from helpers import raise_after_epoch
 
     out = tmp_path / "r"
-    real_fit = T.fit
-
-    def crash_after_three(*a, **kw):
-        for item in real_fit(*a, **kw):
-            yield item
-            if item[0] == 3:
-                raise KeyboardInterrupt
-
-    monkeypatch.setattr(T, "fit", crash_after_three)
+    raise_after_epoch(monkeypatch, 3, KeyboardInterrupt)
     c = dataclasses.replace(TINY, epochs=4, checkpoint_every=2)
     with pytest.raises(KeyboardInterrupt):
         run(c, out)  # epochs 1-3 logged, the checkpoint is at epoch 2

@@ -379,10 +379,10 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         save(0, 0.0)
     shadow_fn = None
     if c.shadow_every:
-        # the source that trains, against autodiff (for autodiff itself: the δ recursion)
-        hand = None if c.grad in ("manual", "autodiff") and not parallel else source
-        if parallel and c.precision != "float32":
-            hand = None
+        # the source that trains, against autodiff (for autodiff itself, and under bf16 whose
+        # rounding the check's tolerance is not for: the δ recursion in float32)
+        own = parallel or c.grad not in ("manual", "autodiff")
+        hand = source if own and c.precision == "float32" else None
         shadow_fn = jax.jit(
             jax.vmap(
                 lambda params: shadow.shadow_errors(
