@@ -67,6 +67,7 @@ SUBMODULES = frozenset(
         "experiment",
         "files",
         "graph",
+        "layers",
         "optim",
         "plots",
         "shadow",

@@ -1,0 +1,72 @@
+"""Hand-derived backpropagation beyond the MLP: layers as ``(init, forward, backward)`` triples.
+
+The lecture's derivation — cache the forward values, send an error δ back through each node's
+local derivative — applied layer by layer. Each layer is a :class:`Layer` (a ``NamedTuple`` of
+pure functions, :mod:`jaxbp.layers.base` states the contract); its ``backward`` is derived by hand
+beside its ``forward``, never by ``jax.grad``; :func:`Sequential` chains them into the δ
+recursion of a whole network; :mod:`jaxbp.layers.network` puts an output layer on top (δ^(L) =
+ŷ − y) and offers the network's hand-derived gradient as a ``jax.custom_vjp`` loss;
+:func:`check_layer` verifies any layer against ``jax.vjp`` and finite differences.
+
+Example:
+  >>> from jaxbp import layers
+  >>> model = layers.Sequential(
+  ...     layers.Conv2D(8, 3, padding="SAME"), layers.Relu(), layers.MaxPool2D(2, 2),
+  ...     layers.Flatten(), layers.Dense(10))
+  >>> params, out_shape = model.init(jax.random.key(0), (8, 8, 1))
+  >>> (J, cache), grads = layers.value_and_grad(model, params, x, y, output="softmax_ce")
+  >>> layers.check_layer(model, params, x).raise_if_failed()
+
+Modules (one concept each): base, init, dense, elementwise, reshape, combinators, conv, pooling,
+normalization, dropout, embedding, attention, network, check; models (the LeNet-style default).
+Equations: docs/derivation.md, § Layers; the convolution's backward step by step:
+docs/conv_backward.md.
+"""
+
+from jaxbp.layers.base import Layer, keep_params
+from jaxbp.layers.check import check_layer
+from jaxbp.layers.combinators import Residual, Sequential
+from jaxbp.layers.dense import Dense
+from jaxbp.layers.elementwise import (
+    Elementwise,
+    Elu,
+    Identity,
+    LeakyRelu,
+    Relu,
+    Sigmoid,
+    Softplus,
+    Tanh,
+)
+from jaxbp.layers.network import (
+    autodiff_value_and_grad,
+    cost,
+    loss,
+    penalty,
+    predict,
+    value_and_grad,
+)
+from jaxbp.layers.reshape import Flatten
+
+__all__ = [
+    "Dense",
+    "Elementwise",
+    "Elu",
+    "Flatten",
+    "Identity",
+    "Layer",
+    "LeakyRelu",
+    "Relu",
+    "Residual",
+    "Sequential",
+    "Sigmoid",
+    "Softplus",
+    "Tanh",
+    "autodiff_value_and_grad",
+    "check_layer",
+    "cost",
+    "keep_params",
+    "loss",
+    "penalty",
+    "predict",
+    "value_and_grad",
+]

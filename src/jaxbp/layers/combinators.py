@@ -1,0 +1,103 @@
+"""Compositions: :func:`Sequential` (the chained δ recursion) and :func:`Residual` (y = x + F(x)).
+
+``Sequential(l₁, …, l_L)`` is again a :class:`~jaxbp.layers.base.Layer`. Its forward runs the
+layers in order, caching each one's cache; its backward is the lecture's backpropagation
+generalised from dense layers to any layer: start from δ at the output and hand each layer's
+dx down as the next one's dy, collecting each layer's parameter gradient on the way
+(docs/derivation.md, eq. L5)::
+
+    δ_L = dy;   for l = L … 1:   (grads_l, δ_{l−1}) = l.backward(params_l, cache_l, δ_l)
+
+Residual adds the identity path: y = x + F(x) gives ∂E/∂x = δ + F.backward(δ) (eq. L6) — the
+two paths' errors add where they meet, as at every fan-out node of the lecture's graph.
+"""
+
+from __future__ import annotations
+
+import jax
+
+from jaxbp.layers.base import Layer, check_shape
+
+
+def _split(key, n: int):
+    return (None,) * n if key is None else tuple(jax.random.split(key, n))
+
+
+def Sequential(*layers: Layer) -> Layer:
+    """The composition ``layers[-1] ∘ … ∘ layers[0]`` as one layer (eq. L5).
+
+    Params and caches are tuples with one entry per layer; ``forward``'s ``key`` (when given) is
+    split into one key per layer, so that two dropout layers never share a mask.
+
+    Raises:
+      TypeError: an argument that is not a :class:`Layer`.
+      ValueError: no layers.
+    """
+    if not layers:
+        raise ValueError("Sequential: needs at least one layer, got none")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(
+                f"Sequential: argument {i} must be a jaxbp.layers.Layer, got {type(layer).__name__}"
+            )
+
+    def init(key, in_shape):
+        shape = check_shape(in_shape, None, "Sequential")
+        params = []
+        for layer, k in zip(layers, jax.random.split(key, len(layers)), strict=True):
+            p, shape = layer.init(k, shape)
+            params.append(p)
+        return tuple(params), shape
+
+    def forward(params, x, *, key=None, train=False):
+        caches = []
+        for layer, p, k in zip(layers, params, _split(key, len(layers)), strict=True):
+            x, cache = layer.forward(p, x, key=k, train=train)
+            caches.append(cache)
+        return x, tuple(caches)
+
+    def backward(params, cache, dy):
+        grads = [None] * len(layers)
+        delta = dy
+        for i in reversed(range(len(layers))):  # δ_{l−1} from δ_l, top to bottom (eq. L5)
+            grads[i], delta = layers[i].backward(params[i], cache[i], delta)
+        return tuple(grads), delta
+
+    def update_state(params, cache):
+        return tuple(
+            layer.update_state(p, c) for layer, p, c in zip(layers, params, cache, strict=True)
+        )
+
+    name = "Sequential(" + ", ".join(layer.name for layer in layers) + ")"
+    return Layer(init, forward, backward, update_state, name)
+
+
+def Residual(layer: Layer) -> Layer:
+    """y = x + F(x) for an ``F`` whose output shape is its input shape (eq. L6).
+
+    Raises:
+      TypeError: ``layer`` is not a :class:`Layer`.
+      ValueError (from ``init``): ``F`` changes the shape.
+    """
+    if not isinstance(layer, Layer):
+        raise TypeError(f"Residual: layer must be a jaxbp.layers.Layer, got {type(layer).__name__}")
+
+    def init(key, in_shape):
+        shape = check_shape(in_shape, None, "Residual")
+        params, out_shape = layer.init(key, shape)
+        if tuple(out_shape) != shape:
+            raise ValueError(
+                f"Residual: {layer.name} maps shape {shape} to {tuple(out_shape)}; "
+                "y = x + F(x) needs F to keep the shape"
+            )
+        return params, shape
+
+    def forward(params, x, *, key=None, train=False):
+        fx, cache = layer.forward(params, x, key=key, train=train)
+        return x + fx, cache
+
+    def backward(params, cache, dy):
+        grads, dx = layer.backward(params, cache, dy)
+        return grads, dy + dx  # the identity path's δ plus F's (eq. L6)
+
+    return Layer(init, forward, backward, layer.update_state, f"Residual({layer.name})")

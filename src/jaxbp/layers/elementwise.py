@@ -1,0 +1,74 @@
+"""Each activation of :mod:`jaxbp.activations` as a layer: a = f(z), δ_z = δ_a ⊙ f′(z).
+
+Backward is the second half of the lecture's δ recursion δ^(l) = (Θ^(l))ᵀ δ^(l+1) ⊙ f′(z^(l))
+(docs/derivation.md, eq. B2): the dense layer above hands back (Θ^(l))ᵀ δ^(l+1), this layer
+multiplies by f′(z^(l)) elementwise, with the same f′ (and kink convention) as the MLP.
+"""
+
+from __future__ import annotations
+
+from jaxbp.activations import ACTIVATIONS, get_activation
+from jaxbp.layers.base import Layer, check_shape
+
+
+def Elementwise(activation: str) -> Layer:
+    """The activation ``activation`` (a name of :data:`jaxbp.activations.ACTIVATIONS`) as a layer.
+
+    Raises:
+      ValueError: an unknown name, listing the valid ones.
+    """
+    act = get_activation(activation)
+
+    def init(key, in_shape):
+        del key
+        return (), check_shape(in_shape, None, act.name)
+
+    def forward(params, x, *, key=None, train=False):
+        del params, key, train
+        a = act.f(x)
+        return a, (x, a)
+
+    def backward(params, cache, dy):
+        del params
+        z, a = cache
+        return (), dy * act.f_prime(z, a)  # δ ⊙ f′(z)   (eq. B2)
+
+    return Layer(init, forward, backward, name=act.name)
+
+
+def Sigmoid() -> Layer:
+    """σ as a layer (eq. A1)."""
+    return Elementwise("sigmoid")
+
+
+def Tanh() -> Layer:
+    """tanh as a layer (eq. A2)."""
+    return Elementwise("tanh")
+
+
+def Relu() -> Layer:
+    """relu as a layer (eq. A3)."""
+    return Elementwise("relu")
+
+
+def LeakyRelu() -> Layer:
+    """leaky relu as a layer (eq. A4)."""
+    return Elementwise("leaky_relu")
+
+
+def Softplus() -> Layer:
+    """softplus as a layer (eq. A5)."""
+    return Elementwise("softplus")
+
+
+def Elu() -> Layer:
+    """elu as a layer (eq. A6)."""
+    return Elementwise("elu")
+
+
+def Identity() -> Layer:
+    """The identity as a layer (eq. A7)."""
+    return Elementwise("identity")
+
+
+NAMES = tuple(ACTIVATIONS)
