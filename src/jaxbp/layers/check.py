@@ -91,15 +91,18 @@ def _float_leaves(tree, prefix):
 
 
 def _transform_rows(layer, f, rule, params, x, seed, rtol):
-    y, vjp = jax.vjp(f, params, x)
     k1, k2 = jax.random.split(jax.random.key(seed + 1))
+    y = jax.eval_shape(f, params, x)
     c = jax.random.normal(k1, y.shape, y.dtype)
     cs = jax.random.normal(k2, (2, *y.shape), y.dtype)
-    with jax.disable_jit():
-        eager = rule((params, x), c)
-    ref = vjp(c)
-    batched = jax.vmap(lambda ci: rule((params, x), ci))(cs)
-    batched_ref = jax.vmap(vjp)(cs)
+
+    def reference(c):
+        return jax.vjp(f, params, x)[1](c)
+
+    eager = rule((params, x), c)  # op by op: no jit around the rule
+    ref = jax.jit(reference)(c)
+    batched = jax.jit(jax.vmap(lambda ci: rule((params, x), ci)))(cs)
+    batched_ref = jax.jit(jax.vmap(reference))(cs)
     rows = []
     order = 0
     for transform, hand, want in (("eager", eager, ref), ("vmap", batched, batched_ref)):
