@@ -49,7 +49,8 @@ def render(r: dict) -> str:
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in r["configs"]:
-        name = f"**{c['name']}** {'-'.join(map(str, c['sizes']))}, m = {c['batch']}"
+        shape = c.get("model") or "-".join(map(str, c["sizes"]))
+        name = f"**{c['name']}** {shape}, m = {c['batch']}"
         first = True
         for key, row in c["methods"].items():
             label = row["label"]
@@ -100,13 +101,14 @@ def render(r: dict) -> str:
             )
     out += [
         "",
-        "| target (issue 5) | config | measured | threshold | met |",
-        "|---|---|---:|---:|---|",
+        "| target | issue | config | measured | threshold | met |",
+        "|---|---:|---|---:|---:|---|",
     ]
     for t in r["targets"]:
         op = "≥" if "peak" in t["target"] else ("<" if "PyTorch" in t["target"] else "≤")
         out.append(
-            f"| {t['target']} | {t['config']} | {t['value']:.3f} | {op} {t['threshold']} "
+            f"| {t['target']} | {t.get('issue', 5)} | {t['config']} | {t['value']:.3f} "
+            f"| {op} {t['threshold']} "
             f"| {'yes' if t['met'] else '**no**'} |"
         )
     return "\n".join(out)

@@ -1,6 +1,7 @@
 """Benchmark correctness: the flop count, the configuration table, the harness's rotation and
-paired ratios, that every method trains the same network, and ``jaxbp bench`` end to end on a
-tiny network (JSON keys, exit code 2 on bad input). No timing is ever asserted."""
+paired ratios, that every method trains the same network (the MLPs and the LeNet ``cnn``), and
+``jaxbp bench`` end to end on a tiny network and on ``cnn`` (JSON keys, exit code 2 on bad
+input). No timing is ever asserted."""
 
 from __future__ import annotations
 
@@ -11,9 +12,22 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxbp.bench import CONFIGS, QUICK, Config, custom_config, n_params, peers, step_flops, targets
+from jaxbp import layers
+from jaxbp.bench import (
+    CONFIGS,
+    QUICK,
+    Config,
+    LeNet,
+    cnn_step_flops,
+    config_flops,
+    custom_config,
+    n_params,
+    peers,
+    step_flops,
+    targets,
+)
 from jaxbp.bench import methods as bench_methods
-from jaxbp.bench.configs import GEMM_TARGET_CONFIGS
+from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, MNIST_LENET
 from jaxbp.bench.timing import Timing, interleaved, paired_ratio
 from jaxbp.cli import main
 
@@ -43,10 +57,39 @@ def test_config_table_is_the_issues():
         "mnist": ((784, 512, 512, 10), 256),
         "wide": ((1024, 2048, 2048, 10), 1024),
         "deep": ((256, 256, 256, 256, 256, 256, 256, 256, 256, 10), 512),
+        "cnn": ((784, 120, 84, 10), 256),
     }
     assert {n: (c.sizes, c.batch) for n, c in CONFIGS.items()} == expected
     assert set(QUICK) < set(CONFIGS) and set(GEMM_TARGET_CONFIGS) <= set(CONFIGS)
     assert all(c.name == n for n, c in CONFIGS.items())
+    assert [n for n, c in CONFIGS.items() if c.kind == "cnn"] == ["cnn"]
+    assert all(c.model is None for n, c in CONFIGS.items() if n != "cnn")
+    assert CONFIGS["cnn"].model == LeNet((28, 28, 1), (6, 16), 5, (120, 84), 10) == MNIST_LENET
+
+
+def test_lenet_spec_follows_the_layers_shapes():
+    spec = MNIST_LENET
+    assert spec.convs() == [(28, 28, 1, 6), (14, 14, 6, 16)]  # SAME convs, 2×2 pools between
+    assert spec.dense_sizes() == (7 * 7 * 16, 120, 84, 10)
+    assert spec.describe() == "28x28x1 conv5x5x6 pool2 conv5x5x16 pool2 784-120-84-10"
+    odd = LeNet((9, 7, 2), channels=(3, 4), kernel=3, hidden=(), classes=5)
+    assert odd.convs() == [(9, 7, 2, 3), (5, 4, 3, 4)]  # ⌈9/2⌉, ⌈7/2⌉
+    assert odd.dense_sizes() == (3 * 2 * 4, 5)
+    assert CONFIGS["cnn"].describe() == spec.describe() and CONFIGS["mnist"].describe() == (
+        "784-512-512-10"
+    )
+
+
+def test_cnn_step_flops_counts_three_convolutions_per_conv_layer():
+    m = 256
+    conv1 = 2 * m * 28 * 28 * 5 * 5 * 1 * 6
+    conv2 = 2 * m * 14 * 14 * 5 * 5 * 6 * 16
+    dense = 6 * m * (784 * 120 + 120 * 84 + 84 * 10)
+    assert cnn_step_flops(MNIST_LENET, m) == 3 * (conv1 + conv2) + dense
+    assert config_flops(CONFIGS["cnn"]) == 3 * (conv1 + conv2) + dense
+    assert config_flops(CONFIGS["mnist"]) == step_flops((784, 512, 512, 10), 256)
+    with pytest.raises(ValueError, match="model/batch"):
+        cnn_step_flops(MNIST_LENET, 0)
 
 
 def test_custom_config_names_its_shape():
@@ -101,6 +144,18 @@ def test_paired_ratio_is_the_median_of_per_round_ratios():
     b = Timing((1.0, 3.0, 1.0), (0, 1, 3), 1)  # round 2 missing: not paired
     assert paired_ratio(a, b) == 3.0  # ratios 2, 3, 4
     assert Timing((1.0, 2.0, 3.0), (0, 1, 2), 1).median == 2.0
+
+
+def test_the_cnn_target_is_issue_12s_five_percent():
+    configs = [
+        {"name": "cnn", "kind": "cnn", "ratios": {"hand/autodiff": 1.05, "hand/torch": 3.0}},
+        {"name": "c2", "kind": "cnn", "ratios": {"hand/autodiff": 1.051}, "methods": {}},
+    ]
+    got = targets(configs, None)
+    assert [(t["config"], t["threshold"], t["met"], t["issue"]) for t in got] == [
+        ("cnn", 1.05, True, 12),
+        ("c2", 1.05, False, 12),
+    ]  # no PyTorch or GEMM-peak target for the CNN (issue 5's are the MLPs')
 
 
 def test_targets_compare_against_the_issues_thresholds():
@@ -164,6 +219,75 @@ def test_peers_make_the_same_sgd_step_or_say_not_installed(problem, peer, monkey
         np.testing.assert_allclose(g.b, r.b, rtol=1e-10, atol=1e-12)
     monkeypatch.setattr(peers, "installed", lambda name: False)
     assert prepare(problem).status == "not installed"
+
+
+needs_conv = pytest.mark.skipif(
+    not hasattr(layers, "Conv2D") or not hasattr(layers, "MaxPool2D"),
+    reason="jaxbp.layers.Conv2D/MaxPool2D not there yet (the LeNet needs both)",
+)
+
+SMALL_LENET = LeNet((12, 12, 1), channels=(3, 4), kernel=5, hidden=(7,), classes=5)
+
+
+@pytest.fixture(scope="module")
+def cnn_problem():
+    config = Config("small cnn", SMALL_LENET.dense_sizes(), 6, "test", SMALL_LENET)
+    return bench_methods.make_problem(config, dtype=jnp.float64)
+
+
+def _assert_same_params(got, reference, rtol, atol, what):
+    assert jax.tree.structure(got) == jax.tree.structure(reference), what
+    for g, r in zip(jax.tree.leaves(got), jax.tree.leaves(reference), strict=True):
+        np.testing.assert_allclose(g, r, rtol=rtol, atol=atol, err_msg=what)
+
+
+@needs_conv
+def test_the_cnn_problem_is_the_lenet_of_the_spec(cnn_problem):
+    params, x, y, spec = cnn_problem
+    assert spec == SMALL_LENET and x.shape == (6, 12, 12, 1) and y.shape == (6,)
+    assert x.dtype == jnp.float64 and jnp.issubdtype(y.dtype, jnp.integer)
+    weights = [p["W"].shape for p in params if p != ()]
+    assert weights == [(5, 5, 1, 3), (5, 5, 3, 4), (7, 3 * 3 * 4), (5, 7)]  # HWIO, then dense
+
+
+@needs_conv
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_every_cnn_method_makes_the_same_sgd_step(cnn_problem, activation):
+    kw = dict(lr=0.5, activation=activation)
+    reference = _after_two_steps(bench_methods.prepare_jax("autodiff", cnn_problem, **kw))
+    start = cnn_problem.params[0]["W"]
+    assert not np.allclose(reference[0]["W"], np.asarray(start))  # the first conv did train
+    for method in ("hand", "custom_vjp"):
+        got = _after_two_steps(bench_methods.prepare_jax(method, cnn_problem, **kw))
+        _assert_same_params(got, reference, 1e-11, 1e-13, method)
+
+
+@needs_conv
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_torch_lenet_makes_the_same_sgd_step_or_says_not_installed(
+    cnn_problem, channels_last, monkeypatch
+):
+    if not peers.installed("torch"):
+        assert peers.prepare_torch(cnn_problem).status == "not installed"
+        pytest.skip("PyTorch is not installed: only its 'not installed' row is checked")
+    reference = _after_two_steps(
+        bench_methods.prepare_jax("hand", cnn_problem, lr=0.5, activation="tanh")
+    )
+    monkeypatch.setattr(peers, "TORCH_CHANNELS_LAST", channels_last)
+    prepared = peers.prepare_torch(cnn_problem, lr=0.5, activation="tanh")
+    assert prepared.detail == ("channels_last" if channels_last else "NCHW")
+    _assert_same_params(_after_two_steps(prepared), reference, 1e-10, 1e-12, "torch")
+
+
+@needs_conv
+def test_methods_without_a_cnn_say_so(cnn_problem):
+    for method in ("scan", "vmap"):
+        prepared = bench_methods.prepare_jax(method, cnn_problem)
+        assert prepared.status == "unsupported" and "MLP only" in prepared.reason, method
+    prepared = peers.prepare_sklearn(cnn_problem)
+    assert prepared.status == "unsupported" and "no convolutional network" in prepared.reason
+    with pytest.raises(ValueError, match="not defined for the CNN"):
+        bench_methods.cnn_value_and_grad_fn("scan", None, 5)
 
 
 def test_vmap_is_skipped_when_per_example_grads_do_not_fit(problem, monkeypatch):
@@ -245,10 +369,39 @@ def test_epoch_sources_train_alike_and_the_timing_is_per_step():
     }
 
 
+@needs_conv
+def test_bench_cli_cnn_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--config", "cnn", "--methods", "hand,autodiff,scan,sklearn", "--budget"]
+    argv += ["0.02", "--no-accuracy", "--no-verify", "--peak-shapes", "128x128x128"]
+    assert main([*argv, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    (config,) = result["configs"]
+    assert config["name"] == "cnn" and config["kind"] == "cnn" and config["batch"] == 256
+    assert config["model"] == MNIST_LENET.describe() and config["sizes"] == [784, 120, 84, 10]
+    assert config["flops_per_step"] == config_flops(CONFIGS["cnn"])
+    assert list(config["methods"]) == ["hand", "autodiff", "scan", "sklearn"]
+    for name in ("hand", "autodiff"):
+        row = config["methods"][name]
+        assert row["status"] == "ok" and row["step_ms"] > 0 and row["gflops"] > 0
+        assert row["compile_s"] > 0 and row["memory_mib"] > 0
+    assert config["methods"]["scan"]["status"] == "unsupported"
+    assert config["methods"]["sklearn"]["status"] == "unsupported"
+    assert set(config["ratios"]) == {"hand/autodiff"} and "in_epoch" not in config
+    (target,) = result["targets"]
+    assert (target["config"], target["threshold"], target["issue"]) == ("cnn", 1.05, 12)
+    assert result["command"].startswith("jaxbp bench --configs cnn --methods")
+    text = capsys.readouterr().out
+    assert "cnn: 28x28x1 conv5x5x6 pool2 conv5x5x16 pool2 784-120-84-10, batch 256" in text
+    assert "targets (issue 12):" in text and "no convolutional network" in text
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [
         (["--configs", "huge"], "--configs"),
+        (["--config", "tiny,lenet"], "--configs"),
+        (["--configs", "cnn", "--devices", "1"], "--devices"),
         (["--methods", "hand,magic"], "--methods"),
         (["--dtype", "float16"], "--dtype"),
         (["--budget", "-1"], "--budget"),

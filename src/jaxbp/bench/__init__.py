@@ -3,7 +3,8 @@
 ``jaxbp bench`` (:mod:`jaxbp.cli.bench`) runs :func:`run_bench`; docs/benchmarks.md holds the
 numbers and the command that regenerates them. Modules:
 
-- :mod:`~jaxbp.bench.configs` — the networks and the flop count 6·m·Σ n_in·n_out;
+- :mod:`~jaxbp.bench.configs` — the networks (MLPs and the LeNet ``cnn``) and the flop counts
+  (6·m·Σ n_in·n_out; 6·m·H_o·W_o·k²·C_in·C_out per convolution);
 - :mod:`~jaxbp.bench.timing` — interleaved rounds, medians, paired ratios;
 - :mod:`~jaxbp.bench.peak` — the measured GEMM peak;
 - :mod:`~jaxbp.bench.methods` — the jitted JAX training steps;
@@ -13,7 +14,17 @@ numbers and the command that regenerates them. Modules:
 - :mod:`~jaxbp.bench.suite` — all of it as one JSON-able dict, with the targets.
 """
 
-from jaxbp.bench.configs import CONFIGS, QUICK, Config, custom_config, n_params, step_flops
+from jaxbp.bench.configs import (
+    CONFIGS,
+    QUICK,
+    Config,
+    LeNet,
+    cnn_step_flops,
+    config_flops,
+    custom_config,
+    n_params,
+    step_flops,
+)
 from jaxbp.bench.peak import GemmPeak, gemm_peak
 from jaxbp.bench.suite import LABELS, METHODS, bench_config, run_bench, targets
 from jaxbp.bench.timing import Timing, interleaved, paired_ratio
@@ -25,8 +36,11 @@ __all__ = [
     "QUICK",
     "Config",
     "GemmPeak",
+    "LeNet",
     "Timing",
     "bench_config",
+    "cnn_step_flops",
+    "config_flops",
     "custom_config",
     "gemm_peak",
     "interleaved",
