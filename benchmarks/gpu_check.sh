@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# One-shot GPU check for jaxbp (issue 5, item 4): the equivalence tests and `jaxbp bench` on an
-# NVIDIA GPU, results written to the folder named by the first argument.
+# One-shot GPU check for jaxbp (issue 5, item 4; issue 12, item 5): the equivalence tests and
+# `jaxbp bench` on an NVIDIA GPU, results written to the folder named by the first argument.
 #
-#   benchmarks/gpu_check.sh OUT_DIR            (from anywhere; ≤ 8 minutes)
+#   benchmarks/gpu_check.sh OUT_DIR            (from anywhere; ≤ 10 minutes)
 #
 # Installs nothing (GPU machines are often air-gapped): it uses the python on PATH (or $PYTHON)
 # with the JAX + CUDA, optax, chex, numpy, scipy, scikit-learn, pytest (and optionally PyTorch,
@@ -13,8 +13,11 @@
 # Writes to OUT_DIR:
 #   environment.txt     nvidia-smi, python and package versions, jax.devices()
 #   tests.log           the equivalence tests (hand-derived vs jax.grad) run on the GPU
-#   bench.json/.txt     jaxbp bench, float32, every configuration and method
+#   bench.json/.txt     jaxbp bench, float32, every MLP configuration and method
 #   bench_bf16.json/.txt  the GEMM-bound configurations with bf16 matmuls (--matmul-precision)
+#   cnn_tests.log       the cnn configuration's correctness tests (every method's SGD steps agree)
+#   bench_cnn.json/.txt the cnn configuration (LeNet, 28x28x1, batch 256): hand-derived vs
+#                       jax.grad vs PyTorch, float32; cnn_hlo.txt the two steps' compiled ops
 #   MISSING.txt         what was missing (absent when nothing was)
 #   status.txt          one line per part: ok / FAILED (exit code) / skipped (why)
 set -u
@@ -88,7 +91,8 @@ rc=$?
 fail=$rc
 
 # --- 3. jaxbp bench, float32 (≈ 3 min) ---------------------------------------------------------
-timeout 240 "$PY" benchmarks/run_bench.py --budget 2 --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"
+timeout 240 "$PY" benchmarks/run_bench.py --configs tiny,course,mnist,wide,deep --budget 2 \
+  --json "$OUT/bench.json" > "$OUT/bench.txt" 2> "$OUT/bench.err"
 rc=$?
 [ $rc -eq 0 ] && status "bench" "ok" || status "bench" "FAILED (exit $rc; see bench.err)"
 [ $rc -ne 0 ] && fail=$rc
@@ -101,8 +105,25 @@ rc=$?
 [ $rc -eq 0 ] && status "bench_bf16" "ok" || status "bench_bf16" "FAILED (exit $rc; see bench_bf16.err)"
 [ $rc -ne 0 ] && fail=$rc
 
+# --- 5. the cnn configuration: its tests, jaxbp bench, the compiled ops (≈ 1.5 min) -------------
+timeout 120 "$PY" -m pytest tests/test_bench.py -q -p no:cacheprovider -k "cnn or lenet" \
+  > "$OUT/cnn_tests.log" 2>&1
+rc=$?
+[ $rc -eq 0 ] && status "cnn_tests" "ok ($(tail -1 "$OUT/cnn_tests.log"))" || status "cnn_tests" "FAILED (exit $rc; see cnn_tests.log)"
+[ $rc -ne 0 ] && fail=$rc
+timeout 120 "$PY" benchmarks/run_bench.py --configs cnn --methods hand,custom_vjp,autodiff,torch \
+  --no-accuracy --no-verify --budget 2 --json "$OUT/bench_cnn.json" \
+  > "$OUT/bench_cnn.txt" 2> "$OUT/bench_cnn.err"
+rc=$?
+[ $rc -eq 0 ] && status "bench_cnn" "ok" || status "bench_cnn" "FAILED (exit $rc; see bench_cnn.err)"
+[ $rc -ne 0 ] && fail=$rc
+timeout 60 "$PY" benchmarks/cnn_step.py hlo > "$OUT/cnn_hlo.txt" 2>&1 \
+  && status "cnn_hlo" "ok" || status "cnn_hlo" "FAILED (see cnn_hlo.txt)"
+
 echo
 cat "$OUT/bench.txt" 2>/dev/null
+echo
+cat "$OUT/bench_cnn.txt" 2>/dev/null
 [ -f "$OUT/MISSING.txt" ] && { echo; echo "MISSING:"; cat "$OUT/MISSING.txt"; }
 echo "results in $OUT"
 exit $fail
