@@ -15,12 +15,17 @@ transposes, copies, reverses, reduce-windows, select-and-scatters, fusions — i
 inside fusions — and, before optimization, the StableHLO ops. ``--dump DIR`` writes the four
 texts.
 
+``profile`` runs both steps under ``jax.profiler`` and lists each one's ops by time per step
+(with the profiler's overhead; ops XLA runs concurrently are summed), grouped as convolutions,
+scatters (the pooling's gradient in ``jax.grad``'s step), products (``dot``) and the rest.
+
 ``--prototype FILE`` replaces ``jaxbp.layers.Conv2D`` / ``MaxPool2D`` (whichever FILE defines)
 by FILE's, in every process, before anything is built — to measure a proposed change to
 src/jaxbp/layers/conv.py or pooling.py without editing them.
 
     PYTHONPATH=src python benchmarks/cnn_step.py time --processes 5 --budget 3 --methods hand,autodiff,torch
     PYTHONPATH=src python benchmarks/cnn_step.py hlo --dump /tmp/cnn_hlo
+    PYTHONPATH=src python benchmarks/cnn_step.py profile
     PYTHONPATH=src python benchmarks/cnn_step.py time --prototype benchmarks/conv_prototype.py
 """
 
@@ -156,8 +161,8 @@ COUNTED = (
 )
 
 
-def hlo_texts(method: str, args):
-    """(StableHLO before optimization, optimized HLO) of the step ``jaxbp bench`` times."""
+def compiled_step(method: str, args):
+    """(lowered step, its arguments) of the step ``jaxbp bench`` times."""
     import optax
 
     from jaxbp.bench import CONFIGS
@@ -171,8 +176,92 @@ def hlo_texts(method: str, args):
     model = lenet(spec, args.activation, dtype=problem.x.dtype)
     optimizer = optax.sgd(0.1)
     step = make_step(cnn_value_and_grad_fn(method, model, spec.classes), optimizer)
-    lowered = step.lower(problem.params, optimizer.init(problem.params), problem.x, problem.y)
+    arguments = (problem.params, optimizer.init(problem.params), problem.x, problem.y)
+    return step.lower(*arguments), arguments
+
+
+def hlo_texts(method: str, args):
+    """(StableHLO before optimization, optimized HLO) of the step ``jaxbp bench`` times."""
+    lowered, _ = compiled_step(method, args)
     return lowered.as_text(), lowered.compile().as_text()
+
+
+def entry_opcodes(text: str) -> dict[str, str]:
+    """Entry-computation instruction name → its kind: ``convolution``, ``scatter`` (a fusion
+    holding one, or the op), ``dot`` (likewise) or its opcode."""
+    bodies = {}
+    for m in re.finditer(r"^(?:ENTRY )?%([\w.\-]+) .*?\{\n(.*?)^\}", text, re.M | re.S):
+        bodies[m.group(1)] = m.group(2)
+    entry = re.search(r"^ENTRY .*?\{\n(.*?)^\}", text, re.M | re.S).group(1)
+    kinds = {}
+    for line in entry.splitlines():
+        m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = .*? ([a-z][\w\-]*)\(", line)
+        if not m:
+            continue
+        name, op = m.groups()
+        called = re.search(r"calls=%([\w.\-]+)", line)
+        body = bodies.get(called.group(1), "") if called else line
+        for kind in ("convolution", "scatter", "dot"):
+            if f" {kind}(" in body or op == kind:
+                op = kind
+                break
+        kinds[name] = op
+    return kinds
+
+
+def op_times(method: str, args, steps: int = 10):
+    """(ms per step of each entry op, op kinds) of ``method``'s step, from a profiler trace."""
+    import glob
+    import gzip
+    import shutil
+    import tempfile
+
+    import jax
+    import jax.numpy as jnp
+
+    lowered, arguments = compiled_step(method, args)
+    compiled = lowered.compile()
+    kinds = entry_opcodes(compiled.as_text())
+    state = [jax.tree.map(jnp.array, a) for a in arguments[:2]]  # the step donates them
+    x, y = arguments[2:]
+
+    def run(n):
+        out = None
+        for _ in range(n):
+            state[0], state[1], out = compiled(state[0], state[1], x, y)
+        jax.block_until_ready(out)
+
+    run(3)
+    folder = tempfile.mkdtemp(prefix="jaxbp-cnn-profile-")
+    try:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            run(steps)
+        (path,) = glob.glob(folder + "/**/*.trace.json.gz", recursive=True)
+        events = json.load(gzip.open(path))["traceEvents"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    per_op = collections.Counter()
+    for e in events:
+        if e.get("ph") == "X" and e["name"] in kinds:
+            per_op[e["name"]] += e["dur"] / 1e3 / steps
+    return per_op, kinds
+
+
+def profile(args) -> None:
+    install_prototype(args.prototype)
+    for method in ("hand", "autodiff"):
+        per_op, kinds = op_times(method, args)
+        groups = collections.Counter()
+        for name, ms in per_op.items():
+            k = kinds[name]
+            groups[k if k in ("convolution", "scatter", "dot") else "other"] += ms
+        total = sum(per_op.values())
+        print(
+            f"\n{method}: {total:.2f} ms of ops per step; "
+            + ", ".join(f"{k} {v:.2f}" for k, v in groups.most_common())
+        )
+        for name, ms in per_op.most_common(args.top):
+            print(f"  {ms:8.3f} ms  {kinds[name]:<14} {name}")
 
 
 def op_counts(text: str) -> collections.Counter:
@@ -240,7 +329,10 @@ def hlo(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", nargs="?", default="time", choices=("time", "hlo", "worker"))
+    parser.add_argument(
+        "mode", nargs="?", default="time", choices=("time", "hlo", "profile", "worker")
+    )
+    parser.add_argument("--top", type=int, default=12, help="profile: ops listed per method")
     parser.add_argument("--processes", type=int, default=5)
     parser.add_argument("--methods", default="hand,custom_vjp,autodiff,torch")
     parser.add_argument("--budget", type=float, default=3.0)
@@ -255,6 +347,8 @@ def main() -> None:
         worker(args)
     elif args.mode == "hlo":
         hlo(args)
+    elif args.mode == "profile":
+        profile(args)
     else:
         result = time_in_processes(args)
         print(markdown(result))
