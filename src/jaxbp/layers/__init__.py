@@ -26,6 +26,7 @@ docs/conv_backward.md.
 from jaxbp.layers.base import Layer, keep_params
 from jaxbp.layers.check import check_layer
 from jaxbp.layers.combinators import Residual, Sequential
+from jaxbp.layers.conv import Conv2D
 from jaxbp.layers.dense import Dense
 from jaxbp.layers.elementwise import (
     Elementwise,
@@ -45,9 +46,12 @@ from jaxbp.layers.network import (
     predict,
     value_and_grad,
 )
+from jaxbp.layers.pooling import AvgPool2D, MaxPool2D
 from jaxbp.layers.reshape import Flatten
 
 __all__ = [
+    "AvgPool2D",
+    "Conv2D",
     "Dense",
     "Elementwise",
     "Elu",
@@ -55,6 +59,7 @@ __all__ = [
     "Identity",
     "Layer",
     "LeakyRelu",
+    "MaxPool2D",
     "Relu",
     "Residual",
     "Sequential",

@@ -1,0 +1,190 @@
+"""2-D convolution (NHWC data, HWIO kernel) with its hand-derived backward as XLA convolutions.
+
+Forward, one output position (p, q) of one example, output channel o (the lecture's
+z = Σ W a + b with the weights shared across positions; s the stride, a the padded input)::
+
+    z[p, q, o] = Σ_{i, j, c} W[i, j, c, o] · a[p·s + i, q·s + j, c] + b[o]
+
+i.e. y = (a ⋆ W) + b, a strided *correlation* (what ``jax.lax.conv_general_dilated`` computes).
+
+Backward, for δ[p, q, o] = ∂E/∂z[p, q, o] (docs/derivation.md, eqs. L7–L9; step by step in
+docs/conv_backward.md). Every weight touches every position, so its gradient sums over them:
+
+- L7  ∂E/∂W[i, j, c, o] = Σ_{n, p, q} δ[n, p, q, o] · a[n, p·s + i, q·s + j, c]
+      = Σ δ ⋆ a — the correlation of the padded input with δ dilated by the stride
+      (``rhs_dilation=strides``), the batch n playing the role of the contracted channel
+      (Δ = Σ δ aᵀ of the dense layer, accumulated over positions as well as examples);
+- L8  ∂E/∂b[o] = Σ_{n, p, q} δ[n, p, q, o];
+- L9  ∂E/∂a[u, v, c] = Σ_{p, q, o : p·s + i = u, q·s + j = v} δ[p, q, o] · W[i, j, c, o]
+      = δ ∗ rot180(W) — the *full* convolution of δ, dilated by the stride
+      (``lhs_dilation=strides``: s − 1 zeros between its entries), with the kernel flipped in
+      both spatial axes and its in/out channels swapped. In correlation form: pad the dilated
+      δ with k − 1 zeros on each side, correlate with rot180(W), then crop the forward's padding
+      (lo, hi) off again and add the r rows no window reached (below).
+
+Padding ("VALID" or "SAME", as ``jax.lax`` / TensorFlow): along an axis of size H with kernel
+k and stride s, SAME gives ⌈H/s⌉ outputs with total = max((⌈H/s⌉ − 1)·s + k − H, 0) zeros,
+lo = ⌊total/2⌋ on the top/left and the extra one on the bottom/right; VALID gives
+⌊(H − k)/s⌋ + 1 outputs and no padding. When the stride does not divide H − k + lo + hi, the
+last r = (H + lo + hi − k) mod s rows of the padded input are read by no window: their ∂E/∂a is
+zero, and the dW correlation stops short of them (a negative high pad of −r).
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+from jax import lax
+
+from jaxbp.layers import init as init_lib
+from jaxbp.layers.base import Layer, check_shape, pair, positive_int
+
+PADDINGS = ("VALID", "SAME")
+DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
+
+
+def check_padding(padding, layer: str) -> str:
+    """``padding`` as ``"VALID"`` or ``"SAME"`` (either case), else ``ValueError`` naming it."""
+    if not isinstance(padding, str) or padding.upper() not in PADDINGS:
+        raise ValueError(f"{layer}: padding must be 'VALID' or 'SAME', got {padding!r}")
+    return padding.upper()
+
+
+def axis_pads(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
+    """(lo, hi) zeros padded on one spatial axis: none for VALID; SAME as ``jax.lax``."""
+    if padding == "VALID":
+        return 0, 0
+    out = -(-size // s)  # ⌈size / s⌉
+    total = max((out - 1) * s + k - size, 0)
+    return total // 2, total - total // 2
+
+
+def window_geometry(spatial, window, strides, padding: str, layer: str, what: str):
+    """Pads and output size per spatial axis: ``(((lo, hi), …), (H_out, …))``.
+
+    Raises:
+      ValueError: a VALID window larger than the input (naming ``what``, the window's argument).
+    """
+    pads, out = [], []
+    for size, k, s in zip(spatial, window, strides, strict=True):
+        if padding == "VALID" and k > size:
+            raise ValueError(
+                f"{layer}: {what} {tuple(window)} is larger than the VALID input's spatial "
+                f"shape {tuple(spatial)}"
+            )
+        lo, hi = axis_pads(size, k, s, padding)
+        pads.append((lo, hi))
+        out.append((size + lo + hi - k) // s + 1)
+    return tuple(pads), tuple(out)
+
+
+def unreached(size: int, k: int, s: int, pad: tuple[int, int]) -> int:
+    """r: rows at the end of the padded axis that no window reads (the stride's remainder)."""
+    return (size + pad[0] + pad[1] - k) % s
+
+
+def check_batch(x, layer: str) -> None:
+    if x.ndim != 4:
+        raise ValueError(f"{layer}: x must be a batch (m, H, W, C) of rank 4, got shape {x.shape}")
+
+
+def Conv2D(
+    features: int,
+    kernel_size,
+    strides=1,
+    padding: str = "VALID",
+    *,
+    scheme: str = "he",
+    dtype=jnp.float32,
+) -> Layer:
+    """A 2-D convolution of ``features`` output channels, NHWC in and out (eqs. L7–L9).
+
+    Parameters ``{"W": (kh, kw, C_in, features), "b": (features,)}``; the forward pass is
+    ``jax.lax.conv_general_dilated`` plus b, the backward pass the three convolutions of the
+    module docstring (no ``jax.grad``/``jax.vjp``, no loop over positions, no im2col).
+
+    Args:
+      features: output channels.
+      kernel_size: an int or a pair (kh, kw).
+      strides: an int or a pair (sh, sw).
+      padding: ``"VALID"`` or ``"SAME"`` (as ``jax.lax``: ⌈H/s⌉ outputs, the extra zero on the
+        bottom/right).
+      scheme: weight initialisation, ``he`` or ``glorot`` with fan-in kh·kw·C_in and fan-out
+        kh·kw·features (biases start at zero).
+      dtype: the parameters' dtype.
+
+    Raises:
+      ValueError: naming the argument — a non-positive size, a bad padding string or scheme;
+        from ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID kernel.
+
+    Example:
+      >>> layer = Conv2D(4, 3, strides=2, padding="SAME")
+      >>> params, out_shape = layer.init(jax.random.key(0), (9, 9, 3))   # out_shape (5, 5, 4)
+    """
+    name = "Conv2D"
+    positive_int(features, "features", name)
+    kh, kw = pair(kernel_size, "kernel_size", name)
+    sh, sw = pair(strides, "strides", name)
+    padding = check_padding(padding, name)
+    init_lib.check_scheme(scheme, name)
+
+    def geometry(spatial):
+        return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "kernel_size")
+
+    def init(key, in_shape):
+        H, W_, C = check_shape(in_shape, 3, name)
+        _, (Ho, Wo) = geometry((H, W_))
+        fan_in, fan_out = kh * kw * C, kh * kw * features
+        W = init_lib.weight(key, (kh, kw, C, features), fan_in, fan_out, scheme, dtype)
+        return {"W": W, "b": jnp.zeros((features,), dtype)}, (Ho, Wo, features)
+
+    def forward(params, x, *, key=None, train=False):
+        del key, train
+        check_batch(x, name)
+        pads, _ = geometry(x.shape[1:3])
+        z = lax.conv_general_dilated(
+            x, params["W"], (sh, sw), pads, dimension_numbers=DIMENSION_NUMBERS
+        )
+        return z + params["b"], x
+
+    def backward(params, cache, dy):
+        a, delta = cache, dy
+        spatial = a.shape[1:3]
+        pads, _ = geometry(spatial)
+        r = [
+            unreached(n, k, s, p)
+            for n, k, s, p in zip(spatial, (kh, kw), (sh, sw), pads, strict=True)
+        ]
+        # L7: ∂E/∂W = Σ δ ⋆ a. Correlate a (batch axis as the contracted channel, C_in as the
+        # "batch") with δ dilated by the stride (its batch axis as the kernel's input channel);
+        # the output's "batch" is C_in, its features C_out, its spatial extent kh × kw.
+        dW = lax.conv_general_dilated(
+            a,
+            delta,
+            window_strides=(1, 1),
+            padding=[(lo, hi - ri) for (lo, hi), ri in zip(pads, r, strict=True)],
+            rhs_dilation=(sh, sw),
+            dimension_numbers=("CHWN", "IHWO", "HWNC"),
+        )
+        # L8: ∂E/∂b = Σ δ over examples and positions.
+        db = jnp.sum(delta, axis=(0, 1, 2))
+        # L9: ∂E/∂a = δ ∗ rot180(W): δ dilated by the stride, padded by k − 1 each side (less the
+        # forward's padding, plus the r unreached rows), correlated with the flipped kernel whose
+        # in/out channels are swapped (spec HWOI: its O axis, C_out, contracts with δ's channels).
+        W_flipped = params["W"][::-1, ::-1]
+        dx = lax.conv_general_dilated(
+            delta,
+            W_flipped,
+            window_strides=(1, 1),
+            padding=[
+                (k - 1 - lo, k - 1 - hi + ri)
+                for k, (lo, hi), ri in zip((kh, kw), pads, r, strict=True)
+            ],
+            lhs_dilation=(sh, sw),
+            dimension_numbers=("NHWC", "HWOI", "NHWC"),
+        )
+        return {"W": dW, "b": db}, dx
+
+    stride_text = "" if (sh, sw) == (1, 1) else f", strides={(sh, sw)}"
+    return Layer(
+        init, forward, backward, name=f"{name}({features}, {(kh, kw)}{stride_text}, {padding})"
+    )

@@ -1,0 +1,157 @@
+"""Max and average pooling (NHWC) with hand-derived backwards: δ routed to the argmax, or spread.
+
+Forward, one window of size kh × kw at output position (p, q), channel c (stride s, the input a
+padded as ``jax.lax`` pads it — see :mod:`jaxbp.layers.conv`)::
+
+    max:  z[p, q, c] = max_{i, j} a[p·s + i, q·s + j, c]          (padding = −∞, never chosen)
+    avg:  z[p, q, c] = (1 / (kh·kw)) Σ_{i, j} a[p·s + i, q·s + j, c]   (padding = 0)
+
+Average pooling divides by the full window area kh·kw, padding included (``count_include_pad``
+in PyTorch's terms; TensorFlow's SAME average pool divides by the count of real entries
+instead): the layer is then one fixed linear filter, the same everywhere, and near a SAME border
+its output is pulled towards zero.
+
+Backward, for δ[p, q, c] = ∂E/∂z[p, q, c] (docs/derivation.md, eqs. L10–L11). Windows may
+overlap (stride < window), so each input collects from every window that reads it:
+
+- L10 max: ∂E/∂a[u, v, c] = Σ_{p, q : (u, v) = argmax of window (p, q)} δ[p, q, c] — the
+      derivative of a max is 1 at the winner and 0 elsewhere, so δ is routed to one element per
+      window. Ties (equal values in one window) go to the FIRST maximum in row-major order over
+      the window offsets (i, j), which is what ``jax.vjp`` of ``lax.reduce_window`` max gives
+      (XLA's select-and-scatter with ``≥``); the tests check the rule against it on tied
+      inputs. At a tie the max is not differentiable; this is a convention, as relu′(0) = 0.
+- L11 avg: ∂E/∂a[u, v, c] = Σ_{p, q : window (p, q) reads (u, v)} δ[p, q, c] / (kh·kw).
+
+Both are written as a loop over the kh·kw window offsets (over the kernel, not the positions):
+offset (i, j) reads the strided slice a[i::s, j::s] of the padded input, one element per window,
+and adds its share of δ back into the same strided slice; the padding is cropped off at the end,
+and rows no window reaches (the stride's remainder) keep a zero gradient.
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxbp.layers.base import Layer, check_shape, pair
+from jaxbp.layers.conv import check_batch, check_padding, window_geometry
+
+
+def _pool(kind: str, window, strides, padding) -> tuple:
+    name = f"{kind}Pool2D"
+    kh, kw = pair(window, "window", name)
+    sh, sw = pair((kh, kw) if strides is None else strides, "strides", name)
+    padding = check_padding(padding, name)
+
+    def geometry(spatial):
+        return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "window")
+
+    def init(key, in_shape):
+        del key
+        H, W, C = check_shape(in_shape, 3, name)
+        _, (Ho, Wo) = geometry((H, W))
+        return (), (Ho, Wo, C)
+
+    def reduce(x, init_value, op):
+        # init_value a NumPy constant: concrete under jit, so lax recognises the max / sum
+        # monoid and its (differentiable) reduce_window_max / reduce_window_sum.
+        check_batch(x, name)
+        pads, _ = geometry(x.shape[1:3])
+        return lax.reduce_window(
+            x, init_value, op, (1, kh, kw, 1), (1, sh, sw, 1), ((0, 0), *pads, (0, 0))
+        )
+
+    def offsets(x_shape, y_shape):
+        """Padded input shape, pads, and for each window offset (i, j) its strided index."""
+        pads, _ = geometry(x_shape[1:3])
+        (lo_h, hi_h), (lo_w, hi_w) = pads
+        padded = (x_shape[0], x_shape[1] + lo_h + hi_h, x_shape[2] + lo_w + hi_w, x_shape[3])
+        Ho, Wo = y_shape[1:3]
+        index = {
+            (i, j): (
+                slice(None),
+                slice(i, i + (Ho - 1) * sh + 1, sh),
+                slice(j, j + (Wo - 1) * sw + 1, sw),
+                slice(None),
+            )
+            for i in range(kh)
+            for j in range(kw)  # row-major: the order of the tie rule
+        }
+        crop = (
+            slice(None),
+            slice(lo_h, lo_h + x_shape[1]),
+            slice(lo_w, lo_w + x_shape[2]),
+            slice(None),
+        )
+        return padded, pads, index, crop
+
+    geometry_text = f"{(kh, kw)}" + ("" if (sh, sw) == (kh, kw) else f", strides={(sh, sw)}")
+    return name, (kh, kw), init, reduce, offsets, f"{name}({geometry_text}, {padding})"
+
+
+def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
+    """Max pooling over ``window`` (an int or a pair), δ routed to each window's argmax (eq. L10).
+
+    Args:
+      window: an int or a pair (kh, kw).
+      strides: an int or a pair; default ``window`` (non-overlapping windows).
+      padding: ``"VALID"`` or ``"SAME"`` (padding with −∞, as ``jax.lax``).
+
+    Raises:
+      ValueError: naming the argument — a non-positive size, a bad padding string; from
+        ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window.
+    """
+    name, _, init, reduce, offsets, text = _pool("Max", window, strides, padding)
+
+    def forward(params, x, *, key=None, train=False):
+        del params, key, train
+        y = reduce(x, np.array(-np.inf, x.dtype), lax.max)
+        return y, (x, y)
+
+    def backward(params, cache, dy):
+        del params
+        x, y = cache
+        padded, pads, index, crop = offsets(x.shape, y.shape)
+        a = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
+        dx = jnp.zeros(padded, dy.dtype)
+        taken = jnp.zeros(y.shape, bool)  # has this window's δ been routed yet?
+        for idx in index.values():
+            winner = (a[idx] == y) & ~taken  # the first maximum in row-major order
+            taken = taken | winner
+            dx = dx.at[idx].add(jnp.where(winner, dy, jnp.zeros((), dy.dtype)))
+        return (), dx[crop]
+
+    return Layer(init, forward, backward, name=text)
+
+
+def AvgPool2D(window, strides=None, padding: str = "VALID") -> Layer:
+    """Average pooling over ``window``, dividing by kh·kw, padding included (eq. L11).
+
+    Args:
+      window: an int or a pair (kh, kw).
+      strides: an int or a pair; default ``window`` (non-overlapping windows).
+      padding: ``"VALID"`` or ``"SAME"`` (zero padding counted in the window's area).
+
+    Raises:
+      ValueError: naming the argument — a non-positive size, a bad padding string; from
+        ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window.
+    """
+    name, (kh, kw), init, reduce, offsets, text = _pool("Avg", window, strides, padding)
+
+    def forward(params, x, *, key=None, train=False):
+        del params, key, train
+        y = reduce(x, np.array(0, x.dtype), lax.add) / (kh * kw)
+        return y, x.shape
+
+    def backward(params, cache, dy):
+        del params
+        x_shape = cache
+        padded, _, index, crop = offsets(x_shape, dy.shape)
+        share = dy / (kh * kw)
+        dx = jnp.zeros(padded, dy.dtype)
+        for idx in index.values():
+            dx = dx.at[idx].add(share)
+        return (), dx[crop]
+
+    return Layer(init, forward, backward, name=text)
