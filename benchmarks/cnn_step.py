@@ -21,12 +21,15 @@ scatters (the pooling's gradient in ``jax.grad``'s step), products (``dot``) and
 
 ``--prototype FILE`` replaces ``jaxbp.layers.Conv2D`` / ``MaxPool2D`` (whichever FILE defines)
 by FILE's, in every process, before anything is built — to measure a proposed change to
-src/jaxbp/layers/conv.py or pooling.py without editing them.
+src/jaxbp/layers/conv.py or pooling.py without editing them. ``--ab FILE`` instead keeps the
+layers as they are and adds a method ``hand+FILE`` — the hand-derived step with FILE's layers —
+to the same shuffled rounds, so that the change is measured against the layers as they are in
+the same process (its ratios: ``hand/hand+FILE``, ``hand+FILE/autodiff``).
 
     PYTHONPATH=src python benchmarks/cnn_step.py time --processes 5 --budget 3 --methods hand,autodiff,torch
     PYTHONPATH=src python benchmarks/cnn_step.py hlo --dump /tmp/cnn_hlo
     PYTHONPATH=src python benchmarks/cnn_step.py profile
-    PYTHONPATH=src python benchmarks/cnn_step.py time --prototype benchmarks/conv_prototype.py
+    PYTHONPATH=src python benchmarks/cnn_step.py time --ab benchmarks/pool_prototype.py
 """
 
 from __future__ import annotations
@@ -42,20 +45,69 @@ import sys
 from pathlib import Path
 
 
-def install_prototype(path: str | None) -> None:
-    """Puts FILE's ``Conv2D`` / ``MaxPool2D`` into :mod:`jaxbp.layers` (module docstring)."""
+def install_prototype(path: str | None) -> dict:
+    """Puts FILE's ``Conv2D`` / ``MaxPool2D`` into :mod:`jaxbp.layers` (module docstring);
+    returns what it replaced (name → previous value, None where there was none)."""
     if not path:
-        return
+        return {}
     import importlib.util
 
     import jaxbp.layers
 
-    spec = importlib.util.spec_from_file_location("cnn_prototype", path)
+    spec = importlib.util.spec_from_file_location(f"cnn_prototype_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    replaced = {}
     for name in ("Conv2D", "MaxPool2D"):
         if hasattr(module, name):
+            replaced[name] = getattr(jaxbp.layers, name, None)
             setattr(jaxbp.layers, name, getattr(module, name))
+    return replaced
+
+
+def restore(replaced: dict) -> None:
+    import jaxbp.layers
+
+    for name, value in replaced.items():
+        if value is None:
+            delattr(jaxbp.layers, name)
+        else:
+            setattr(jaxbp.layers, name, value)
+
+
+def ab_row(config, args) -> dict:
+    """``bench_config``'s methods plus ``hand+FILE`` in the same rounds (``--ab``)."""
+    from jaxbp.bench import suite
+    from jaxbp.bench.configs import config_flops
+    from jaxbp.bench.methods import make_problem, prepare_jax
+    from jaxbp.bench.timing import interleaved, paired_ratio
+
+    problem = make_problem(config, seed=args.seed)
+    kw = dict(activation=args.activation, lr=0.1, precision=None)
+    prepared = {m: suite.prepare(m, problem, **kw) for m in args.methods.split(",")}
+    label = "hand+" + Path(args.ab).stem
+    replaced = install_prototype(args.ab)
+    try:  # the model is built and compiled here: the prototype's functions are traced now
+        prepared[label] = prepare_jax("hand", problem, **kw)
+    finally:
+        restore(replaced)
+    runs = {m: p.run for m, p in prepared.items() if p.status == "ok"}
+    t = interleaved(runs, budget_s=args.budget)
+    flops = config_flops(config)
+    methods = {
+        m: {
+            "step_ms": t[m].median * 1e3,
+            "samples": len(t[m].samples),
+            "gflops": flops / t[m].median / 1e9,
+        }
+        if m in t
+        else {"status": p.status, "reason": p.reason}
+        for m, p in prepared.items()
+    }
+    ratios = {f"hand/{m}": paired_ratio(t["hand"], t[m]) for m in t if m != "hand"}
+    if "autodiff" in t:
+        ratios[f"{label}/autodiff"] = paired_ratio(t[label], t["autodiff"])
+    return {"name": config.name, "batch": config.batch, "methods": methods, "ratios": ratios}
 
 
 def worker(args) -> None:
@@ -67,13 +119,16 @@ def worker(args) -> None:
     config = CONFIGS["cnn"]
     if args.batch:
         config = config._replace(batch=args.batch)
-    row = bench_config(
-        config,
-        methods=args.methods.split(","),
-        activation=args.activation,
-        budget_s=args.budget,
-        seed=args.seed,
-    )
+    if args.ab:
+        row = ab_row(config, args)
+    else:
+        row = bench_config(
+            config,
+            methods=args.methods.split(","),
+            activation=args.activation,
+            budget_s=args.budget,
+            seed=args.seed,
+        )
     row["loadavg"] = list(os.getloadavg())
     print(json.dumps(row))
 
@@ -86,6 +141,8 @@ def time_in_processes(args) -> dict:
         cmd += ["--batch", str(args.batch)]
     if args.prototype:
         cmd += ["--prototype", args.prototype]
+    if args.ab:
+        cmd += ["--ab", args.ab]
     load_start = list(os.getloadavg())
     rows = []
     for i in range(args.processes):
@@ -112,6 +169,7 @@ def time_in_processes(args) -> dict:
         "activation": args.activation,
         "batch": rows[0]["batch"],
         "prototype": args.prototype,
+        "ab": args.ab,
         "loadavg_start": load_start,
         "loadavg_end": list(os.getloadavg()),
         "rows": rows,
@@ -340,6 +398,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="default: the cnn config's (256)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--prototype", help="a file with Conv2D and/or MaxPool2D to use instead")
+    parser.add_argument("--ab", help="time: add the hand step with this file's layers (above)")
     parser.add_argument("--json", help="write the time result here")
     parser.add_argument("--dump", help="hlo: write the StableHLO and optimized HLO texts here")
     args = parser.parse_args()
