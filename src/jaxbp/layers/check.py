@@ -29,6 +29,9 @@ from jaxbp.verify.report import Report, compare
 from jaxbp.verify.rules import check_vjp
 from jaxbp.verify.tolerance import default_rtol
 
+TRANSFORMS = ("eager", "vmap")
+"""The transformation rows :func:`check_layer` adds to the jitted rule's (``jit``) rows."""
+
 
 def check_layer(
     layer: Layer,
@@ -41,6 +44,7 @@ def check_layer(
     n_pairs: int = 3,
     rtol=None,
     atol=None,
+    transforms: tuple[str, ...] = TRANSFORMS,
 ) -> Report:
     """Every check of ``layer.backward`` at ``(params, x)``: a :class:`~jaxbp.verify.Report`.
 
@@ -54,9 +58,17 @@ def check_layer(
       seed: the checker's random cotangents and tangents.
       n_pairs: random cotangents per oracle.
       rtol, atol: as for :func:`~jaxbp.verify.check_vjp`.
+      transforms: which of :data:`TRANSFORMS` to add to the (jitted) rule's rows. ``eager`` runs
+        the backward op by op, which compiles every primitive separately: seconds for a deep
+        network, so checks of long compositions may leave it to their layers' own checks.
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"layer: must be a jaxbp.layers.Layer, got {type(layer).__name__}")
+    unknown = sorted(set(transforms) - set(TRANSFORMS))
+    if unknown or isinstance(transforms, str):
+        raise ValueError(
+            f"transforms: must be a tuple of {', '.join(TRANSFORMS)}, got {transforms!r}"
+        )
 
     def f(p, x):
         return layer.forward(p, x, key=key, train=train)[0]
@@ -78,7 +90,7 @@ def check_layer(
         atol=atol,
         title=f"{layer.name}: hand-derived backward vs jax.vjp and finite differences",
     )
-    rows = list(report.rows) + _transform_rows(layer, f, rule, params, x, seed, rtol)
+    rows = list(report.rows) + _transform_rows(f, rule, params, x, seed, rtol, transforms)
     return dataclasses.replace(report, rows=tuple(rows))
 
 
@@ -90,7 +102,7 @@ def _float_leaves(tree, prefix):
     ]
 
 
-def _transform_rows(layer, f, rule, params, x, seed, rtol):
+def _transform_rows(f, rule, params, x, seed, rtol, transforms):
     k1, k2 = jax.random.split(jax.random.key(seed + 1))
     y = jax.eval_shape(f, params, x)
     c = jax.random.normal(k1, y.shape, y.dtype)
@@ -99,13 +111,16 @@ def _transform_rows(layer, f, rule, params, x, seed, rtol):
     def reference(c):
         return jax.vjp(f, params, x)[1](c)
 
-    eager = rule((params, x), c)  # op by op: no jit around the rule
-    ref = jax.jit(reference)(c)
-    batched = jax.jit(jax.vmap(lambda ci: rule((params, x), ci)))(cs)
-    batched_ref = jax.jit(jax.vmap(reference))(cs)
+    runs = []
+    if "eager" in transforms:
+        eager = rule((params, x), c)  # op by op: no jit around the rule
+        runs.append(("eager", eager, jax.jit(reference)(c)))
+    if "vmap" in transforms:
+        batched = jax.jit(jax.vmap(lambda ci: rule((params, x), ci)))(cs)
+        runs.append(("vmap", batched, jax.jit(jax.vmap(reference))(cs)))
     rows = []
     order = 0
-    for transform, hand, want in (("eager", eager, ref), ("vmap", batched, batched_ref)):
+    for transform, hand, want in runs:
         for prefix, h_tree, r_tree in (("params", hand[0], want[0]), ("x", hand[1], want[1])):
             if h_tree is None:
                 continue
