@@ -1,33 +1,37 @@
 """2-D convolution (NHWC data, HWIO kernel) with its hand-derived backward as XLA convolutions.
 
-Forward, one output position (p, q) of one example, output channel o (the lecture's
-z = Σ W a + b with the weights shared across positions; s the stride, a the padded input)::
+Notation of docs/derivation.md § L: a the layer's input, z its output, δ = ∂E/∂z the error from
+above; (i, j) an output position, (p, q) an offset in the kernel, s the stride, P the padding
+in front; ⋆ is cross-correlation, ∗ convolution, rot180 flips a kernel in both spatial axes.
 
-    z[p, q, o] = Σ_{i, j, c} W[i, j, c, o] · a[p·s + i, q·s + j, c] + b[o]
+- L7  forward (the lecture's z = Σ W a + b, the weights shared by every position)::
 
-i.e. y = (a ⋆ W) + b, a strided *correlation* (what ``jax.lax.conv_general_dilated`` computes).
+        z[n, i, j, o] = b[o] + Σ_{p, q, c} W[p, q, c, o] · a[n, s·i + p − P, s·j + q − P, c]
 
-Backward, for δ[p, q, o] = ∂E/∂z[p, q, o] (docs/derivation.md, eqs. L7–L9; step by step in
-docs/conv_backward.md). Every weight touches every position, so its gradient sums over them:
+      i.e. z = (a ⋆ W) + b, a strided *correlation* (``jax.lax.conv_general_dilated``).
 
-- L7  ∂E/∂W[i, j, c, o] = Σ_{n, p, q} δ[n, p, q, o] · a[n, p·s + i, q·s + j, c]
-      = Σ δ ⋆ a — the correlation of the padded input with δ dilated by the stride
-      (``rhs_dilation=strides``), the batch n playing the role of the contracted channel
-      (Δ = Σ δ aᵀ of the dense layer, accumulated over positions as well as examples);
-- L8  ∂E/∂b[o] = Σ_{n, p, q} δ[n, p, q, o];
-- L9  ∂E/∂a[u, v, c] = Σ_{p, q, o : p·s + i = u, q·s + j = v} δ[p, q, o] · W[i, j, c, o]
-      = δ ∗ rot180(W) — the *full* convolution of δ, dilated by the stride
-      (``lhs_dilation=strides``: s − 1 zeros between its entries), with the kernel flipped in
-      both spatial axes and its in/out channels swapped. In correlation form: pad the dilated
-      δ with k − 1 zeros on each side, correlate with rot180(W), then crop the forward's padding
-      (lo, hi) off again and add the r rows no window reached (below).
+Backward (docs/derivation.md, eqs. L7–L9; step by step in docs/conv_backward.md). A weight
+touches every output position, so its gradient sums over them (the dense layer's
+Δ = Σ δ aᵀ, accumulated over positions as well as examples):
+
+- L8  ∂E/∂W[p, q, c, o] = Σ_{n, i, j} δ[n, i, j, o] · a[n, s·i + p − P, s·j + q − P, c]
+      = Σ δ ⋆ a — the padded input correlated with δ dilated by the stride
+      (``rhs_dilation=strides``), the batch n playing the contracted channel;
+      ∂E/∂b[o] = Σ_{n, i, j} δ[n, i, j, o];
+- L9  ∂E/∂a[n, u, v, c] = Σ_{i, j, o} δ[n, i, j, o] · W[u + P − s·i, v + P − s·j, c, o]
+      over the (i, j) whose kernel offset lies in 0 … k − 1; = δ ∗ rot180(W) — the *full*
+      convolution of δ dilated by the stride (``lhs_dilation=strides``: s − 1 zeros between its
+      entries) with the kernel flipped in both spatial axes and its in/out channels swapped.
+      In correlation form: pad the dilated δ with k − 1 zeros on each side, correlate with
+      rot180(W), and take the forward's padding (lo, hi) off again — less the r rows no window
+      reached (below), which get zeros.
 
 Padding ("VALID" or "SAME", as ``jax.lax`` / TensorFlow): along an axis of size H with kernel
 k and stride s, SAME gives ⌈H/s⌉ outputs with total = max((⌈H/s⌉ − 1)·s + k − H, 0) zeros,
-lo = ⌊total/2⌋ on the top/left and the extra one on the bottom/right; VALID gives
-⌊(H − k)/s⌋ + 1 outputs and no padding. When the stride does not divide H − k + lo + hi, the
+lo = P = ⌊total/2⌋ on the top/left and the extra one on the bottom/right; VALID gives
+⌊(H − k)/s⌋ + 1 outputs and no padding. When the stride does not divide H + lo + hi − k, the
 last r = (H + lo + hi − k) mod s rows of the padded input are read by no window: their ∂E/∂a is
-zero, and the dW correlation stops short of them (a negative high pad of −r).
+zero, and the dW correlation stops short of them (a high pad of hi − r, negative when r > hi).
 """
 
 from __future__ import annotations
@@ -154,7 +158,7 @@ def Conv2D(
             unreached(n, k, s, p)
             for n, k, s, p in zip(spatial, (kh, kw), (sh, sw), pads, strict=True)
         ]
-        # L7: ∂E/∂W = Σ δ ⋆ a. Correlate a (batch axis as the contracted channel, C_in as the
+        # L8: ∂E/∂W = Σ δ ⋆ a. Correlate a (batch axis as the contracted channel, C_in as the
         # "batch") with δ dilated by the stride (its batch axis as the kernel's input channel);
         # the output's "batch" is C_in, its features C_out, its spatial extent kh × kw.
         dW = lax.conv_general_dilated(

@@ -1,34 +1,38 @@
 """Max and average pooling (NHWC) with hand-derived backwards: δ routed to the argmax, or spread.
 
-Forward, one window of size kh × kw at output position (p, q), channel c (stride s, the input a
-padded as ``jax.lax`` pads it — see :mod:`jaxbp.layers.conv`)::
+Notation of docs/derivation.md § L (as :mod:`jaxbp.layers.conv`): (i, j) an output position,
+(p, q) an offset in the kh × kw window, s the stride, a the input padded as ``jax.lax`` pads
+it, δ = ∂E/∂z the error from above. Forward, channel by channel::
 
-    max:  z[p, q, c] = max_{i, j} a[p·s + i, q·s + j, c]          (padding = −∞, never chosen)
-    avg:  z[p, q, c] = (1 / (kh·kw)) Σ_{i, j} a[p·s + i, q·s + j, c]   (padding = 0)
+    max:  z[n, i, j, c] = max_{p, q} a[n, s·i + p, s·j + q, c]             (pads −∞, never chosen)
+    avg:  z[n, i, j, c] = (1 / (kh·kw)) Σ_{p, q} a[n, s·i + p, s·j + q, c]   (pads 0)
 
 Average pooling divides by the full window area kh·kw, padding included (``count_include_pad``
 in PyTorch's terms; TensorFlow's SAME average pool divides by the count of real entries
 instead): the layer is then one fixed linear filter, the same everywhere, and near a SAME border
 its output is pulled towards zero.
 
-Backward, for δ[p, q, c] = ∂E/∂z[p, q, c] (docs/derivation.md, eqs. L10–L11). Windows may
-overlap (stride < window), so each input collects from every window that reads it:
+Backward (docs/derivation.md, eqs. L10–L11). Windows may overlap (stride < window), so an input
+collects from every window that reads it:
 
-- L10 max: ∂E/∂a[u, v, c] = Σ_{p, q : (u, v) = argmax of window (p, q)} δ[p, q, c] — the
+- L10 max: ∂E/∂a[n, u, v, c] = Σ_{i, j : (u, v) = argmax of window (i, j)} δ[n, i, j, c] — the
       derivative of a max is 1 at the winner and 0 elsewhere, so δ is routed to one element per
       window. Ties (equal values in one window) go to the FIRST maximum in row-major order over
-      the window offsets (i, j), which is what ``jax.vjp`` of ``lax.reduce_window`` max gives
+      the window offsets (p, q), which is what ``jax.vjp`` of ``lax.reduce_window`` max gives
       (XLA's select-and-scatter with ``≥``); the tests check the rule against it on tied
       inputs. At a tie the max is not differentiable; this is a convention, as relu′(0) = 0.
-- L11 avg: ∂E/∂a[u, v, c] = Σ_{p, q : window (p, q) reads (u, v)} δ[p, q, c] / (kh·kw).
+- L11 avg: ∂E/∂a[n, u, v, c] = Σ_{i, j : window (i, j) reads (u, v)} δ[n, i, j, c] / (kh·kw).
 
 Both are written as a loop over the kh·kw window offsets (over the kernel, not the positions):
-offset (i, j) reads the strided slice a[i::s, j::s] of the padded input, one element per window,
+offset (p, q) reads the strided slice a[p::s, q::s] of the padded input, one element per window,
 and adds its share of δ back into the same strided slice; the padding is cropped off at the end,
 and rows no window reaches (the stride's remainder) keep a zero gradient.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax.numpy as jnp
 import numpy as np
@@ -38,7 +42,17 @@ from jaxbp.layers.base import Layer, check_shape, pair
 from jaxbp.layers.conv import check_batch, check_padding, window_geometry
 
 
-def _pool(kind: str, window, strides, padding) -> tuple:
+class _Pool(NamedTuple):
+    """What max and average pooling share: the window's geometry and the three helpers."""
+
+    size: tuple[int, int]  # (kh, kw)
+    init: Callable  # (key, in_shape) -> ((), out_shape)
+    reduce: Callable  # (x, init_value, op) -> z, lax.reduce_window over the windows
+    offsets: Callable  # (x_shape, z_shape) -> (padded shape, pads, {(p, q): index}, crop)
+    name: str  # the layer's description
+
+
+def _pool(kind: str, window, strides, padding) -> _Pool:
     name = f"{kind}Pool2D"
     kh, kw = pair(window, "window", name)
     sh, sw = pair((kh, kw) if strides is None else strides, "strides", name)
@@ -63,20 +77,20 @@ def _pool(kind: str, window, strides, padding) -> tuple:
         )
 
     def offsets(x_shape, y_shape):
-        """Padded input shape, pads, and for each window offset (i, j) its strided index."""
+        """Padded input shape, pads, and for each window offset (p, q) its strided index."""
         pads, _ = geometry(x_shape[1:3])
         (lo_h, hi_h), (lo_w, hi_w) = pads
         padded = (x_shape[0], x_shape[1] + lo_h + hi_h, x_shape[2] + lo_w + hi_w, x_shape[3])
         Ho, Wo = y_shape[1:3]
         index = {
-            (i, j): (
+            (p, q): (
                 slice(None),
-                slice(i, i + (Ho - 1) * sh + 1, sh),
-                slice(j, j + (Wo - 1) * sw + 1, sw),
+                slice(p, p + (Ho - 1) * sh + 1, sh),
+                slice(q, q + (Wo - 1) * sw + 1, sw),
                 slice(None),
             )
-            for i in range(kh)
-            for j in range(kw)  # row-major: the order of the tie rule
+            for p in range(kh)
+            for q in range(kw)  # row-major: the order of the tie rule
         }
         crop = (
             slice(None),
@@ -87,7 +101,7 @@ def _pool(kind: str, window, strides, padding) -> tuple:
         return padded, pads, index, crop
 
     geometry_text = f"{(kh, kw)}" + ("" if (sh, sw) == (kh, kw) else f", strides={(sh, sw)}")
-    return name, (kh, kw), init, reduce, offsets, f"{name}({geometry_text}, {padding})"
+    return _Pool((kh, kw), init, reduce, offsets, f"{name}({geometry_text}, {padding})")
 
 
 def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
@@ -102,17 +116,17 @@ def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
       ValueError: naming the argument — a non-positive size, a bad padding string; from
         ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window.
     """
-    name, _, init, reduce, offsets, text = _pool("Max", window, strides, padding)
+    pool = _pool("Max", window, strides, padding)
 
     def forward(params, x, *, key=None, train=False):
         del params, key, train
-        y = reduce(x, np.array(-np.inf, x.dtype), lax.max)
+        y = pool.reduce(x, np.array(-np.inf, x.dtype), lax.max)
         return y, (x, y)
 
     def backward(params, cache, dy):
         del params
         x, y = cache
-        padded, pads, index, crop = offsets(x.shape, y.shape)
+        padded, pads, index, crop = pool.offsets(x.shape, y.shape)
         a = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
         dx = jnp.zeros(padded, dy.dtype)
         taken = jnp.zeros(y.shape, bool)  # has this window's δ been routed yet?
@@ -122,7 +136,7 @@ def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
             dx = dx.at[idx].add(jnp.where(winner, dy, jnp.zeros((), dy.dtype)))
         return (), dx[crop]
 
-    return Layer(init, forward, backward, name=text)
+    return Layer(pool.init, forward, backward, name=pool.name)
 
 
 def AvgPool2D(window, strides=None, padding: str = "VALID") -> Layer:
@@ -137,21 +151,22 @@ def AvgPool2D(window, strides=None, padding: str = "VALID") -> Layer:
       ValueError: naming the argument — a non-positive size, a bad padding string; from
         ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window.
     """
-    name, (kh, kw), init, reduce, offsets, text = _pool("Avg", window, strides, padding)
+    pool = _pool("Avg", window, strides, padding)
+    kh, kw = pool.size
 
     def forward(params, x, *, key=None, train=False):
         del params, key, train
-        y = reduce(x, np.array(0, x.dtype), lax.add) / (kh * kw)
+        y = pool.reduce(x, np.array(0, x.dtype), lax.add) / (kh * kw)
         return y, x.shape
 
     def backward(params, cache, dy):
         del params
         x_shape = cache
-        padded, _, index, crop = offsets(x_shape, dy.shape)
+        padded, _, index, crop = pool.offsets(x_shape, dy.shape)
         share = dy / (kh * kw)
         dx = jnp.zeros(padded, dy.dtype)
         for idx in index.values():
             dx = dx.at[idx].add(share)
         return (), dx[crop]
 
-    return Layer(init, forward, backward, name=text)
+    return Layer(pool.init, forward, backward, name=pool.name)
