@@ -396,6 +396,15 @@ def test_bench_cli_cnn_writes_the_documented_json(tmp_path, capsys):
     assert "targets (issue 12):" in text and "no convolutional network" in text
 
 
+def test_devices_scale_the_mlp_configurations_and_pass_over_the_cnn():
+    from jaxbp.cli import UsageError
+    from jaxbp.cli.bench import parse_devices
+
+    assert parse_devices("1,2", list(CONFIGS.values())) == [1, 2]  # cnn's batch is not checked
+    with pytest.raises(UsageError, match="MLP configurations only"):
+        parse_devices("1", [CONFIGS["cnn"]])
+
+
 @pytest.mark.parametrize(
     "argv, fragment",
     [
