@@ -15,16 +15,17 @@ touches every output position, so its gradient sums over them (the dense layer's
 Δ = Σ δ aᵀ, accumulated over positions as well as examples):
 
 - L8  ∂E/∂W[p, q, c, o] = Σ_{n, i, j} δ[n, i, j, o] · a[n, s·i + p − P, s·j + q − P, c]
-      = Σ δ ⋆ a — the padded input correlated with δ dilated by the stride
-      (``rhs_dilation=strides``), the batch n playing the contracted channel;
-      ∂E/∂b[o] = Σ_{n, i, j} δ[n, i, j, o];
+      = (a ⋆ δ_s)[p, q] — the lecture's ∂E/∂W = Σ δ ⋆ a: the padded input correlated with δ
+      dilated by the stride (δ_s, ``rhs_dilation=strides``), the batch n playing the
+      contracted channel; ∂E/∂b[o] = Σ_{n, i, j} δ[n, i, j, o];
 - L9  ∂E/∂a[n, u, v, c] = Σ_{i, j, o} δ[n, i, j, o] · W[u + P − s·i, v + P − s·j, c, o]
-      over the (i, j) whose kernel offset lies in 0 … k − 1; = δ ∗ rot180(W) — the *full*
-      convolution of δ dilated by the stride (``lhs_dilation=strides``: s − 1 zeros between its
-      entries) with the kernel flipped in both spatial axes and its in/out channels swapped.
-      In correlation form: pad the dilated δ with k − 1 zeros on each side, correlate with
-      rot180(W), and take the forward's padding (lo, hi) off again — less the r rows no window
-      reached (below), which get zeros.
+      over the (i, j) whose kernel offset lies in 0 … k − 1 — a true convolution δ_s ∗ W
+      (W's index runs backwards), computed as the correlation pad(δ_s) ⋆ rot180(W): the
+      lecture's ∂E/∂a = δ ∗ rot180(W), its ∗ read as the libraries' "convolution" (a
+      correlation) in *full* mode. δ_s is δ with s − 1 zeros between its entries
+      (``lhs_dilation=strides``), padded with k − 1 zeros on each side; the kernel is flipped
+      in both spatial axes and its in/out channels swapped; then the forward's padding (lo, hi)
+      comes off again — less the r rows no window reached (below), which get zeros.
 
 Padding ("VALID" or "SAME", as ``jax.lax`` / TensorFlow): along an axis of size H with kernel
 k and stride s, SAME gives ⌈H/s⌉ outputs with total = max((⌈H/s⌉ − 1)·s + k − H, 0) zeros,
@@ -103,8 +104,8 @@ def Conv2D(
     """A 2-D convolution of ``features`` output channels, NHWC in and out (eqs. L7–L9).
 
     Parameters ``{"W": (kh, kw, C_in, features), "b": (features,)}``; the forward pass is
-    ``jax.lax.conv_general_dilated`` plus b, the backward pass the three convolutions of the
-    module docstring (no ``jax.grad``/``jax.vjp``, no loop over positions, no im2col).
+    ``jax.lax.conv_general_dilated`` plus b, the backward pass the two convolutions and the sum
+    of the module docstring (no ``jax.grad``/``jax.vjp``, no loop over positions, no im2col).
 
     Args:
       features: output channels.
@@ -171,9 +172,9 @@ def Conv2D(
         )
         # L8: ∂E/∂b = Σ δ over examples and positions.
         db = jnp.sum(delta, axis=(0, 1, 2))
-        # L9: ∂E/∂a = δ ∗ rot180(W): δ dilated by the stride, padded by k − 1 each side (less the
-        # forward's padding, plus the r unreached rows), correlated with the flipped kernel whose
-        # in/out channels are swapped (spec HWOI: its O axis, C_out, contracts with δ's channels).
+        # L9: ∂E/∂a = pad(δ_s) ⋆ rot180(W): δ dilated by the stride, padded by k − 1 each side
+        # (less the forward's padding, plus the r unreached rows), correlated with the flipped
+        # kernel, in/out channels swapped (spec HWOI: its O axis, C_out, meets δ's channels).
         W_flipped = params["W"][::-1, ::-1]
         dx = lax.conv_general_dilated(
             delta,
