@@ -147,6 +147,22 @@ def test_unreached_rows_get_zero_gradient_and_db_is_the_sum_of_delta():
     np.testing.assert_allclose(grads["b"], delta.sum(axis=(0, 1, 2)), rtol=1e-14)
 
 
+@pytest.mark.parametrize("check", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_float32_weights_on_float64_data_promote_like_dense(check):
+    """y in the promoted dtype (as Dense's x @ Θᵀ), each gradient in its own leaf's dtype."""
+    layer = Conv2D(2, 3, 2, "SAME")  # float32 parameters
+    spec, _ = init_spec(layer, (5, 5, 2))
+    rng = np.random.default_rng(0)
+    params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), spec)
+    x = jnp.asarray(rng.standard_normal((2, 5, 5, 2)), jnp.float64)
+    y, cache = jax.eval_shape(layer.forward, params, x)
+    grads, dx = jax.eval_shape(layer.backward, params, cache, y)
+    assert y.dtype == jnp.float64 and dx.dtype == jnp.float64
+    assert grads["W"].dtype == grads["b"].dtype == jnp.float32
+    if check:
+        layers.check_layer(layer, params, x, n_pairs=N_PAIRS).raise_if_failed()
+
+
 def test_lenet_builds_on_conv2d_and_maxpool():
     model = lenet(10, dtype=jnp.float64)
     for size in (8, 28):

@@ -146,13 +146,21 @@ def Conv2D(
         del key, train
         check_batch(x, name)
         pads, _ = geometry(x.shape[1:3])
+        # lax convolutions need one dtype; promote as Dense's x @ Θᵀ does (float32 weights on
+        # float64 data give float64), and hand each gradient back in its own leaf's dtype.
+        dtype = jnp.result_type(x, params["W"])
         z = lax.conv_general_dilated(
-            x, params["W"], (sh, sw), pads, dimension_numbers=DIMENSION_NUMBERS
+            x.astype(dtype),
+            params["W"].astype(dtype),
+            (sh, sw),
+            pads,
+            dimension_numbers=DIMENSION_NUMBERS,
         )
         return z + params["b"], x
 
     def backward(params, cache, dy):
-        a, delta = cache, dy
+        dtype = jnp.result_type(cache, params["W"], dy)
+        a, delta, W = cache.astype(dtype), dy.astype(dtype), params["W"].astype(dtype)
         spatial = a.shape[1:3]
         pads, _ = geometry(spatial)
         r = [
@@ -175,7 +183,7 @@ def Conv2D(
         # L9: ∂E/∂a = pad(δ_s) ⋆ rot180(W): δ dilated by the stride, padded by k − 1 each side
         # (less the forward's padding, plus the r unreached rows), correlated with the flipped
         # kernel, in/out channels swapped (spec HWOI: its O axis, C_out, meets δ's channels).
-        W_flipped = params["W"][::-1, ::-1]
+        W_flipped = W[::-1, ::-1]
         dx = lax.conv_general_dilated(
             delta,
             W_flipped,
@@ -187,7 +195,8 @@ def Conv2D(
             lhs_dilation=(sh, sw),
             dimension_numbers=("NHWC", "HWOI", "NHWC"),
         )
-        return {"W": dW, "b": db}, dx
+        grads = {"W": dW.astype(params["W"].dtype), "b": db.astype(params["b"].dtype)}
+        return grads, dx.astype(cache.dtype)
 
     stride_text = "" if (sh, sw) == (1, 1) else f", strides={(sh, sw)}"
     return Layer(
