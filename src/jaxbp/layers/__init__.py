@@ -23,11 +23,13 @@ Equations: docs/derivation.md, § Layers; the convolution's backward step by ste
 docs/conv_backward.md.
 """
 
+from jaxbp.layers.attention import SelfAttention
 from jaxbp.layers.base import Layer, keep_params
 from jaxbp.layers.check import check_layer
 from jaxbp.layers.combinators import Residual, Sequential
 from jaxbp.layers.conv import Conv2D
 from jaxbp.layers.dense import Dense
+from jaxbp.layers.dropout import Dropout
 from jaxbp.layers.elementwise import (
     Elementwise,
     Elu,
@@ -38,6 +40,7 @@ from jaxbp.layers.elementwise import (
     Softplus,
     Tanh,
 )
+from jaxbp.layers.embedding import Embedding
 from jaxbp.layers.network import (
     autodiff_value_and_grad,
     cost,
@@ -46,22 +49,28 @@ from jaxbp.layers.network import (
     predict,
     value_and_grad,
 )
+from jaxbp.layers.normalization import BatchNorm, LayerNorm
 from jaxbp.layers.pooling import AvgPool2D, MaxPool2D
 from jaxbp.layers.reshape import Flatten
 
 __all__ = [
     "AvgPool2D",
+    "BatchNorm",
     "Conv2D",
     "Dense",
+    "Dropout",
     "Elementwise",
     "Elu",
+    "Embedding",
     "Flatten",
     "Identity",
     "Layer",
+    "LayerNorm",
     "LeakyRelu",
     "MaxPool2D",
     "Relu",
     "Residual",
+    "SelfAttention",
     "Sequential",
     "Sigmoid",
     "Softplus",
