@@ -39,3 +39,24 @@ def test_python_examples_run_as_written(doc, tmp_path):
         env={"JAX_PLATFORMS": "cpu", "PATH": "", "HOME": str(tmp_path)},
     )
     assert run.returncode == 0, f"{doc}: an example failed\n{run.stderr[-4000:]}"
+
+
+TEST_REF = re.compile(r"(test_\w+\.py)?::(\w+)|`(test_\w+\.py)`")
+
+
+def test_every_test_the_derivation_cites_exists():
+    """docs/derivation.md's `file::test` references (``::name`` continues the last file named on
+    its row) name test files and functions that exist."""
+    missing = []
+    for row in (ROOT / "docs" / "derivation.md").read_text(encoding="utf-8").splitlines():
+        current = None
+        for m in TEST_REF.finditer(row):
+            current = m.group(1) or m.group(3) or current
+            if current is None:
+                continue
+            path = ROOT / "tests" / current
+            if not path.is_file():
+                missing.append(current)
+            elif m.group(2) and not re.search(rf"def {m.group(2)}\b", path.read_text("utf-8")):
+                missing.append(f"{current}::{m.group(2)}")
+    assert not missing, f"docs/derivation.md cites tests that do not exist: {sorted(set(missing))}"

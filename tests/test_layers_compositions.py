@@ -23,8 +23,8 @@ from jaxbp import layers
 
 F64 = jnp.float64
 SMOOTH = ("tanh", "softplus", "sigmoid")
-QUICK = settings(max_examples=4, deadline=None, derandomize=True, database=None)
-THOROUGH = settings(max_examples=30, deadline=None, derandomize=True, database=None)
+QUICK = settings(max_examples=2, deadline=None, derandomize=True, database=None)
+THOROUGH = settings(max_examples=15, deadline=None, derandomize=True, database=None)
 
 
 def _conv_out(size, k, s, pad):
@@ -97,7 +97,9 @@ def _check(network, seed):
     model, in_shape = network
     params, _ = model.init(jax.random.key(seed), in_shape)
     x = jax.random.normal(jax.random.key(seed + 1), (3, *in_shape), F64)
-    report = layers.check_layer(model, params, x, key=jax.random.key(seed + 2), train=True)
+    report = layers.check_layer(
+        model, params, x, key=jax.random.key(seed + 2), train=True, transforms=("vmap",)
+    )
     assert report.ok, f"{model.name} on {in_shape}:\n{report}"
 
 
