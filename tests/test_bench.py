@@ -338,6 +338,7 @@ def test_bench_cli_writes_the_documented_json(tmp_path, capsys):
     assert "inside jaxbp train's epoch (8 minibatches of 16)" in text
 
 
+@pytest.mark.slow
 def test_bench_cli_no_epoch_leaves_it_out(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert main([*TINY, "--methods", "hand,autodiff", "--no-epoch", "--json", str(out)]) == 0
@@ -369,6 +370,7 @@ def test_epoch_sources_train_alike_and_the_timing_is_per_step():
     }
 
 
+@pytest.mark.slow
 @needs_conv
 def test_bench_cli_cnn_writes_the_documented_json(tmp_path, capsys):
     out = tmp_path / "bench.json"

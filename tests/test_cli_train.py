@@ -305,6 +305,7 @@ def test_an_out_that_cannot_hold_the_run_is_one_line_exit_2(where, tmp_path, cap
     assert not out.exists() and blocker.read_text() == "x"
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_how_to_resume_and_resume_says_where_it_starts(tmp_path, monkeypatch, capsys):
     from helpers import raise_after_epoch
 

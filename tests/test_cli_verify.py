@@ -11,6 +11,7 @@ from jaxbp.cli import main
 SMALL = ["verify", "--sizes", "5,4,3", "--activation", "relu", "--batch", "6", "--l2", "0.2"]
 
 
+@pytest.mark.slow
 def test_passes_prints_tables_and_writes_json(tmp_path, capsys):
     path = tmp_path / "verify.json"
     assert main([*SMALL, "--fd-budget", "40", "--json", str(path)]) == 0

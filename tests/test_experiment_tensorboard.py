@@ -90,6 +90,7 @@ def test_without_tensorboardx_the_run_is_refused_before_writing(tmp_path, monkey
     assert "error: --tensorboard: needs tensorboardX" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_the_event_files_but_not_foreign_ones(tmp_path):
     out = tmp_path / "r"
     run(TINY, out)

@@ -57,6 +57,7 @@ def test_a_run_starts_from_the_weights_seed_by_seed(source, tmp_path):
     assert f'init_from = "{source.resolve()}"' in config
 
 
+@pytest.mark.slow
 def test_the_start_is_part_of_the_config_hash(source, tmp_path):
     plain = run(dataclasses.replace(TINY, epochs=1), tmp_path / "plain")
     warm = run(dataclasses.replace(TINY, epochs=1, init_from=str(source)), tmp_path / "warm")
@@ -204,6 +205,7 @@ def test_shadow_failure_suggests_no_restart(tmp_path, monkeypatch):
     assert info.value.restart is None and "to start again" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_resume_with_a_damaged_best_checkpoint_continues_and_replaces_it(tmp_path):
     from jaxbp import checkpoint
 
@@ -215,6 +217,7 @@ def test_resume_with_a_damaged_best_checkpoint_continues_and_replaces_it(tmp_pat
     assert checkpoint.read_meta(out / "best.npz")["epoch"] in (3, 4)
 
 
+@pytest.mark.slow
 def test_resume_from_a_checkpoint_of_other_arrays_is_a_resume_error(tmp_path):
     from jaxbp import checkpoint
 

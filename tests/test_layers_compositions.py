@@ -103,12 +103,14 @@ def _check(network, seed):
     assert report.ok, f"{model.name} on {in_shape}:\n{report}"
 
 
+@pytest.mark.slow
 @QUICK
 @given(image_networks(), st.integers(0, 2**16))
 def test_random_image_networks(network, seed):
     _check(network, seed)
 
 
+@pytest.mark.slow
 @QUICK
 @given(sequence_networks(), st.integers(0, 2**16))
 def test_random_attention_networks(network, seed):

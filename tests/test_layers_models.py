@@ -14,6 +14,7 @@ F64 = jnp.float64
 @pytest.mark.parametrize(
     ("image", "flat"), [((8, 8, 1), 2 * 2 * 16), ((28, 28, 1), 7 * 7 * 16)], ids=["digits", "mnist"]
 )
+@pytest.mark.slow
 def test_lenet_shapes(image, flat):
     model = lenet(10)
     params, out_shape = model.init(jax.random.key(0), image)
@@ -30,6 +31,7 @@ def test_lenet_shapes(image, flat):
     assert model.forward(params, x)[0].shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_lenet_backward_matches_autodiff():
     model = lenet(3, channels=(2, 3), kernel_size=3, hidden=(4,), activation="tanh", dtype=F64)
     params, _ = model.init(jax.random.key(0), (6, 6, 1))

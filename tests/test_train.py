@@ -193,6 +193,7 @@ def seeded(seeds, sizes, opt, dtype=jnp.float64):
     return jax.vmap(init)(jnp.asarray(seeds, jnp.uint32))
 
 
+@pytest.mark.slow
 def test_vmapped_seeds_equal_separate_runs():
     data = problem()
     opt = optax.adam(1e-2)

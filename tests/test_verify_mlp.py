@@ -35,6 +35,7 @@ def test_every_section_passes_and_the_record_is_json():
     assert all(result.sections["gradient"].meta["fd"]["complete"].values())
 
 
+@pytest.mark.slow
 def test_shadow_verification_at_given_params_and_labels_float32():
     params, x, y = numpy_problem([4, 5, 3], dtype=jnp.float32, m=5, seed=9)
     result = verify.verify_mlp(params=params, data=(x, y), activation="tanh", grad="graph",
