@@ -68,12 +68,14 @@ SUBMODULES = frozenset(
         "files",
         "graph",
         "layers",
+        "model",
         "optim",
         "plots",
         "shadow",
         "sources",
         "testing",
         "train",
+        "train_steps",
         "verify",
     }
 )

@@ -7,6 +7,9 @@ to form that gradient: the larger of max |g_auto| and max over the leaf of
 convergence the data term and the L2 term (or the examples' terms) cancel and |g| becomes small
 while the rounding error of the sum stays proportional to the terms; dividing by |g| alone would
 then report rounding as divergence. The tolerance is √ε of the dtype.
+
+The network is the MLP (``activation``, ``output``) or any :class:`jaxbp.model.Model` (the CNN):
+its ``value_and_grad`` against its ``autodiff``, the L2 term on its ``W…`` leaves.
 """
 
 from __future__ import annotations
@@ -18,10 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.autodiff import autodiff_value_and_grad
-from jaxbp.backprop import value_and_grad as manual_value_and_grad
-from jaxbp.cost import cost
-from jaxbp.params import Layer, Params
+from jaxbp.model import Model, is_weight, mlp
+from jaxbp.params import Params
 
 Array = jax.Array
 
@@ -39,20 +40,48 @@ def shadow_tolerance(dtype) -> float:
     return math.sqrt(float(jnp.finfo(dtype).eps))
 
 
-def term_scale(params: Params, x, y, *, activation, output: str, l2=0.0) -> Params:
+def _model(model, activation, output, hand=None) -> Model:
+    if model is None:
+        model = mlp(activation=activation, output=output)
+    if hand is not None:
+        model = model._replace(value_and_grad=_bound(hand, activation, output, model))
+    return model
+
+
+def _bound(hand, activation, output, model):
+    """``hand`` as a Model's ``(params, x, y, *, l2)`` function: an MLP source gets the MLP's
+    ``activation`` / ``output``; a function for a given ``model`` is its own already."""
+    if activation is None and output is None:
+        return hand
+
+    def value_and_grad(params, x, y, *, l2=None):
+        return hand(params, x, y, activation=activation, output=output, l2=l2)
+
+    return value_and_grad
+
+
+def term_scale(
+    params: Params, x, y, *, activation=None, output=None, l2=0.0, model: Model | None = None
+) -> Params:
     """Per element, the mean |single-example gradient| over the first :data:`SCALE_ROWS` rows
-    plus the L2 term's (λ/m)|W|: the magnitude of what the gradient sums (autodiff only)."""
+    plus the L2 term's (λ/m)|W| on the weights: the magnitude of what the gradient sums
+    (autodiff only). The MLP's ``activation`` / ``output``, or a :class:`~jaxbp.model.Model`."""
+    model = _model(model, activation, output)
     xs, ys = x[:SCALE_ROWS], y[:SCALE_ROWS]
 
     def one(xi, yi):
-        return jax.grad(cost)(params, xi[None], yi[None], activation=activation, output=output)
+        return jax.grad(lambda p: model.cost(p, xi[None], yi[None])[0])(params)
 
-    per_example = jax.vmap(one)(xs, ys)
+    # lax.map, not vmap: under the runner's vmap over seeds a vmap over examples too would batch
+    # both operands of a convolution's transpose, which JAX does not implement
+    per_example = jax.lax.map(lambda xy: one(*xy), (xs, ys))
     m = x.shape[0]
-    return tuple(
-        Layer(jnp.mean(jnp.abs(g.W), axis=0) + (l2 / m) * jnp.abs(p.W), jnp.mean(jnp.abs(g.b), 0))
-        for g, p in zip(per_example, params, strict=True)
-    )
+
+    def scale(path, g, p):
+        mean = jnp.mean(jnp.abs(g), axis=0)
+        return mean + (l2 / m) * jnp.abs(p) if is_weight(path) else mean
+
+    return jax.tree_util.tree_map_with_path(scale, per_example, params)
 
 
 def shadow_errors(
@@ -60,26 +89,31 @@ def shadow_errors(
     x,
     y,
     *,
-    activation,
-    output: str,
+    activation=None,
+    output=None,
     l2=0.0,
     hand: Callable | None = None,
+    model: Model | None = None,
 ) -> dict[str, Array]:
     """Hand-derived vs autodiff at the same parameters.
 
     Args:
-      params, x, y, activation, output, l2: as for :func:`jaxbp.value_and_grad`.
-      hand: the gradient source under test (default: the δ recursion, :func:`jaxbp.value_and_grad`).
+      params, x, y, activation, output, l2: as for :func:`jaxbp.value_and_grad` (``activation``
+        and ``output``: the MLP's; leave them out with ``model``).
+      hand: the gradient source under test (default: the model's own ``value_and_grad`` — for
+        the MLP the δ recursion, :func:`jaxbp.value_and_grad`); an MLP source with the MLP's
+        arguments, else a ``(params, x, y, *, l2)`` function.
+      model: a :class:`~jaxbp.model.Model` instead of the MLP: its ``value_and_grad`` is
+        compared with its ``autodiff``.
 
     Returns:
       ``{"J": …, "[0].W": …, "[0].b": …}``: the relative error of J and of every leaf (see the
       module docstring; NaN if either side is not finite). Pure and jittable; vmap it over seeds.
     """
-    hand = manual_value_and_grad if hand is None else hand
-    kw = dict(activation=activation, output=output, l2=l2)
-    J_h, g_h = hand(params, x, y, **kw)
-    J_a, g_a = autodiff_value_and_grad(params, x, y, **kw)
-    scale = term_scale(params, x, y, **kw)
+    model = _model(model, activation, output, hand)
+    J_h, g_h = model.value_and_grad(params, x, y, l2=l2)
+    J_a, g_a = model.autodiff(params, x, y, l2=l2)
+    scale = term_scale(params, x, y, l2=l2, model=model)
     tiny = jnp.finfo(J_a.dtype).tiny
 
     def rel(h, a, s):

@@ -19,6 +19,12 @@ custom_vjp   ``jax.value_and_grad`` of :func:`jaxbp.loss`, JAX's reverse mode ca
 vmap         per-example gradients by ``jax.vmap``, averaged, plus the L2 term
 ============ ===================================================================================
 
+Networks of :mod:`jaxbp.layers` (the CNN of ``jaxbp train --model cnn``) have their own, smaller
+table, :data:`LAYER_SOURCES` — ``manual`` (the layers' hand-derived backward chained by
+:func:`jaxbp.layers.value_and_grad`), ``autodiff`` (:func:`jaxbp.layers.autodiff_value_and_grad`)
+and ``custom_vjp`` (``jax.value_and_grad`` of :func:`jaxbp.layers.loss`) — under the same names,
+each ``(network, params, x, y, *, output, l2=None) -> (J, grads)``.
+
 Example:
   >>> J, grads = jaxbp.sources.source("scan")(params, x, labels, activation="tanh", l2=0.1)
 """
@@ -31,7 +37,7 @@ from types import MappingProxyType
 
 import jax
 
-from jaxbp import graph
+from jaxbp import graph, layers
 from jaxbp.autodiff import autodiff_value_and_grad
 from jaxbp.backprop import value_and_grad as manual_value_and_grad
 from jaxbp.cost import NO_PENALTY
@@ -89,6 +95,52 @@ DESCRIPTIONS: MappingProxyType[str, str] = MappingProxyType(
 """Name → one line saying what the source computes."""
 
 
+def _layers_manual(network, params, x, y, *, output, l2=None):
+    (J, _), grads = layers.value_and_grad(network, params, x, y, output=output, l2=l2)
+    return J, grads
+
+
+def _layers_autodiff(network, params, x, y, *, output, l2=None):
+    (J, _), grads = layers.autodiff_value_and_grad(network, params, x, y, output=output, l2=l2)
+    return J, grads
+
+
+def _layers_custom_vjp(network, params, x, y, *, output, l2=None):
+    return jax.value_and_grad(lambda p: layers.loss(network, p, x, y, output=output, l2=l2))(params)
+
+
+LAYER_SOURCES: MappingProxyType[str, Callable] = MappingProxyType(
+    {"manual": _layers_manual, "autodiff": _layers_autodiff, "custom_vjp": _layers_custom_vjp}
+)
+"""Name → ``(network, params, x, y, *, output, l2=None) -> (J, grads)`` for a network of
+:mod:`jaxbp.layers` (module docstring); training mode, no dropout key."""
+
+LAYER_NAMES: tuple[str, ...] = tuple(LAYER_SOURCES)
+"""The source names a :mod:`jaxbp.layers` network (``model cnn``) trains with."""
+
+LAYER_DESCRIPTIONS: MappingProxyType[str, str] = MappingProxyType(
+    {
+        "manual": "each layer's hand-derived backward, chained (jaxbp.layers.value_and_grad)",
+        "autodiff": "jax.grad of the same forward pass: the reference",
+        "custom_vjp": "jax.value_and_grad of jaxbp.layers.loss, whose custom VJP is the chain",
+    }
+)
+
+
+def layer_source(name: str) -> Callable:
+    """The gradient function of a source name for a :mod:`jaxbp.layers` network.
+
+    Raises:
+      ValueError: ``name`` is not one of :data:`LAYER_NAMES`, naming ``grad`` and listing them.
+    """
+    if not isinstance(name, str) or name not in LAYER_SOURCES:
+        raise ValueError(
+            f"grad: {name!r} is not a source for a jaxbp.layers network; valid sources are "
+            f"{', '.join(LAYER_NAMES)}"
+        )
+    return LAYER_SOURCES[name]
+
+
 def source(name: str, *, among: Sequence[str] = NAMES) -> ValueAndGrad:
     """The ``value_and_grad`` function of a source name.
 
@@ -109,9 +161,13 @@ def source(name: str, *, among: Sequence[str] = NAMES) -> ValueAndGrad:
 
 __all__ = [
     "DESCRIPTIONS",
+    "LAYER_DESCRIPTIONS",
+    "LAYER_NAMES",
+    "LAYER_SOURCES",
     "NAMES",
     "SOURCES",
     "ValueAndGrad",
     "custom_vjp_value_and_grad",
+    "layer_source",
     "source",
 ]

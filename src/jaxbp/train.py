@@ -24,6 +24,12 @@ in the one registry, :mod:`jaxbp.sources`: training accepts :data:`GRAD_SOURCES`
 δ recursion), ``autodiff`` (``jax.grad`` of the same cost) or ``graph`` (the lecture's
 node-by-node computational graph, :mod:`jaxbp.graph`).
 
+Any other network — the CNN of :func:`jaxbp.model.cnn` — is given as a :class:`jaxbp.model.Model`
+(its init, gradient source and evaluation bound to its architecture) in place of the MLP's
+gradient source and its ``activation`` / ``output``: ``make_epoch(opt, model, batch_size=64)``,
+``make_step(epoch, model=model)``, ``init_state(key, model, opt)``, ``evaluate(…, model=model)``.
+The MLP's arguments are the same thing spelled out: they build :func:`jaxbp.model.mlp`.
+
 Example (two seeds at once; ``jaxbp train`` does exactly this, plus checkpoints and reports):
   >>> opt = jaxbp.optim.make_optimizer("adam", lr=3e-3)
   >>> kw = dict(activation="relu", output="softmax_ce")
@@ -48,8 +54,8 @@ import numpy as np
 import optax
 
 from jaxbp import sources
-from jaxbp.cost import NO_PENALTY, forward_cost
-from jaxbp.forward import forward
+from jaxbp.cost import NO_PENALTY
+from jaxbp.model import Model, mlp
 from jaxbp.params import Params, init_params
 from jaxbp.validation import is_concrete
 
@@ -65,7 +71,8 @@ class TrainState(NamedTuple):
     """Everything that determines the rest of a run (besides data and config).
 
     Attributes:
-      params: tuple of ``Layer(W (n_out, n_in), b (n_out,))``.
+      params: the network's parameters: for the MLP a tuple of ``Layer(W (n_out, n_in),
+        b (n_out,))``, for a :class:`~jaxbp.model.Model` whatever its ``init`` returns.
       opt_state: the optax optimizer state.
       key: typed PRNG key, fixed for the run; epoch e shuffles with ``fold_in(key, e)``.
       epoch: int32 scalar, the number of epochs completed.
@@ -134,15 +141,32 @@ def gradient_source(name: str) -> ValueAndGrad:
     return sources.source(name, among=GRAD_SOURCES)
 
 
+def as_model(source, activation=None, output=None) -> Model:
+    """``source`` itself when it is a :class:`~jaxbp.model.Model`; else the MLP with that
+    gradient source (None: the δ recursion) and ``activation`` / ``output``.
+
+    Raises:
+      TypeError: an MLP gradient source without ``activation`` and ``output``.
+    """
+    if isinstance(source, Model):
+        return source
+    if activation is None or output is None:
+        raise TypeError("activation, output: needed with an MLP gradient source (or give a Model)")
+    return mlp(activation=activation, output=output, source=source)
+
+
 def init_state(key: Array, sizes, optimizer, *, scheme: str = "he", dtype=jnp.float32, params=None):
-    """A fresh :class:`TrainState`: parameters from ``init_params`` (or ``params``, when
-    starting from given weights) and the optimizer's state.
+    """A fresh :class:`TrainState`: parameters from ``init_params`` — or from ``sizes.init``
+    when ``sizes`` is a :class:`~jaxbp.model.Model` (its scheme and dtype bound), or
+    ``params`` when starting from given weights — and the optimizer's state.
 
     ``key`` is split once: one half initialises the parameters, the other orders the minibatches
     (the same order whether or not ``params`` is given).
     """
     k_params, k_data = jax.random.split(key)
-    if params is None:
+    if params is None and isinstance(sizes, Model):
+        params = sizes.init(k_params)
+    elif params is None:
         params = init_params(k_params, sizes, scheme=scheme, dtype=dtype)
     return TrainState(params, optimizer.init(params), k_data, jnp.zeros((), jnp.int32))
 
@@ -150,7 +174,7 @@ def init_state(key: Array, sizes, optimizer, *, scheme: str = "he", dtype=jnp.fl
 def init_early_stop(params: Params) -> EarlyStop:
     """Early-stopping state before the first epoch (a copy of ``params``: the state's and the
     stop's buffers are donated separately)."""
-    dtype = params[0].W.dtype
+    dtype = jax.tree.leaves(params)[0].dtype
     best = jax.tree.map(jnp.copy, params)
     return EarlyStop(
         best,
@@ -161,19 +185,21 @@ def init_early_stop(params: Params) -> EarlyStop:
     )
 
 
-def make_loss_fn(value_and_grad: ValueAndGrad, *, activation, output):
-    """J(Θ; x, y, λ) as a ``jax.custom_vjp`` whose backward pass is ``value_and_grad``'s gradient.
+def make_loss_fn(value_and_grad: ValueAndGrad | Model, *, activation=None, output=None):
+    """J(Θ; x, y, λ) as a ``jax.custom_vjp`` whose backward pass is ``value_and_grad``'s gradient
+    (an MLP source with ``activation`` / ``output``, or a :class:`~jaxbp.model.Model`).
 
     Optimizers that differentiate the objective themselves (L-BFGS's line search calls
     ``jax.value_and_grad`` on it) then differentiate with the chosen source, not with autodiff.
     """
+    model = as_model(value_and_grad, activation, output)
 
     @jax.custom_vjp
     def loss(params, x, y, l2):
-        return value_and_grad(params, x, y, activation=activation, output=output, l2=l2)[0]
+        return model.value_and_grad(params, x, y, l2=l2)[0]
 
     def fwd(params, x, y, l2):
-        J, grads = value_and_grad(params, x, y, activation=activation, output=output, l2=l2)
+        J, grads = model.value_and_grad(params, x, y, l2=l2)
         return J, (grads, x, y, l2)
 
     def bwd(res, ct):
@@ -193,11 +219,11 @@ def global_norm(tree) -> Array:
 
 def make_epoch(
     optimizer,
-    value_and_grad: ValueAndGrad,
+    value_and_grad: ValueAndGrad | Model,
     *,
     batch_size: int | None,
-    activation,
-    output: str,
+    activation=None,
+    output: str | None = None,
     l2: float = 0.0,
     uses_value_fn: bool = False,
 ):
@@ -214,56 +240,29 @@ def make_epoch(
 
     Args:
       optimizer: an optax ``GradientTransformation``.
-      value_and_grad: the gradient source (see :func:`gradient_source`).
+      value_and_grad: the gradient source (see :func:`gradient_source`) with ``activation`` and
+        ``output``, or a :class:`~jaxbp.model.Model` (which binds them).
       batch_size: B, or None for the full batch.
-      activation, output: as for :func:`jaxbp.value_and_grad` (static).
+      activation, output: as for :func:`jaxbp.value_and_grad` (static; MLP sources only).
       l2: λ ≥ 0 for the whole training set, or None: no penalty.
       uses_value_fn: the optimizer needs the objective (L-BFGS; full batch only).
 
     Returns:
       A pure function of (state, x, y), jittable, with no device placement.
     """
-    if uses_value_fn and batch_size is not None:
-        raise ValueError(
-            f"batch_size: L-BFGS is a full-batch method; use the full batch, got {batch_size}"
-        )
-    loss_fn = make_loss_fn(value_and_grad, activation=activation, output=output)
+    model = as_model(value_and_grad, activation, output)
+    update = make_update(optimizer, model, batch_size=batch_size, uses_value_fn=uses_value_fn)
 
     def epoch(state: TrainState, x: Array, y: Array):
         m = x.shape[0]
-        b = m if batch_size is None else batch_size
-        if not 1 <= b <= m:
-            raise ValueError(f"batch_size: must be between 1 and the {m} training rows, got {b}")
-        n_batches = m // b
-        l2_batch = batch_l2(value_and_grad, l2, b, m, x.dtype)
-        if b == m:
-            index = jnp.arange(m)[None]
-        else:
-            perm = jax.random.permutation(jax.random.fold_in(state.key, state.epoch), m)
-            index = perm[: n_batches * b].reshape(n_batches, b)
+        index = batch_index(state, m, batch_size)
+        l2_batch = batch_l2(model, l2, index.shape[1], m, x.dtype)
 
         def step(carry, rows):
             params, opt_state = carry
-            xb, yb = (x, y) if b == m else (x[rows], y[rows])
-            if uses_value_fn:
-                J, grads = optax.value_and_grad_from_state(loss_fn)(
-                    params, xb, yb, l2_batch, state=opt_state
-                )
-                updates, opt_state = optimizer.update(
-                    grads,
-                    opt_state,
-                    params,
-                    value=J,
-                    grad=grads,
-                    value_fn=lambda p: loss_fn(p, xb, yb, l2_batch),
-                )
-            else:
-                J, grads = value_and_grad(
-                    params, xb, yb, activation=activation, output=output, l2=l2_batch
-                )
-                updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-            return (params, opt_state), (J, global_norm(grads))
+            full = index.shape[1] == m
+            xb, yb = (x, y) if full else (x[rows], y[rows])
+            return update(params, opt_state, xb, yb, l2_batch)
 
         (params, opt_state), (losses, norms) = jax.lax.scan(
             step, (state.params, state.opt_state), index
@@ -274,32 +273,90 @@ def make_epoch(
     return epoch
 
 
-def batch_l2(value_and_grad: ValueAndGrad, l2, b: int, m: int, dtype):
+def batch_index(state: TrainState, m: int, batch_size: int | None) -> Array:
+    """(⌊m / B⌋, B) row indices of this epoch's minibatches (:func:`make_epoch`): a permutation
+    by ``fold_in(state.key, state.epoch)``, or all m rows in order for the full batch.
+
+    Raises:
+      ValueError: B not between 1 and m.
+    """
+    b = m if batch_size is None else batch_size
+    if not 1 <= b <= m:
+        raise ValueError(f"batch_size: must be between 1 and the {m} training rows, got {b}")
+    if b == m:
+        return jnp.arange(m)[None]
+    perm = jax.random.permutation(jax.random.fold_in(state.key, state.epoch), m)
+    return perm[: (m // b) * b].reshape(m // b, b)
+
+
+def make_update(optimizer, model: Model, *, batch_size: int | None, uses_value_fn: bool = False):
+    """One minibatch step of :func:`make_epoch`:
+    ``update(params, opt_state, xb, yb, l2_batch) -> ((params, opt_state), (J, grad_norm))``.
+
+    Raises:
+      ValueError: L-BFGS (``uses_value_fn``) with minibatches.
+    """
+    if uses_value_fn and batch_size is not None:
+        raise ValueError(
+            f"batch_size: L-BFGS is a full-batch method; use the full batch, got {batch_size}"
+        )
+    loss_fn = make_loss_fn(model)
+
+    def update(params, opt_state, xb, yb, l2_batch):
+        if uses_value_fn:
+            J, grads = optax.value_and_grad_from_state(loss_fn)(
+                params, xb, yb, l2_batch, state=opt_state
+            )
+            updates, opt_state = optimizer.update(
+                grads,
+                opt_state,
+                params,
+                value=J,
+                grad=grads,
+                value_fn=lambda p: loss_fn(p, xb, yb, l2_batch),
+            )
+        else:
+            J, grads = model.value_and_grad(params, xb, yb, l2=l2_batch)
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state), (J, global_norm(grads))
+
+    return update
+
+
+def batch_l2(value_and_grad: ValueAndGrad | Model, l2, b: int, m: int, dtype):
     """The λ a step on B = ``b`` of the ``m`` training rows passes to ``value_and_grad``: λB/m.
 
     λ = 0 known before tracing (the configuration's number), or None, is no penalty: a source of
-    :data:`jaxbp.sources.SOURCES` is then given the explicit marker ``l2=None`` and computes no
-    L2 term at all (one pass over the weights less per step, docs/benchmarks.md); any other
-    function keeps the numeric contract and gets 0.0. A traced λ is always an ordinary λ.
+    :data:`jaxbp.sources.SOURCES` (or a :class:`~jaxbp.model.Model` whose ``no_penalty`` says
+    so) is then given the explicit marker ``l2=None`` and computes no L2 term at all (one pass
+    over the weights less per step, docs/benchmarks.md); any other function keeps the numeric
+    contract and gets 0.0. A traced λ is always an ordinary λ.
     """
     if l2 is NO_PENALTY or (is_concrete(l2) and float(l2) == 0):
-        registered = any(value_and_grad is fn for fn in sources.SOURCES.values())
+        if isinstance(value_and_grad, Model):
+            registered = value_and_grad.no_penalty
+        else:
+            registered = any(value_and_grad is fn for fn in sources.SOURCES.values())
         return NO_PENALTY if registered else 0.0
     return jnp.asarray(l2 * b / m, dtype)
 
 
-def evaluate(params: Params, x: Array, y: Array, *, activation, output: str, l2=0.0):
+def evaluate(
+    params: Params, x: Array, y: Array, *, activation=None, output=None, l2=0.0, model=None
+):
     """(J, accuracy) on a split: mean cost plus (λ/2m) Σ W² (eqs. C1–C3, R1; none for
-    ``l2=None``), and the fraction of rows whose largest output is the target's class."""
-    J, cache, y = forward_cost(params, x, y, activation=activation, output=output, l2=l2)
-    logits = cache.z[-1]
+    ``l2=None``), and the fraction of rows whose largest output is the target's class. ``y``:
+    (m, K) targets. The MLP's ``activation`` / ``output``, or a :class:`~jaxbp.model.Model`."""
+    J, logits = as_model(model, activation, output).cost(params, x, y, l2=l2)
     correct = jnp.argmax(logits, axis=-1) == jnp.argmax(y, axis=-1)
     return J, jnp.sum(correct.astype(logits.dtype)) / x.shape[0]
 
 
-def predict_labels(params: Params, x: Array, *, activation, output: str) -> Array:
-    """The predicted class of each row: argmax of the output layer."""
-    return jnp.argmax(forward(params, x, activation=activation, output=output).z[-1], axis=-1)
+def predict_labels(params: Params, x: Array, *, activation=None, output=None, model=None) -> Array:
+    """The predicted class of each row: argmax of the output layer (the MLP's ``activation`` /
+    ``output``, or a :class:`~jaxbp.model.Model`)."""
+    return jnp.argmax(as_model(model, activation, output).logits(params, x), axis=-1)
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -308,7 +365,9 @@ def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
     return np.bincount(index, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def make_step(epoch, *, activation, output: str, l2: float = 0.0, patience: int = 0):
+def make_step(
+    epoch, *, activation=None, output=None, l2: float = 0.0, patience: int = 0, model=None
+):
     """The full per-epoch function ``step(state, stop, x, y, x_val, y_val)``.
 
     Runs ``epoch``, evaluates the training split (J with its L2 term) and the validation split
@@ -316,21 +375,31 @@ def make_step(epoch, *, activation, output: str, l2: float = 0.0, patience: int 
     below the best so far stores its parameters; after ``patience`` epochs without improvement
     ``stop.active`` turns False, and from then on the step leaves this seed's state unchanged
     (so that seeds trained together under ``vmap`` can stop at different epochs).
-    ``patience=0`` never stops.
+    ``patience=0`` never stops. The network: the MLP's ``activation`` / ``output``, or a
+    :class:`~jaxbp.model.Model`.
 
     Returns:
       ``step -> (state, stop, EpochMetrics)``, pure and jittable.
     """
+    finish = make_finish(as_model(model, activation, output), l2=l2, patience=patience)
 
     def step(state: TrainState, stop: EarlyStop, x, y, x_val, y_val):
         new, (batch_loss, grad_norm) = epoch(state, x, y)
-        train_loss, train_acc = evaluate(
-            new.params, x, y, activation=activation, output=output, l2=l2
-        )
+        return finish(state, stop, new, batch_loss, grad_norm, x, y, x_val, y_val)
+
+    return step
+
+
+def make_finish(model: Model, *, l2: float = 0.0, patience: int = 0):
+    """The end of :func:`make_step`'s epoch, after the minibatch steps:
+    ``finish(state, stop, new, batch_loss, grad_norm, x, y, x_val, y_val) -> (state, stop,
+    EpochMetrics)`` — evaluation of ``new`` (the state after the epoch) and early stopping, which
+    keeps ``state`` for a seed that had stopped already."""
+
+    def finish(state, stop, new, batch_loss, grad_norm, x, y, x_val, y_val):
+        train_loss, train_acc = evaluate(new.params, x, y, l2=l2, model=model)
         if x_val.shape[0] > 0:
-            val_loss, val_acc = evaluate(
-                new.params, x_val, y_val, activation=activation, output=output
-            )
+            val_loss, val_acc = evaluate(new.params, x_val, y_val, model=model)
         else:
             val_loss = val_acc = jnp.asarray(jnp.nan, train_loss.dtype)
         improved = val_loss < stop.best_loss
@@ -358,7 +427,7 @@ def make_step(epoch, *, activation, output: str, l2: float = 0.0, patience: int 
         metrics = EpochMetrics(train_loss, train_acc, val_loss, val_acc, batch_loss, grad_norm)
         return state, keep(new_stop, stop), metrics
 
-    return step
+    return finish
 
 
 def compile_step(step, *, seeds: bool = True):

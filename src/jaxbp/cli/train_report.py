@@ -14,10 +14,13 @@ def print_summary(s: dict, run_dir, written) -> None:
     def fmt(value, spec):
         return "—" if value is None else spec(value)
 
+    cnn = s.get("model") == "cnn"
+    network = s["network"] if cnn else " → ".join(map(str, s["sizes"])) + f", {s['activation']}"
+    manual = "each layer's hand-derived backward" if cnn else "hand-derived δ recursion"
     rows = [
         ("dataset", f"{s['dataset']} ({s['n_train']} train / {s['n_val']} val / {s['n_test']} test)"),
-        ("network", " → ".join(map(str, s["sizes"])) + f", {s['activation']}"),
-        ("gradients", {"manual": "manual (hand-derived δ recursion)"}.get(s["grad"], s["grad"])),
+        ("network", network),
+        ("gradients", {"manual": f"manual ({manual})"}.get(s["grad"], s["grad"])),
         ("epochs", f"{s['epochs']}" + (" (stopped early)" if s["stopped_early"] else "")),
         ("final train loss", fmt(s["final_train_loss"], lambda v: f"{v:.6g}")),
         ("val accuracy", fmt(s["final_val_accuracy"], lambda v: f"{100 * v:.2f} %")),

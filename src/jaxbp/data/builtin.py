@@ -33,12 +33,14 @@ def _sklearn(name: str) -> Table:
         "digits": datasets.load_digits,
     }[name]()
     names = tuple(str(s) for s in bunch.target_names)
+    images = getattr(bunch, "images", None)  # digits: (m, 8, 8), the rows of data in C order
     return Table(
         np.asarray(bunch.data, np.float64),
         np.asarray(bunch.target, np.int64),
         f"sklearn.datasets.load_{name}",
         None,
         names,
+        None if images is None else (*images.shape[1:], 1),
     )
 
 

@@ -34,6 +34,8 @@ class Table(NamedTuple):
         (errors then name the 0-based example index).
       class_names: the class names the file itself declares (``.mat``: digits; NPZ:
         ``class_names``), or None when classes are the distinct labels.
+      image_shape: (H, W, C) of one example when the file stores images (IDX, an NPZ ``x`` of
+        (m, H, W) or (m, H, W, C)), the row holding its pixels in row-major order; else None.
     """
 
     x: np.ndarray
@@ -41,6 +43,7 @@ class Table(NamedTuple):
     path: str
     lines: np.ndarray | None = None
     class_names: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
 
     def where(self, i: int) -> str:
         """Where example ``i`` lives, for an error message."""
@@ -299,6 +302,7 @@ def load_npz(path) -> Table:
     if x.ndim == 0:
         raise DataError(f"{p}: x must be (m, n) examples by features, got a scalar")
     _check_examples(x, p, "x")
+    image_shape = _image_shape(x.shape)
     x = x[:, None] if x.ndim == 1 else x.reshape(x.shape[0], -1)
     if y.ndim == 0 or y.shape[0] != x.shape[0]:
         raise DataError(f"{p}: x has {x.shape[0]} rows but y has shape {y.shape}")
@@ -307,7 +311,16 @@ def load_npz(path) -> Table:
     x = x.astype(np.float64)
     check_finite(x, p)
     class_names = tuple(str(s) for s in names.reshape(-1)) if names is not None else None
-    return Table(x, _array_labels(y, p, x.shape[0]), str(p), None, class_names)
+    return Table(x, _array_labels(y, p, x.shape[0]), str(p), None, class_names, image_shape)
+
+
+def _image_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
+    """(H, W, C) of one example of an array of ``shape`` (m, H, W) or (m, H, W, C); else None."""
+    if len(shape) == 3:
+        return (int(shape[1]), int(shape[2]), 1)
+    if len(shape) == 4:
+        return tuple(int(d) for d in shape[1:])
+    return None
 
 
 _IDX_TYPES = {
@@ -363,9 +376,10 @@ def load_idx(images, labels) -> Table:
     if x.shape[0] != y.shape[0]:
         raise DataError(f"{images} has {x.shape[0]} examples but {labels} has {y.shape[0]} labels")
     _check_examples(x, images, "the images")
+    image_shape = _image_shape(x.shape)
     x = x.reshape(x.shape[0], -1).astype(np.float64)
     check_finite(x, images)
-    return Table(x, _array_labels(y, labels), str(images))
+    return Table(x, _array_labels(y, labels), str(images), None, None, image_shape)
 
 
 MAT_CLASS_NAMES = tuple(str(d) for d in range(10))

@@ -25,6 +25,9 @@ class Dataset(NamedTuple):
       mean, scale: (n,) the standardisation x ↦ (x − mean) / scale (scale 1 for a constant
         feature), fitted on the training split.
       split: how the test and validation splits were made, in words.
+      image_shape: (H, W, C) of one example when the data are images (built-in digits, IDX
+        files, image-shaped NPZ arrays): row i holds image i's pixels in row-major order; else
+        None.
     """
 
     name: str
@@ -38,6 +41,7 @@ class Dataset(NamedTuple):
     mean: np.ndarray
     scale: np.ndarray
     split: str
+    image_shape: tuple[int, ...] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -51,7 +55,9 @@ class Dataset(NamedTuple):
 def take(table: Table, index: np.ndarray) -> Table:
     """The rows ``index`` of a table (labels, line numbers and declared classes kept)."""
     lines = table.lines[index] if table.lines is not None else None
-    return Table(table.x[index], table.labels[index], table.path, lines, table.class_names)
+    return Table(
+        table.x[index], table.labels[index], table.path, lines, table.class_names, table.image_shape
+    )
 
 
 def _sort_labels(values: Sequence) -> list:
@@ -277,6 +283,7 @@ def prepare(
         mean=mean,
         scale=scale,
         split=f"{description}; stratified {val_fraction:g} validation split of the rest",
+        image_shape=train.image_shape,
     )
 
 

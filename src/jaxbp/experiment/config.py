@@ -88,11 +88,25 @@ class TrainConfig:
     val_fraction: float = _f(0.1, "float", "stratified validation share of the training data")
     test_fraction: float = _f(0.2, "float", "stratified test share when there is no test file")
     scaling: str = _f("capped", "str", "feature scaling fitted on the training split")
-    hidden: tuple[int, ...] = _f(
-        (256,), "ints", "hidden layer widths, e.g. 64,64 ('none': no hidden)"
+    model: str = _f(
+        "mlp",
+        "str",
+        "network: mlp (dense layers, --hidden) or cnn (LeNet-style: --channels conv blocks of "
+        "conv k×k SAME → activation → 2×2 max pool, then --hidden dense layers; needs images: "
+        "digits 8×8, IDX files, or a square number of features taken as H×W×1)",
+    )
+    channels: tuple[int, ...] | None = _f(
+        None, "ints", "cnn: output channels of each conv block, e.g. 16,32 (default 16,32)"
+    )
+    kernel_size: int | None = _f(None, "int", "cnn: the k of the k×k convolutions (default 5)")
+    hidden: tuple[int, ...] | None = _f(
+        None,
+        "ints",
+        "hidden (dense) layer widths, e.g. 64,64 ('none': no hidden; default 256 for mlp, "
+        "120,84 for cnn)",
     )
     activation: str | tuple[str, ...] = _f(
-        "relu", "activation", "hidden activation, or one per hidden layer"
+        "relu", "activation", "hidden activation, or one per hidden layer (mlp)"
     )
     output: str = _f("softmax_ce", "str", "output layer and cost")
     init: str | None = _f(None, "str", "initialisation: ng, glorot, he (default: he for relu-like)")
@@ -118,7 +132,8 @@ class TrainConfig:
         "manual",
         "str",
         "gradient source: manual (δ recursion), autodiff (jax.grad), graph, scan, custom_vjp, "
-        "vmap (jaxbp.sources)",
+        "vmap (jaxbp.sources); cnn: manual (the layers' hand-derived backward), autodiff, "
+        "custom_vjp",
     )
     seed: int = _f(0, "int", "training seed (initialisation and minibatch order)")
     seeds: tuple[int, ...] | None = _f(
@@ -130,6 +145,14 @@ class TrainConfig:
     precision: str = _f("float32", "str", "gradient compute: float32, or bf16 (manual grad only)")
     devices: int | None = _f(
         None, "int", "devices each minibatch is split over (default: all)", False
+    )
+    loop: str | None = _f(
+        None,
+        "str",
+        "how an epoch runs: scan (one XLA program: lax.scan over minibatches, vmap over seeds) "
+        "or steps (one program per minibatch, seeds in turn: XLA:CPU runs convolutions 5-10x "
+        "slower inside a loop or under vmap) (default: steps for cnn on a CPU, else scan)",
+        False,
     )
     platform: str | None = _f(None, "str", "cpu, gpu or tpu (default: JAX's own choice)", False)
     checkpoint_every: int = _f(1, "int", "write the checkpoint every N epochs", False)
@@ -223,9 +246,13 @@ class TrainConfig:
 
     def hashed(self, data_fingerprint: str) -> dict:
         """The part of a resolved config that fixes the training trajectory, plus the data's
-        fingerprint. ``epochs`` counts only when the schedule depends on the run's length."""
+        fingerprint. ``epochs`` counts only when the schedule depends on the run's length; the
+        CNN's fields (:data:`CNN_KEYS`) only for a cnn, so that an MLP's hash is what it was
+        before they existed (and its runs still resume)."""
         out = {}
         for name, meta in FIELD.items():
+            if self.model == "mlp" and name in CNN_KEYS:
+                continue
             if meta.hashed and name not in PATH_KEYS:
                 value = getattr(self, name)
                 out[name] = list(value) if isinstance(value, tuple) else value
@@ -241,6 +268,8 @@ FIELD_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 DATA_KEYS = ("data", "test_data", "labels", "test_labels", "test_rows", "label_column")
 """Fields that only make sense with a data file; choosing ``dataset`` clears them."""
+CNN_KEYS = ("model", "channels", "kernel_size")
+"""Fields added for ``model = "cnn"``: part of the config hash only for a cnn."""
 PATH_KEYS = ("data", "test_data", "labels", "test_labels", "init_from")
 """File paths: where the data and the starting weights are, not what they are — their
 fingerprints are hashed instead."""

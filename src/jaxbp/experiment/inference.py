@@ -50,11 +50,13 @@ class Run:
       path: the run directory.
       config: the run's resolved :class:`TrainConfig`.
       summary: summary.json's values, or None if the run did not finish writing it.
-      params: that seed's parameters, a tuple of ``Layer(W (n_out, n_in), b (n_out,))``.
+      params: that seed's parameters: for an mlp a tuple of ``Layer(W (n_out, n_in),
+        b (n_out,))``, for a cnn the layers' tuple of dicts.
       seed: the training seed chosen.
       class_names: K names; class c is ``class_names[c]``.
       mean, scale: (n,) the training split's scaling x ↦ (x − mean) / scale.
       activation, output: the hidden activation(s) and the output layer.
+      model: the network as a :class:`jaxbp.model.Model` (None: the mlp of ``params``).
     """
 
     path: Path
@@ -67,6 +69,7 @@ class Run:
     scale: np.ndarray
     activation: str | tuple[str, ...]
     output: str
+    model: object = None
 
     @property
     def num_features(self) -> int:
@@ -88,14 +91,17 @@ class Run:
     def predict_proba(self, x) -> np.ndarray:
         """(m, K) output-layer values ŷ (class probabilities for ``softmax_ce``) for raw
         features ``x`` (m, n); the training split's scaling is applied here."""
+        import jax
         import jax.numpy as jnp
 
-        from jaxbp.forward import forward
+        from jaxbp.losses import get_output
+        from jaxbp.model import mlp
 
-        dtype = self.params[0].W.dtype
-        z = jnp.asarray(self._features(x), dtype)
-        cache = forward(self.params, z, activation=self.activation, output=self.output)
-        return np.asarray(cache.a[-1], np.float64)
+        model = self.model or mlp(activation=self.activation, output=self.output)
+        dtype = jax.tree.leaves(self.params)[0].dtype
+        features = jnp.asarray(self._features(x), dtype)
+        z = model.logits(self.params, features)
+        return np.asarray(get_output(self.output).link(z), np.float64)
 
     def predict_index(self, x) -> np.ndarray:
         """(m,) class indices in [0, K): the largest output of each row."""
@@ -264,7 +270,7 @@ def load_run(path, seed: int | None = None) -> Run:
       (0, ('setosa', 'versicolor', 'virginica'))
     """
     from jaxbp import checkpoint
-    from jaxbp.params import Layer
+    from jaxbp.experiment.network import from_description, params_template
 
     run_dir = Path(path)
     if not run_dir.is_dir():
@@ -287,12 +293,12 @@ def load_run(path, seed: int | None = None) -> Run:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    s = len(seeds)
+    try:
+        model = from_description(meta, dtype)
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{model_path}: the network it describes cannot be built ({e})") from None
     template = {
-        "params": tuple(
-            Layer(np.zeros((s, o, i), dtype), np.zeros((s, o), dtype))
-            for i, o in zip(sizes[:-1], sizes[1:], strict=True)
-        ),
+        "params": params_template(model, len(seeds)),
         "mean": np.zeros(sizes[0]),
         "scale": np.zeros(sizes[0]),
     }
@@ -315,11 +321,19 @@ def load_run(path, seed: int | None = None) -> Run:
         path=run_dir,
         config=TrainConfig.from_toml(run_dir / CONFIG),
         summary=summary,
-        params=tuple(Layer(layer.W[index], layer.b[index]) for layer in tree["params"]),
+        params=_seed(tree["params"], index),
         seed=seeds[index],
         class_names=tuple(meta["class_names"]),
         mean=tree["mean"],
         scale=tree["scale"],
         activation=activation if isinstance(activation, str) else tuple(activation),
         output=meta["output"],
+        model=model,
     )
+
+
+def _seed(params, index: int):
+    """One seed's copy of parameters stored with a leading seed axis."""
+    import jax
+
+    return jax.tree.map(lambda a: a[index], params)

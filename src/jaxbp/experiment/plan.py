@@ -82,6 +82,8 @@ class Plan(NamedTuple):
     fresh: bool
     initial: tuple | None = None
     """The starting parameters (``init_from``; a leading seed axis), else None."""
+    image_shape: tuple | None = None
+    """(H, W, C) a cnn reads each row as (:func:`jaxbp.experiment.network.image_shape`)."""
 
 
 def load_data(config: TrainConfig):
@@ -132,9 +134,16 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
             f"{c.batch_size} is more than the {n_train} training examples; use a smaller size "
             "or 'all'",
         )
+    from jaxbp.experiment.network import image_shape
+
+    shape = image_shape(c, dataset)
     hashed = c.hashed(fingerprint(dataset))
     initial = None
-    if c.init_from is not None:
+    if c.init_from is not None and c.model == "cnn":
+        from jaxbp.experiment.warmstart import initial_tree
+
+        initial, hashed["init_fingerprint"] = initial_tree(c, dataset, shape)
+    elif c.init_from is not None:
         from jaxbp.experiment.warmstart import initial_params
 
         sizes = (dataset.num_features, *c.hidden, dataset.num_classes)
@@ -186,4 +195,4 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
         check_creatable_dir(run_dir)
     except ValueError as e:
         raise ConfigError("out", str(e)) from None
-    return Plan(c, dataset, run_dir, hashed, digest, not resume, initial)
+    return Plan(c, dataset, run_dir, hashed, digest, not resume, initial, shape)

@@ -39,7 +39,7 @@ def metrics_line(epoch: int, metrics, seconds: float, checked=None) -> dict:
 
 def summarize(
     c, ds, history, *, accuracies, matrices, test_loss, best_epochs, shadow_worst, wall,
-    devices, sizes, config_hash,
+    devices, sizes, config_hash, network=None, loop=None,
 ) -> dict:  # fmt: skip
     """summary.json: the run's configuration essentials and its results.
 
@@ -67,6 +67,8 @@ def summarize(
         "n_test": int(ds.x_test.shape[0]),
         "num_classes": ds.num_classes,
         "class_names": list(ds.class_names),
+        "model": c.model,
+        "network": network,
         "sizes": sizes,
         "activation": c.activation,
         "optimizer": c.optimizer,
@@ -91,6 +93,7 @@ def summarize(
         "shadow_max_rel_error": shadow_worst,
         "wall_time_s": round(wall, 3),
         "devices": devices,
+        "loop": loop,
         "platform": jax.default_backend(),
         "jax_version": jax.__version__,
         "jaxbp_version": jaxbp.__version__,

@@ -12,6 +12,15 @@ from jaxbp.experiment.config import FIELD_DEFAULT, PATH_KEYS, ConfigError
 
 DTYPES = ("float32", "float64")
 RELU_LIKE = ("relu", "leaky_relu", "elu")
+MODELS = ("mlp", "cnn")
+LOOPS = ("scan", "steps")
+MLP_HIDDEN = (256,)
+CNN_CHANNELS = (16, 32)
+CNN_KERNEL = 5
+CNN_HIDDEN = (120, 84)
+"""The networks' derived defaults: ``hidden`` 256 for mlp; conv blocks of 16 and 32 channels,
+5×5 kernels and dense layers of 120 and 84 for cnn (LeNet-5's dense widths; the channels chosen
+on digits' data seeds 1–4, experiments/README.md)."""
 
 
 def choices(name: str) -> tuple[str, ...]:
@@ -29,6 +38,8 @@ def choices(name: str) -> tuple[str, ...]:
     table = {
         "dataset": BUILTIN,
         "scaling": SCALINGS,
+        "model": MODELS,
+        "loop": LOOPS,
         "activation": tuple(ACTIVATIONS),
         "output": tuple(OUTPUTS),
         "init": SCHEMES,
@@ -49,13 +60,13 @@ def _choice(name: str, value, valid) -> None:
 
 def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
     """Validates the type-checked field values ``c`` and fills the derived defaults in place."""
-    from jaxbp.activations import ACTIVATIONS
     from jaxbp.data import BUILTIN, LABEL_COLUMNS, SCALINGS
     from jaxbp.distributed.platform import PLATFORMS
     from jaxbp.distributed.precision import PRECISIONS
     from jaxbp.losses import OUTPUTS
     from jaxbp.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
     from jaxbp.params import SCHEMES
+    from jaxbp.sources import LAYER_NAMES
     from jaxbp.train import GRAD_SOURCES
 
     if c["data"] is None:
@@ -77,30 +88,38 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
     _choice("scaling", c["scaling"], SCALINGS)
     _choice("output", c["output"], tuple(OUTPUTS))
     _choice("optimizer", c["optimizer"], OPTIMIZERS)
-    _choice("grad", c["grad"], GRAD_SOURCES)
+    _choice("model", c["model"], MODELS)
+    cnn = c["model"] == "cnn"
+    if cnn:
+        if c["grad"] not in LAYER_NAMES:
+            raise ConfigError(
+                "grad",
+                f"{c['grad']!r} is a source for {{model}} mlp only; valid sources for model cnn "
+                f"are {', '.join(LAYER_NAMES)}",
+            )
+    else:
+        _choice("grad", c["grad"], GRAD_SOURCES)
     _choice("dtype", c["dtype"], DTYPES)
     _choice("precision", c["precision"], PRECISIONS)
-    if c["precision"] != "float32" and c["grad"] != "manual":
-        raise ConfigError("precision", f"{c['precision']} needs {{grad}} manual, got {c['grad']!r}")
+    if c["precision"] != "float32" and (c["grad"] != "manual" or cnn):
+        needs = "{grad} manual" if not cnn else "{model} mlp with {grad} manual"
+        got = repr(c["grad"]) if not cnn else "model cnn"
+        raise ConfigError("precision", f"{c['precision']} needs {needs}, got {got}")
     if c["platform"] is not None:
         _choice("platform", c["platform"], PLATFORMS)
     if c["devices"] is not None and c["devices"] < 1:
         raise ConfigError("devices", f"must be ≥ 1, got {c['devices']}")
-    hidden = c["hidden"]
-    if any(h < 1 for h in hidden):
-        raise ConfigError("hidden", f"widths must be positive integers, got {list(hidden)}")
+    if c["loop"] is not None:
+        _choice("loop", c["loop"], LOOPS)
+    _check_network(c, cnn)
     names = [c["activation"]] if isinstance(c["activation"], str) else list(c["activation"])
-    for name in names:
-        _choice("activation", name, tuple(ACTIVATIONS))
-    if not isinstance(c["activation"], str) and len(names) != len(hidden):
-        raise ConfigError(
-            "activation",
-            f"{len(names)} names for {len(hidden)} hidden layer(s); give one name or one per "
-            "hidden layer",
-        )
     if c["init"] is None:
-        c["init"] = "he" if all(n in RELU_LIKE for n in names) else "glorot"
+        c["init"] = "he" if cnn or all(n in RELU_LIKE for n in names) else "glorot"
     _choice("init", c["init"], SCHEMES)
+    if cnn and c["init"] != "he":
+        raise ConfigError(
+            "init", f"{{model}} cnn initialises its layers with he, got {c['init']!r}"
+        )
     lbfgs = c["optimizer"] == "lbfgs"
     if c["schedule"] is None:
         c["schedule"] = "constant" if lbfgs else "cosine"
@@ -151,6 +170,47 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
     for key in PATH_KEYS:
         if c[key] is not None:
             c[key] = str(Path(c[key]).expanduser().resolve())
+
+
+def _check_network(c: dict, cnn: bool) -> None:
+    """The architecture's fields: hidden widths and activations; for cnn its conv blocks."""
+    from jaxbp.activations import ACTIVATIONS
+
+    for key in ("channels", "kernel_size"):
+        if not cnn and c[key] is not None:
+            raise ConfigError(key, f"only used with {{model}} cnn, got {c[key]!r} for model mlp")
+    if c["hidden"] is None:
+        c["hidden"] = CNN_HIDDEN if cnn else MLP_HIDDEN
+    hidden = c["hidden"]
+    if any(h < 1 for h in hidden):
+        raise ConfigError("hidden", f"widths must be positive integers, got {list(hidden)}")
+    if cnn:
+        if c["channels"] is None:
+            c["channels"] = CNN_CHANNELS
+        if not c["channels"] or any(ch < 1 for ch in c["channels"]):
+            raise ConfigError(
+                "channels",
+                f"one positive channel count per conv block, at least one block; got "
+                f"{list(c['channels'])}",
+            )
+        if c["kernel_size"] is None:
+            c["kernel_size"] = CNN_KERNEL
+        if c["kernel_size"] < 1:
+            raise ConfigError("kernel_size", f"must be ≥ 1, got {c['kernel_size']}")
+    names = [c["activation"]] if isinstance(c["activation"], str) else list(c["activation"])
+    for name in names:
+        _choice("activation", name, tuple(ACTIVATIONS))
+    if cnn and not isinstance(c["activation"], str):
+        raise ConfigError(
+            "activation",
+            f"{{model}} cnn uses one activation after every conv and dense layer, got {names}",
+        )
+    if not isinstance(c["activation"], str) and len(names) != len(hidden):
+        raise ConfigError(
+            "activation",
+            f"{len(names)} names for {len(hidden)} hidden layer(s); give one name or one per "
+            "hidden layer",
+        )
 
 
 def config_hash(hashed: dict) -> str:

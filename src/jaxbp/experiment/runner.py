@@ -195,6 +195,11 @@ def place(tree, mesh):
     return replicate(mesh, tree)
 
 
+def _platform(mesh) -> str:
+    """The platform of the mesh's devices (``cpu``, ``gpu``, ``tpu``)."""
+    return mesh.devices.flat[0].platform
+
+
 def _device_count(array) -> int:
     try:
         return len(array.sharding.device_set)
@@ -265,6 +270,7 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     from jaxbp import checkpoint, shadow
     from jaxbp import train as T
     from jaxbp.data import one_hot
+    from jaxbp.experiment import network
     from jaxbp.optim import make_optimizer, needs_value_fn
 
     t_start = time.perf_counter()
@@ -272,8 +278,6 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     dtype = jnp.dtype(c.dtype)
     k = ds.num_classes
     sizes = [ds.num_features, *c.hidden, k]
-    activation = c.activation
-    output = c.output
     seeds = list(c.seeds)
     n_train = ds.x_train.shape[0]
     batch = None if c.batch_size == "all" else c.batch_size
@@ -298,28 +302,33 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         momentum=c.momentum,
         weight_decay=c.weight_decay,
     )
-    source = T.gradient_source(c.grad)
+    source = None
     parallel = mesh.devices.size > 1 or c.precision != "float32"
-    if parallel:  # each minibatch split over the mesh: per-device Δ, one psum (distributed.md)
+    if parallel and c.model == "mlp":  # each minibatch split over the mesh: per-device Δ, one psum
         from jaxbp.distributed import data_parallel_source
 
-        source = data_parallel_source(mesh, precision=c.precision, base=source)
-    epoch_fn = T.make_epoch(
-        optimizer,
-        source,
-        batch_size=batch,
-        activation=activation,
-        output=output,
-        l2=c.l2,
-        uses_value_fn=needs_value_fn(c.optimizer),
-    )
-    step = T.compile_step(
-        T.make_step(epoch_fn, activation=activation, output=output, l2=c.l2, patience=c.patience)
-    )
+        source = data_parallel_source(mesh, precision=c.precision, base=T.gradient_source(c.grad))
+    model = network.build(c, ds.num_features, k, p.image_shape, dtype, source=source)
+    if parallel and c.model == "cnn":
+        model = network.sharded(model, mesh)
+    loop = c.loop or ("steps" if c.model == "cnn" and _platform(mesh) == "cpu" else "scan")
+    uses_value_fn = needs_value_fn(c.optimizer)
+    if loop == "steps":  # one program per minibatch: XLA:CPU's convolutions (train_steps.py)
+        from jaxbp.train_steps import compile_steps
+
+        step = compile_steps(
+            optimizer, model, batch_size=batch, l2=c.l2, patience=c.patience,
+            uses_value_fn=uses_value_fn,
+        )  # fmt: skip
+    else:
+        epoch_fn = T.make_epoch(
+            optimizer, model, batch_size=batch, l2=c.l2, uses_value_fn=uses_value_fn
+        )
+        step = T.compile_step(T.make_step(epoch_fn, model=model, l2=c.l2, patience=c.patience))
 
     def init(seed, params):
         key = jax.random.key(seed)
-        state = T.init_state(key, sizes, optimizer, scheme=c.init, dtype=dtype, params=params)
+        state = T.init_state(key, model, optimizer, params=params)
         return state, T.init_early_stop(state.params)
 
     seed_array = jnp.asarray(seeds, jnp.uint32)
@@ -380,14 +389,15 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     shadow_fn = None
     if c.shadow_every:
         # the source that trains, against autodiff (for autodiff itself, and under bf16 whose
-        # rounding the check's tolerance is not for: the δ recursion in float32)
+        # rounding the check's tolerance is not for: the hand-derived gradient in float32)
         own = parallel or c.grad not in ("manual", "autodiff")
-        hand = source if own and c.precision == "float32" else None
+        checked_model = model
+        if not (own and c.precision == "float32"):
+            manual = dataclasses.replace(c, grad="manual")
+            checked_model = network.build(manual, ds.num_features, k, p.image_shape, dtype)
         shadow_fn = jax.jit(
             jax.vmap(
-                lambda params: shadow.shadow_errors(
-                    params, x, y, activation=activation, output=output, l2=c.l2, hand=hand
-                )
+                lambda params: shadow.shadow_errors(params, x, y, l2=c.l2, model=checked_model)
             )
         )
     name = ds.name if c.dataset else Path(ds.name).name
@@ -440,27 +450,17 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         save(epochs_done, elapsed_before + time.perf_counter() - t_start)
 
     final = stop.best_params if c.patience > 0 else state.params
-    predict = jax.jit(
-        jax.vmap(lambda prm: T.predict_labels(prm, x_test, activation=activation, output=output))
+    predict = jax.jit(jax.vmap(lambda prm: T.predict_labels(prm, x_test, model=model)))
+    test_loss = jax.jit(jax.vmap(lambda prm: T.evaluate(prm, x_test, y_test, model=model)[0]))(
+        final
     )
-    test_loss = jax.jit(
-        jax.vmap(
-            lambda prm: T.evaluate(prm, x_test, y_test, activation=activation, output=output)[0]
-        )
-    )(final)
     predictions = np.asarray(predict(final))
     matrices = [T.confusion_matrix(ds.y_test, pr, k) for pr in predictions]
     accuracies = np.array([np.trace(m) / m.sum() for m in matrices])
     val_accuracies = None
     if ds.x_val.shape[0]:
         val_accuracies = np.asarray(
-            jax.jit(
-                jax.vmap(
-                    lambda prm: T.evaluate(prm, x_val, y_val, activation=activation, output=output)[
-                        1
-                    ]
-                )
-            )(final),
+            jax.jit(jax.vmap(lambda prm: T.evaluate(prm, x_val, y_val, model=model)[1]))(final),
             np.float64,
         ).tolist()
     summary = report.summarize(
@@ -476,12 +476,12 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         devices=_device_count(x),
         sizes=sizes,
         config_hash=p.hash,
+        network=model.name,
+        loop=loop,
     )
     model_meta = {
         "format": MODEL_FORMAT,
-        "sizes": sizes,
-        "activation": activation if isinstance(activation, str) else list(activation),
-        "output": output,
+        **network.describe(c, sizes, p.image_shape),
         "dtype": c.dtype,
         "seeds": seeds,
         "class_names": list(ds.class_names),

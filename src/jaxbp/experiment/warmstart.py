@@ -15,6 +15,9 @@ Sources, by what ``path`` is:
 - ``model.npz``: the parameters of every seed;
 - ``checkpoint.npz`` / ``best.npz``: the parameters inside the saved training state (its first
   leaves; the optimizer's part is ignored, so any optimizer's checkpoint will do);
+- for a cnn (``model = "cnn"``, :func:`initial_tree`): a cnn run's directory, ``model.npz``,
+  ``checkpoint.npz`` or ``best.npz``, whose parameters must have this run's shapes; a ``.mat``
+  (an MLP's Θ matrices) is refused;
 - ``.mat``: ``Theta1``, ``Theta2``, … — each Θ^(l) of shape (n_out, n_in + 1), bias column first,
   as the course's ``ex4weights.mat``. With 10 outputs the course's unit k means label k, and
   label 10 the digit 0 (Octave's 1-based indexing); jaxbp's class c is the digit c (as
@@ -198,3 +201,74 @@ def initial_params(path, sizes, seeds, dtype) -> tuple[tuple, str]:
     for leaf in (a for layer in params for a in layer):
         h.update(np.ascontiguousarray(leaf).tobytes())
     return params, h.hexdigest()
+
+
+def initial_tree(c, ds, shape) -> tuple:
+    """The starting parameters of a cnn run (resolved config ``c`` on ``ds``, images of
+    ``shape``) from ``c.init_from``: any pytree of parameters shaped as this run's, with a
+    leading seed axis as in :func:`initial_params`.
+
+    Returns:
+      ``(params, fingerprint)`` as :func:`initial_params`.
+
+    Raises:
+      ConfigError: (field ``init_from``) a missing or unreadable file, a ``.mat``, an MLP's
+        file, parameters of other shapes, seeds that are not the run's.
+    """
+    import jax
+
+    from jaxbp import checkpoint
+    from jaxbp.experiment.network import build, params_template
+    from jaxbp.experiment.plan import MODEL_FORMAT
+
+    path = Path(c.init_from).expanduser()
+    if path.is_dir():
+        path = _file_in(path)
+    elif not path.exists():
+        raise _error(f"{path}: no such file or run directory")
+    if path.suffix.lower() == ".mat":
+        raise _error(
+            f"{path}: a .mat file holds an MLP's Θ matrices; {{model}} cnn starts from a cnn "
+            "run directory or its model/checkpoint .npz"
+        )
+    try:
+        leaves, meta = checkpoint.load_leaves(path)
+    except checkpoint.CheckpointError as e:
+        raise _error(str(e)) from None
+    if meta.get("format") == MODEL_FORMAT:
+        if meta.get("model", "mlp") != "cnn":
+            raise _error(f"{path} holds an mlp; this run trains {{model}} cnn")
+        leaves = leaves[1:-1]  # {mean, params, scale} in key order
+    dtype = np.dtype(c.dtype)
+    model = build(c, ds.num_features, ds.num_classes, shape, dtype)
+    want, treedef = jax.tree.flatten(params_template(model, 1))
+    got = leaves[: len(want)]
+    n = got[0].shape[0] if got and got[0].ndim else 0
+    for i, w in enumerate(want):
+        a = got[i] if i < len(got) else None
+        if a is None or a.ndim != w.ndim or a.shape[1:] != w.shape[1:] or a.shape[0] != n:
+            have = "nothing" if a is None else f"{a.dtype}{list(a.shape)}"
+            raise _error(
+                f"{path} does not hold this run's cnn ({model.name}): parameter {i} is {have}, "
+                f"the run expects [seeds, {', '.join(map(str, w.shape[1:]))}] "
+                "({channels}, {kernel_size}, {hidden} and the images must match)"
+            )
+        if a.dtype.kind != "f":
+            raise _error(f"{path}: parameter {i} has dtype {a.dtype}, not a float")
+    seeds = meta.get("seeds")
+    seeds = tuple(seeds) if isinstance(seeds, list) and len(seeds) == n else None
+    if n == 1:
+        index = [0] * len(c.seeds)
+    elif seeds is not None and all(s in seeds for s in c.seeds):
+        index = [seeds.index(s) for s in c.seeds]
+    else:
+        have = list(seeds) if seeds is not None else f"{n} copies"
+        raise _error(
+            f"{path} holds the parameters of seeds {have}; this run trains seeds "
+            f"{list(c.seeds)} ({{seeds}}: use seeds it holds, or start from a one-seed run)"
+        )
+    arrays = [np.asarray(a[index], dtype) for a in got]
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return jax.tree.unflatten(treedef, arrays), h.hexdigest()
