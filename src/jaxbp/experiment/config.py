@@ -93,7 +93,7 @@ class TrainConfig:
         "str",
         "network: mlp (dense layers, --hidden) or cnn (LeNet-style: --channels conv blocks of "
         "conv k×k SAME → activation → 2×2 max pool, then --hidden dense layers; needs images: "
-        "digits 8×8, IDX files, or a square number of features taken as H×W×1)",
+        "digits 8×8, IDX files, or s² ≥ k² features taken as s×s×1)",
     )
     channels: tuple[int, ...] | None = _f(
         None, "ints", "cnn: output channels of each conv block, e.g. 16,32 (default 16,32)"

@@ -14,8 +14,9 @@ from jaxbp.experiment.config import ConfigError
 
 def image_shape(c, ds) -> tuple[int, int, int] | None:
     """(H, W, C) a cnn reshapes each row of ``ds`` into: the data's own image shape (digits,
-    IDX files, image-shaped NPZ arrays), else a square number of features as H×W×1; None for
-    an mlp.
+    IDX files, image-shaped NPZ arrays), else a square number s² of features as s×s×1 when the
+    image is at least one kernel wide (s ≥ ``kernel_size``: CSV files such as optdigits' 8×8,
+    the course's 20×20 .mat; not iris's 4 features); None for an mlp.
 
     Raises:
       ConfigError: (field ``model``) a cnn on data that are not images, naming the count.
@@ -25,13 +26,17 @@ def image_shape(c, ds) -> tuple[int, int, int] | None:
     if c.model != "cnn":
         return None
     n = ds.num_features
-    shape = ds.image_shape or square_image(n)
+    square = square_image(n)
+    if square is not None and square[0] < c.kernel_size:
+        square = None
+    shape = ds.image_shape or square
     if shape is None:
         name = c.dataset or ds.name
         raise ConfigError(
             "model",
-            f"cnn needs images, but {name} has {n} features per example — neither an image "
-            "file (IDX, NPZ of (m, H, W[, C])) nor a square number of pixels; use {model} mlp",
+            f"cnn needs images, but {name} has {n} features per example — not an image file "
+            f"(IDX, NPZ of (m, H, W[, C])) nor a square number of pixels at least "
+            f"{c.kernel_size}×{c.kernel_size} ({{kernel_size}}); use {{model}} mlp",
         )
     if int(shape[0]) * int(shape[1]) * int(shape[2]) != n:
         raise ConfigError("model", f"cnn: image shape {tuple(shape)} does not hold {n} features")
