@@ -25,3 +25,32 @@ def shared_data() -> Path:
             f"real datasets not found at {SHARED_DATA} (only present in CI and dev machines)"
         )
     return SHARED_DATA
+
+
+SLOW_CASES = Path(__file__).with_name("slow_cases.txt")
+"""Node IDs of quick-looking cases that measured long (the file's header says how): marked slow
+here so that the README's quick pass stays under its time budget; CI runs them with -m slow."""
+
+
+def _slow_cases() -> set[str]:
+    lines = SLOW_CASES.read_text(encoding="utf-8").splitlines()
+    return {s.split("  # ")[0].strip() for s in lines if s.strip() and not s.startswith("#")}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Adds the ``slow`` mark to every case listed in :data:`SLOW_CASES`, before ``-m``
+    deselects; a listed ID that the whole suite does not collect is an error (a renamed test
+    would otherwise silently rejoin the quick pass)."""
+    listed = _slow_cases()
+    seen = set()
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
+            seen.add(item.nodeid)
+    whole_suite = not config.args or [Path(a).resolve() for a in config.args] == [
+        Path(__file__).resolve().parent
+    ]
+    if whole_suite and not config.getoption("keyword") and listed - seen:
+        missing = "\n  ".join(sorted(listed - seen))
+        raise pytest.UsageError(f"{SLOW_CASES.name} lists cases that do not exist:\n  {missing}")

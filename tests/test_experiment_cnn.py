@@ -50,6 +50,7 @@ def snapshot(root: Path) -> dict:
 def test_cnn_defaults_resolve():
     c = TrainConfig(model="cnn").resolve()
     assert (c.channels, c.kernel_size, c.hidden, c.init) == ((16, 32), 5, (120, 84), "he")
+    assert c.dropout == 0.0
     m = TrainConfig().resolve()
     assert (m.model, m.channels, m.kernel_size, m.hidden) == ("mlp", None, None, (256,))
     assert TrainConfig.from_toml(c.to_toml()).resolve() == c
@@ -67,6 +68,11 @@ BAD = {
         dict(model="cnn", activation=("relu", "tanh")), "activation", "one activation"
     ),
     "glorot cnn": (dict(model="cnn", init="glorot"), "init", "initialises its layers with he"),
+    "dropout on an mlp": (dict(dropout=0.5), "dropout", "only used with model cnn"),
+    "dropout 1": (dict(model="cnn", dropout=1.0), "dropout", "must be in [0, 1), got 1.0"),
+    "dropout lbfgs": (
+        dict(model="cnn", dropout=0.2, optimizer="lbfgs"), "dropout", "L-BFGS's line search"
+    ),
     "unknown model": (dict(model="rnn"), "model", "valid values are mlp, cnn"),
     "unknown loop": (dict(loop="while"), "loop", "valid values are scan, steps"),
 }  # fmt: skip
@@ -231,12 +237,14 @@ def test_cnn_cli_errors_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_resume_and_shadow_checks_on_a_cnn_run(tmp_path):
-    """Resuming a cnn run gives the uninterrupted run's bits; the shadow check compares the
-    layers' backward with jax.grad every epoch and records the worst error."""
-    common = [*SMALL_ARGV[:-1], "3", "--schedule", "constant", "--seeds", "0,1", "--no-plots"]
+    """Resuming a cnn run gives the uninterrupted run's bits, dropout masks included; the
+    shadow check compares the layers' backward with jax.grad every epoch (same masks on both
+    sides) and records the worst error."""
+    common = [*SMALL_ARGV[:-1], "3", "--dropout", "0.3", "--schedule", "constant", "--seeds",
+              "0,1", "--no-plots"]  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train(*common, "--shadow-every", "1", "--out", straight) == 0
-    assert train(*common[:-6], "1", *common[-5:], "--out", split) == 0  # --epochs 1
+    assert train(*common[:-8], "1", *common[-7:], "--out", split) == 0  # --epochs 1
     assert train("--resume", "--out", split, "--epochs", "3") == 0
     a = json.loads((straight / "summary.json").read_text())
     b = json.loads((split / "summary.json").read_text())

@@ -72,6 +72,26 @@ def test_cnn_sources_and_l2_only_on_weights():
         M.cnn((6, 6, 1), 4, grad="per_sample", **CNN)
 
 
+def test_cnn_dropout_needs_a_key_and_both_sides_draw_the_same_masks():
+    net = M.cnn((6, 6, 1), 4, dtype=jnp.float64, dropout=0.5, **CNN)
+    assert net.stochastic and net.name.endswith("dropout 0.5")
+    params = net.init(jax.random.key(0))
+    x, y = batch()
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    J, grads = net.value_and_grad(params, x, y, l2=0.3, key=k1)
+    J_ad, grads_ad = net.autodiff(params, x, y, l2=0.3, key=k1)
+    assert abs(float(J - J_ad)) <= RTOL_F64 * abs(float(J_ad))
+    assert_tree_close(grads, grads_ad, RTOL_F64)
+    assert_tree_close(net.value_and_grad(params, x, y, l2=0.3, key=k1)[1], grads, 0.0)
+    other = net.value_and_grad(params, x, y, l2=0.3, key=k2)[1]
+    assert not np.allclose(other[-1]["W"], grads[-1]["W"])  # another key, other masks
+    # evaluation has no dropout: the logits do not depend on any key
+    np.testing.assert_array_equal(net.cost(params, x, y)[1], net.logits(params, x))
+    with pytest.raises(ValueError, match="^key: this cnn has dropout 0.5"):
+        net.value_and_grad(params, x, y)
+    assert not M.cnn((6, 6, 1), 4, **CNN).stochastic
+
+
 def test_cnn_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"^image_shape: must be \(H, W, C\)"):
         M.cnn((8, 8), 10, **CNN)
@@ -93,6 +113,16 @@ def test_mlp_model_is_the_delta_recursion():
         M.mlp().init(jax.random.key(0))
 
 
+def test_step_keys_differ_by_step_epoch_and_run_and_not_the_minibatch_order():
+    key = jax.random.key(7)
+    data = lambda k: tuple(np.asarray(jax.random.key_data(k)).ravel())  # noqa: E731
+    keys = {data(T.step_key(key, e, i)) for e in range(3) for i in range(4)}
+    keys |= {data(T.step_key(jax.random.key(8), 0, 0))}
+    keys |= {data(jax.random.fold_in(key, e)) for e in range(3)}  # the minibatch order's keys
+    assert len(keys) == 3 * 4 + 1 + 3
+    assert data(T.step_key(key, 1, 2)) == data(T.step_key(key, 1, 2))
+
+
 def test_square_image_and_is_weight():
     assert M.square_image(64) == (8, 8, 1) and M.square_image(784) == (28, 28, 1)
     assert M.square_image(63) is None and M.square_image(1) is None
@@ -105,22 +135,23 @@ def test_square_image_and_is_weight():
     assert flags == [True, False, True, False]
 
 
-@pytest.mark.parametrize("batch_size", [4, None])
-def test_per_minibatch_epoch_equals_the_scanned_epoch(batch_size):
-    """train_steps.compile_steps: the same minibatch order, update and evaluation as
-    compile_step's lax.scan + vmap epoch — equal up to rounding (float64, 2 seeds, 2 epochs)."""
+@pytest.mark.parametrize("batch_size, dropout", [(4, 0.0), (None, 0.0), (4, 0.4)])
+def test_per_minibatch_epoch_equals_the_scanned_epoch(batch_size, dropout):
+    """train_steps.compile_steps: the same minibatch order, dropout masks, update and
+    evaluation as compile_step's lax.scan + vmap epoch — equal up to rounding (float64, 2 seeds,
+    2 epochs)."""
     from jaxbp.train_steps import compile_steps
 
     x, y = batch(m=10)
     x_val, y_val = batch(m=5, seed=1)
-    net = M.cnn((6, 6, 1), 4, dtype=jnp.float64, **CNN)
+    net = M.cnn((6, 6, 1), 4, dtype=jnp.float64, dropout=dropout, **CNN)
     opt = make_optimizer("adam", lr=1e-2, schedule="cosine", total_steps=10)
     epoch = T.make_epoch(opt, net, batch_size=batch_size, l2=0.5)
     scanned = T.compile_step(T.make_step(epoch, model=net, l2=0.5, patience=0))
     stepped = compile_steps(opt, net, batch_size=batch_size, l2=0.5, patience=0)
 
-    def init(seed):
-        state = T.init_state(jax.random.key(seed), net, opt)
+    def init(seed, model=net):
+        state = T.init_state(jax.random.key(seed), model, opt)
         return state, T.init_early_stop(state.params)
 
     results = []
@@ -131,6 +162,15 @@ def test_per_minibatch_epoch_equals_the_scanned_epoch(batch_size):
         results.append((state.params, stop, metrics))
     (p1, b1, m1), (p2, b2, m2) = results
     assert_tree_close(p2, p1, 1e-10)
+    if dropout:  # the masks change the trajectory: the same network (so the same initial
+        # weights) with a rate of 1e-9 keeps every unit and ends elsewhere
+        keep_all = M.cnn((6, 6, 1), 4, dtype=jnp.float64, dropout=1e-9, **CNN)
+        step = compile_steps(opt, keep_all, batch_size=batch_size, l2=0.5, patience=0)
+        seeds = jnp.arange(2, dtype=jnp.uint32)
+        state, stop = jax.jit(jax.vmap(lambda s: init(s, keep_all)))(seeds)
+        for _ in range(2):
+            state, stop, _ = step(state, stop, x, y, x_val, y_val)
+        assert not np.allclose(state.params[-1]["W"], p1[-1]["W"], rtol=1e-3)
     assert_tree_close(b2, b1, 1e-10)
     for a, b in zip(m2, m1, strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10)

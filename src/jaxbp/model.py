@@ -52,6 +52,9 @@ class Model(NamedTuple):
       no_penalty: whether ``value_and_grad`` reads ``l2=None`` as "no L2 term at all" (every
         registered source does; the trainer then passes None for λ = 0).
       name: a readable description, e.g. ``mlp 64-256-10 relu``.
+      stochastic: whether training draws random numbers (dropout): ``value_and_grad`` and
+        ``autodiff`` then take a ``key=`` (the same key gives the same masks to both), which
+        the trainer folds from the run's key, the epoch and the step.
     """
 
     init: Callable[[Array], Params]
@@ -62,6 +65,7 @@ class Model(NamedTuple):
     output: str
     no_penalty: bool = True
     name: str = "model"
+    stochastic: bool = False
 
 
 def mlp(
@@ -123,6 +127,7 @@ def cnn(
     kernel_size: int,
     hidden: Sequence[int],
     activation: str = "relu",
+    dropout: float = 0.0,
     output: str = "softmax_ce",
     grad: str = "manual",
     dtype=jnp.float32,
@@ -133,7 +138,8 @@ def cnn(
     Args:
       image_shape: (H, W, C) of one example; a row of x holds its H·W·C pixels, row-major.
       num_classes: K.
-      channels, kernel_size, hidden, activation: the network (:func:`lenet`).
+      channels, kernel_size, hidden, activation, dropout: the network (:func:`lenet`); with
+        ``dropout`` > 0 the model is ``stochastic`` and its gradients need ``key=``.
       output: the output layer (:data:`jaxbp.losses.OUTPUTS`).
       grad: a name of :data:`jaxbp.sources.LAYER_SOURCES`.
       dtype: the parameters' dtype.
@@ -155,6 +161,7 @@ def cnn(
         kernel_size=kernel_size,
         hidden=tuple(hidden),
         activation=activation,
+        dropout=dropout,
         dtype=dtype,
     )
     train_source = sources.layer_source(grad)
@@ -166,11 +173,20 @@ def cnn(
     def init(key):
         return network.init(key, shape)[0]
 
-    def value_and_grad(params, x, y, *, l2=None):
-        return train_source(network, params, images(x), y, output=output, l2=l2)
+    stochastic = bool(dropout)
 
-    def autodiff(params, x, y, *, l2=None):
-        return reference(network, params, images(x), y, output=output, l2=l2)
+    def needs_key(key):
+        if stochastic and key is None:
+            raise ValueError(f"key: this cnn has dropout {dropout}; its gradient needs key=")
+        return key
+
+    def value_and_grad(params, x, y, *, l2=None, key=None):
+        key = needs_key(key)
+        return train_source(network, params, images(x), y, output=output, l2=l2, key=key)
+
+    def autodiff(params, x, y, *, l2=None, key=None):
+        key = needs_key(key)
+        return reference(network, params, images(x), y, output=output, l2=l2, key=key)
 
     def logits(params, x):
         return network.forward(params, images(x), train=False)[0]
@@ -183,8 +199,9 @@ def cnn(
     name = (
         f"cnn {'x'.join(map(str, shape))} conv {','.join(map(str, channels))} k{kernel_size} "
         f"dense {','.join(map(str, hidden)) or 'none'} {activation}"
+        + (f" dropout {dropout:g}" if dropout else "")
     )
-    return Model(init, value_and_grad, autodiff, cost, logits, output, True, name)
+    return Model(init, value_and_grad, autodiff, cost, logits, output, True, name, stochastic)
 
 
 def square_image(num_features: int) -> tuple[int, int, int] | None:

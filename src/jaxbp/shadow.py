@@ -94,6 +94,7 @@ def shadow_errors(
     l2=0.0,
     hand: Callable | None = None,
     model: Model | None = None,
+    key=None,
 ) -> dict[str, Array]:
     """Hand-derived vs autodiff at the same parameters.
 
@@ -105,14 +106,19 @@ def shadow_errors(
         arguments, else a ``(params, x, y, *, l2)`` function.
       model: a :class:`~jaxbp.model.Model` instead of the MLP: its ``value_and_grad`` is
         compared with its ``autodiff``.
+      key: a ``stochastic`` model's masks (dropout), the same for both sides (default
+        ``jax.random.key(0)``); ignored otherwise.
 
     Returns:
       ``{"J": …, "[0].W": …, "[0].b": …}``: the relative error of J and of every leaf (see the
       module docstring; NaN if either side is not finite). Pure and jittable; vmap it over seeds.
     """
     model = _model(model, activation, output, hand)
-    J_h, g_h = model.value_and_grad(params, x, y, l2=l2)
-    J_a, g_a = model.autodiff(params, x, y, l2=l2)
+    kw = {}
+    if model.stochastic:
+        kw["key"] = jax.random.key(0) if key is None else key
+    J_h, g_h = model.value_and_grad(params, x, y, l2=l2, **kw)
+    J_a, g_a = model.autodiff(params, x, y, l2=l2, **kw)
     scale = term_scale(params, x, y, l2=l2, model=model)
     tiny = jnp.finfo(J_a.dtype).tiny
 

@@ -23,7 +23,7 @@ Networks of :mod:`jaxbp.layers` (the CNN of ``jaxbp train --model cnn``) have th
 table, :data:`LAYER_SOURCES` — ``manual`` (the layers' hand-derived backward chained by
 :func:`jaxbp.layers.value_and_grad`), ``autodiff`` (:func:`jaxbp.layers.autodiff_value_and_grad`)
 and ``custom_vjp`` (``jax.value_and_grad`` of :func:`jaxbp.layers.loss`) — under the same names,
-each ``(network, params, x, y, *, output, l2=None) -> (J, grads)``.
+each ``(network, params, x, y, *, output, l2=None, key=None) -> (J, grads)``.
 
 Example:
   >>> J, grads = jaxbp.sources.source("scan")(params, x, labels, activation="tanh", l2=0.1)
@@ -95,25 +95,28 @@ DESCRIPTIONS: MappingProxyType[str, str] = MappingProxyType(
 """Name → one line saying what the source computes."""
 
 
-def _layers_manual(network, params, x, y, *, output, l2=None):
-    (J, _), grads = layers.value_and_grad(network, params, x, y, output=output, l2=l2)
+def _layers_manual(network, params, x, y, *, output, l2=None, key=None):
+    kw = dict(output=output, l2=l2, key=key)
+    (J, _), grads = layers.value_and_grad(network, params, x, y, **kw)
     return J, grads
 
 
-def _layers_autodiff(network, params, x, y, *, output, l2=None):
-    (J, _), grads = layers.autodiff_value_and_grad(network, params, x, y, output=output, l2=l2)
+def _layers_autodiff(network, params, x, y, *, output, l2=None, key=None):
+    kw = dict(output=output, l2=l2, key=key)
+    (J, _), grads = layers.autodiff_value_and_grad(network, params, x, y, **kw)
     return J, grads
 
 
-def _layers_custom_vjp(network, params, x, y, *, output, l2=None):
-    return jax.value_and_grad(lambda p: layers.loss(network, p, x, y, output=output, l2=l2))(params)
+def _layers_custom_vjp(network, params, x, y, *, output, l2=None, key=None):
+    kw = dict(output=output, l2=l2, key=key)
+    return jax.value_and_grad(lambda p: layers.loss(network, p, x, y, **kw))(params)
 
 
 LAYER_SOURCES: MappingProxyType[str, Callable] = MappingProxyType(
     {"manual": _layers_manual, "autodiff": _layers_autodiff, "custom_vjp": _layers_custom_vjp}
 )
-"""Name → ``(network, params, x, y, *, output, l2=None) -> (J, grads)`` for a network of
-:mod:`jaxbp.layers` (module docstring); training mode, no dropout key."""
+"""Name → ``(network, params, x, y, *, output, l2=None, key=None) -> (J, grads)`` for a network
+of :mod:`jaxbp.layers` (module docstring); training mode, ``key`` for its dropout masks."""
 
 LAYER_NAMES: tuple[str, ...] = tuple(LAYER_SOURCES)
 """The source names a :mod:`jaxbp.layers` network (``model cnn``) trains with."""

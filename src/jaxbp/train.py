@@ -258,14 +258,17 @@ def make_epoch(
         index = batch_index(state, m, batch_size)
         l2_batch = batch_l2(model, l2, index.shape[1], m, x.dtype)
 
-        def step(carry, rows):
+        def step(carry, xs):
             params, opt_state = carry
+            rows, i = xs
             full = index.shape[1] == m
             xb, yb = (x, y) if full else (x[rows], y[rows])
-            return update(params, opt_state, xb, yb, l2_batch)
+            key = step_key(state.key, state.epoch, i) if model.stochastic else None
+            return update(params, opt_state, xb, yb, l2_batch, key)
 
+        steps = jnp.arange(index.shape[0], dtype=jnp.int32)
         (params, opt_state), (losses, norms) = jax.lax.scan(
-            step, (state.params, state.opt_state), index
+            step, (state.params, state.opt_state), (index, steps)
         )
         new = TrainState(params, opt_state, state.key, state.epoch + 1)
         return new, (jnp.mean(losses), jnp.mean(norms))
@@ -289,20 +292,36 @@ def batch_index(state: TrainState, m: int, batch_size: int | None) -> Array:
     return perm[: (m // b) * b].reshape(m // b, b)
 
 
+DROPOUT_STREAM = 0x64726F70
+"""``fold_in`` data that separates the dropout masks' keys from the minibatch order's."""
+
+
+def step_key(key: Array, epoch, i) -> Array:
+    """The key of step ``i`` of epoch ``epoch`` (0-based) for a stochastic model's masks
+    (dropout): ``fold_in(fold_in(fold_in(key, DROPOUT_STREAM), epoch), i)``, ``key`` the
+    state's — fixed by the run's key as the minibatch order is, so a resumed run draws the
+    same masks."""
+    key = jax.random.fold_in(jax.random.fold_in(key, DROPOUT_STREAM), epoch)
+    return jax.random.fold_in(key, i)
+
+
 def make_update(optimizer, model: Model, *, batch_size: int | None, uses_value_fn: bool = False):
     """One minibatch step of :func:`make_epoch`:
-    ``update(params, opt_state, xb, yb, l2_batch) -> ((params, opt_state), (J, grad_norm))``.
+    ``update(params, opt_state, xb, yb, l2_batch, key=None) -> ((params, opt_state),
+    (J, grad_norm))``; ``key`` (:func:`step_key`) only for a ``stochastic`` model.
 
     Raises:
-      ValueError: L-BFGS (``uses_value_fn``) with minibatches.
+      ValueError: L-BFGS (``uses_value_fn``) with minibatches, or with a stochastic model.
     """
+    if uses_value_fn and model.stochastic:
+        raise ValueError("model: L-BFGS needs one objective; a stochastic model (dropout) has none")
     if uses_value_fn and batch_size is not None:
         raise ValueError(
             f"batch_size: L-BFGS is a full-batch method; use the full batch, got {batch_size}"
         )
     loss_fn = make_loss_fn(model)
 
-    def update(params, opt_state, xb, yb, l2_batch):
+    def update(params, opt_state, xb, yb, l2_batch, key=None):
         if uses_value_fn:
             J, grads = optax.value_and_grad_from_state(loss_fn)(
                 params, xb, yb, l2_batch, state=opt_state
@@ -316,7 +335,8 @@ def make_update(optimizer, model: Model, *, batch_size: int | None, uses_value_f
                 value_fn=lambda p: loss_fn(p, xb, yb, l2_batch),
             )
         else:
-            J, grads = model.value_and_grad(params, xb, yb, l2=l2_batch)
+            kw = {"key": key} if model.stochastic else {}
+            J, grads = model.value_and_grad(params, xb, yb, l2=l2_batch, **kw)
             updates, opt_state = optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, opt_state), (J, global_norm(grads))

@@ -66,7 +66,7 @@ def compile_steps(
         return jax.vmap(lambda s: T.batch_index(s, x.shape[0], batch_size))(state)
 
     @jax.jit
-    def minibatch(params, opt_state, sums, x, y, index, i):
+    def minibatch(params, opt_state, sums, x, y, index, i, keys, epochs):
         seeds, _, b = index.shape
         m = x.shape[0]
         l2_batch = T.batch_l2(model, l2, b, m, x.dtype)
@@ -74,7 +74,9 @@ def compile_steps(
         for k in range(seeds):  # one seed after another: no vmap of the convolutions
             rows = index[k, i]
             xb, yb = (x, y) if b == m else (x[rows], y[rows])
-            (p, o), (J, norm) = update(_seed(params, k), _seed(opt_state, k), xb, yb, l2_batch)
+            key = T.step_key(keys[k], epochs[k], i) if model.stochastic else None
+            p, o = _seed(params, k), _seed(opt_state, k)
+            (p, o), (J, norm) = update(p, o, xb, yb, l2_batch, key)
             out.append((p, o, jnp.stack([J, norm])))
         params, opt_state, terms = _stack(out)
         return params, opt_state, sums + terms
@@ -96,7 +98,9 @@ def compile_steps(
         params, opt_state = state.params, state.opt_state
         sums = jnp.zeros((index.shape[0], 2), jax.tree.leaves(params)[0].dtype)
         for i in range(steps):
-            params, opt_state, sums = minibatch(params, opt_state, sums, x, y, index, np.int32(i))
+            params, opt_state, sums = minibatch(
+                params, opt_state, sums, x, y, index, np.int32(i), state.key, state.epoch
+            )
         return evaluation(state, stop, params, opt_state, sums, steps, x, y, x_val, y_val)
 
     return step

@@ -99,6 +99,12 @@ class TrainConfig:
         None, "ints", "cnn: output channels of each conv block, e.g. 16,32 (default 16,32)"
     )
     kernel_size: int | None = _f(None, "int", "cnn: the k of the k×k convolutions (default 5)")
+    dropout: float | None = _f(
+        None,
+        "float",
+        "cnn: probability of dropping each unit of the hidden dense layers in training "
+        "(inverted dropout, a fresh mask every step; default 0)",
+    )
     hidden: tuple[int, ...] | None = _f(
         None,
         "ints",
@@ -268,7 +274,7 @@ FIELD_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 DATA_KEYS = ("data", "test_data", "labels", "test_labels", "test_rows", "label_column")
 """Fields that only make sense with a data file; choosing ``dataset`` clears them."""
-CNN_KEYS = ("model", "channels", "kernel_size")
+CNN_KEYS = ("model", "channels", "kernel_size", "dropout")
 """Fields added for ``model = "cnn"``: part of the config hash only for a cnn."""
 PATH_KEYS = ("data", "test_data", "labels", "test_labels", "init_from")
 """File paths: where the data and the starting weights are, not what they are — their

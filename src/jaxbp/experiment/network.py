@@ -62,6 +62,7 @@ def build(c, num_features: int, num_classes: int, shape, dtype, *, source=None):
             kernel_size=c.kernel_size,
             hidden=c.hidden,
             activation=c.activation,
+            dropout=c.dropout,
             output=c.output,
             grad=c.grad,
             dtype=dtype,
@@ -89,10 +90,10 @@ def sharded(model, mesh):
     rows = NamedSharding(mesh, P(DATA_AXIS))
     inner = model.value_and_grad
 
-    def value_and_grad(params, x, y, *, l2=None):
+    def value_and_grad(params, x, y, *, l2=None, **key):
         x = jax.lax.with_sharding_constraint(x, rows)
         y = jax.lax.with_sharding_constraint(y, rows)
-        return inner(params, x, y, l2=l2)
+        return inner(params, x, y, l2=l2, **key)
 
     return model._replace(value_and_grad=value_and_grad)
 
@@ -104,7 +105,7 @@ def describe(c, sizes, shape) -> dict:
     if c.model == "cnn":
         meta.update(
             image_shape=list(shape), channels=list(c.channels), kernel_size=c.kernel_size,
-            hidden=list(c.hidden),
+            hidden=list(c.hidden), dropout=c.dropout,
         )  # fmt: skip
     return meta
 
@@ -124,6 +125,7 @@ def from_description(meta: dict, dtype):
             kernel_size=meta["kernel_size"],
             hidden=meta["hidden"],
             activation=activation,
+            dropout=meta.get("dropout", 0.0),
             output=meta["output"],
             dtype=dtype,
         )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 from jaxbp.experiment.config import FIELD_DEFAULT, PATH_KEYS, ConfigError
@@ -176,7 +177,7 @@ def _check_network(c: dict, cnn: bool) -> None:
     """The architecture's fields: hidden widths and activations; for cnn its conv blocks."""
     from jaxbp.activations import ACTIVATIONS
 
-    for key in ("channels", "kernel_size"):
+    for key in ("channels", "kernel_size", "dropout"):
         if not cnn and c[key] is not None:
             raise ConfigError(key, f"only used with {{model}} cnn, got {c[key]!r} for model mlp")
     if c["hidden"] is None:
@@ -197,6 +198,18 @@ def _check_network(c: dict, cnn: bool) -> None:
             c["kernel_size"] = CNN_KERNEL
         if c["kernel_size"] < 1:
             raise ConfigError("kernel_size", f"must be ≥ 1, got {c['kernel_size']}")
+        if c["dropout"] is None:
+            c["dropout"] = 0.0
+        if not 0 <= c["dropout"] < 1 or not math.isfinite(c["dropout"]):
+            raise ConfigError(
+                "dropout", f"the probability of dropping must be in [0, 1), got {c['dropout']}"
+            )
+        if c["dropout"] and c["optimizer"] == "lbfgs":
+            raise ConfigError(
+                "dropout",
+                "L-BFGS's line search needs one objective, but dropout draws a new mask every "
+                f"step; use {{dropout}} 0 with {{optimizer}} lbfgs (got {c['dropout']})",
+            )
     names = [c["activation"]] if isinstance(c["activation"], str) else list(c["activation"])
     for name in names:
         _choice("activation", name, tuple(ACTIVATIONS))

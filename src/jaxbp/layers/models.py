@@ -8,6 +8,8 @@ pooling, then dense layers down to the K class logits. "SAME" padding keeps each
     (H, W, C) → Conv2D(c₁, k, SAME) → f → MaxPool2D(2, 2)
               → Conv2D(c₂, k, SAME) → f → MaxPool2D(2, 2)
               → Flatten → Dense(h₁) → f → Dense(h₂) → f → Dense(K)
+
+(with ``dropout`` > 0, a :func:`~jaxbp.layers.Dropout` after each hidden dense layer's f).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ def lenet(
     kernel_size: int = LENET_KERNEL,
     hidden: Sequence[int] = LENET_HIDDEN,
     activation: str = "relu",
+    dropout: float = 0.0,
     dtype=jnp.float32,
 ) -> Layer:
     """The LeNet-style network: one conv block per entry of ``channels``, one dense layer per
@@ -42,6 +45,9 @@ def lenet(
       hidden: widths of the dense layers between the flattened features and the logits.
       activation: a name of :data:`jaxbp.activations.ACTIVATIONS`, after every conv and hidden
         dense layer.
+      dropout: the probability of dropping each unit of a hidden dense layer in training
+        (:func:`~jaxbp.layers.Dropout` after its activation; 0: no dropout layers, and then
+        the forward pass needs no key).
       dtype: the parameters' dtype.
 
     Raises:
@@ -68,5 +74,7 @@ def lenet(
     stack.append(layers.Flatten())
     for h in hidden:
         stack += [layers.Dense(h, dtype=dtype), layers.Elementwise(activation)]
+        if dropout:
+            stack.append(layers.Dropout(dropout))
     stack.append(layers.Dense(num_classes, dtype=dtype))
     return layers.Sequential(*stack)
