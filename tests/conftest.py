@@ -37,17 +37,23 @@ def _slow_cases() -> set[str]:
     return {s.split("  # ")[0].strip() for s in lines if s.strip() and not s.startswith("#")}
 
 
+def _names(nodeid: str) -> set[str]:
+    """What an entry may say to name this case: its node ID, its function, its file."""
+    return {nodeid, nodeid.split("[")[0], nodeid.split("::")[0]}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """Adds the ``slow`` mark to every case listed in :data:`SLOW_CASES`, before ``-m``
-    deselects; a listed ID that the whole suite does not collect is an error (a renamed test
-    would otherwise silently rejoin the quick pass)."""
+    """Adds the ``slow`` mark to every case :data:`SLOW_CASES` names (a node ID, a test
+    function or a file), before ``-m`` deselects; an entry that names nothing the whole suite
+    collects is an error (a renamed test would otherwise silently rejoin the quick pass)."""
     listed = _slow_cases()
     seen = set()
     for item in items:
-        if item.nodeid in listed:
+        hits = _names(item.nodeid) & listed
+        if hits:
             item.add_marker(pytest.mark.slow)
-            seen.add(item.nodeid)
+            seen |= hits
     whole_suite = not config.args or [Path(a).resolve() for a in config.args] == [
         Path(__file__).resolve().parent
     ]
