@@ -95,7 +95,7 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
         if c["grad"] not in LAYER_NAMES:
             raise ConfigError(
                 "grad",
-                f"{c['grad']!r} is a source for {{model}} mlp only; valid sources for model cnn "
+                f"{c['grad']!r} is a source for {{model}} mlp only; valid sources for {{model}} cnn "
                 f"are {', '.join(LAYER_NAMES)}",
             )
     else:
@@ -179,7 +179,9 @@ def _check_network(c: dict, cnn: bool) -> None:
 
     for key in ("channels", "kernel_size", "dropout"):
         if not cnn and c[key] is not None:
-            raise ConfigError(key, f"only used with {{model}} cnn, got {c[key]!r} for model mlp")
+            raise ConfigError(
+                key, f"only used with {{model}} cnn, got {c[key]!r} for {{model}} mlp"
+            )
     if c["hidden"] is None:
         c["hidden"] = CNN_HIDDEN if cnn else MLP_HIDDEN
     hidden = c["hidden"]
