@@ -90,10 +90,10 @@ def sharded(model, mesh):
     rows = NamedSharding(mesh, P(DATA_AXIS))
     inner = model.value_and_grad
 
-    def value_and_grad(params, x, y, *, l2=None, **key):
+    def value_and_grad(params, x, y, *, l2=None, key=None):
         x = jax.lax.with_sharding_constraint(x, rows)
         y = jax.lax.with_sharding_constraint(y, rows)
-        return inner(params, x, y, l2=l2, **key)
+        return inner(params, x, y, l2=l2, key=key)
 
     return model._replace(value_and_grad=value_and_grad)
 
