@@ -50,7 +50,10 @@ def snapshot(root: Path) -> dict:
 def test_cnn_defaults_resolve():
     c = TrainConfig(model="cnn").resolve()
     assert (c.channels, c.kernel_size, c.hidden, c.init) == ((16, 32), 5, (120, 84), "he")
-    assert c.dropout == 0.0
+    assert c.dropout == 0.0 and c.shift == 0
+    # shift came after cnn runs existed: at its default it leaves their hashes as they were
+    assert "shift" not in c.hashed("fp") and "dropout" in c.hashed("fp")
+    assert TrainConfig(model="cnn", shift=1).resolve().hashed("fp")["shift"] == 1
     m = TrainConfig().resolve()
     assert (m.model, m.channels, m.kernel_size, m.hidden) == ("mlp", None, None, (256,))
     assert TrainConfig.from_toml(c.to_toml()).resolve() == c
@@ -73,6 +76,9 @@ BAD = {
     "dropout lbfgs": (
         dict(model="cnn", dropout=0.2, optimizer="lbfgs"), "dropout", "L-BFGS's line search"
     ),
+    "shift on an mlp": (dict(shift=1), "shift", "only used with model cnn"),
+    "negative shift": (dict(model="cnn", shift=-1), "shift", "must be ≥ 0 pixels, got -1"),
+    "shift lbfgs": (dict(model="cnn", shift=1, optimizer="lbfgs"), "shift", "L-BFGS's line"),
     "unknown model": (dict(model="rnn"), "model", "valid values are mlp, cnn"),
     "unknown loop": (dict(loop="while"), "loop", "valid values are scan, steps"),
 }  # fmt: skip
@@ -94,6 +100,12 @@ def test_image_shapes_from_the_data():
     with pytest.raises(ConfigError, match="iris has 4 features per example") as e:
         run(dataclasses.replace(SMALL, dataset="iris"), "/nonexistent/never-written")
     assert e.value.field == "model"
+
+
+def test_a_shift_as_large_as_the_image_is_refused():
+    with pytest.raises(ConfigError, match="8×8 image out") as e:
+        run(dataclasses.replace(SMALL, shift=8), "/nonexistent/never-written")
+    assert e.value.field == "shift"
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -237,14 +249,14 @@ def test_cnn_cli_errors_exit_2_and_write_nothing(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.slow
 def test_resume_and_shadow_checks_on_a_cnn_run(tmp_path):
-    """Resuming a cnn run gives the uninterrupted run's bits, dropout masks included; the
-    shadow check compares the layers' backward with jax.grad every epoch (same masks on both
-    sides) and records the worst error."""
-    common = [*SMALL_ARGV[:-1], "3", "--dropout", "0.3", "--schedule", "constant", "--seeds",
-              "0,1", "--no-plots"]  # fmt: skip
+    """Resuming a cnn run gives the uninterrupted run's bits, dropout masks and shifts
+    included; the shadow check compares the layers' backward with jax.grad every epoch (same
+    draws on both sides) and records the worst error."""
+    common = [*SMALL_ARGV[:-1], "3", "--dropout", "0.3", "--shift", "1", "--schedule",
+              "constant", "--seeds", "0,1", "--no-plots"]  # fmt: skip
     straight, split = tmp_path / "straight", tmp_path / "split"
     assert train(*common, "--shadow-every", "1", "--out", straight) == 0
-    assert train(*common[:-8], "1", *common[-7:], "--out", split) == 0  # --epochs 1
+    assert train(*common[:-10], "1", *common[-9:], "--out", split) == 0  # --epochs 1
     assert train("--resume", "--out", split, "--epochs", "3") == 0
     a = json.loads((straight / "summary.json").read_text())
     b = json.loads((split / "summary.json").read_text())

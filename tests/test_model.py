@@ -92,11 +92,45 @@ def test_cnn_dropout_needs_a_key_and_both_sides_draw_the_same_masks():
     assert not M.cnn((6, 6, 1), 4, **CNN).stochastic
 
 
+def test_cnn_shift_is_a_training_draw_only():
+    """--shift: RandomShift applied to the training images, drawn from the key like dropout;
+    the hand gradient equals autodiff's at the same key, the parameters are the unshifted
+    cnn's, and evaluation never shifts."""
+    net = M.cnn((6, 6, 1), 4, dtype=jnp.float64, shift=1, **CNN)
+    assert net.stochastic and net.name.endswith("relu shift 1")
+    params = net.init(jax.random.key(0))
+    x, y = batch()
+    k = jax.random.key(5)
+    J, grads = net.value_and_grad(params, x, y, l2=0.3, key=k)
+    J_ad, grads_ad = net.autodiff(params, x, y, l2=0.3, key=k)
+    assert abs(float(J - J_ad)) <= RTOL_F64 * abs(float(J_ad))
+    assert_tree_close(grads, grads_ad, RTOL_F64)
+    plain = M.cnn((6, 6, 1), 4, dtype=jnp.float64, **CNN)
+    assert jax.tree.structure(plain.init(jax.random.key(0))) == jax.tree.structure(params)
+    np.testing.assert_array_equal(net.logits(params, x), plain.logits(params, x))
+    np.testing.assert_array_equal(net.cost(params, x, y)[0], plain.cost(params, x, y)[0])
+    # the shifted batch is another batch: the training cost differs from the unshifted one
+    assert float(J) != float(plain.value_and_grad(params, x, y, l2=0.3)[0])
+    # the translation is the layer's, drawn from the key folded off the run's key
+    from jaxbp.layers import RandomShift
+
+    moved = RandomShift(1).forward((), x.reshape(6, 6, 6, 1), key=jax.random.fold_in(k, 1),
+                                   train=True)[0]  # fmt: skip
+    J_moved = plain.value_and_grad(params, moved.reshape(6, -1), y, l2=0.3)[0]
+    assert abs(float(J - J_moved)) <= RTOL_F64 * abs(float(J))
+    both = M.cnn((6, 6, 1), 4, dtype=jnp.float64, shift=2, dropout=0.5, **CNN)
+    with pytest.raises(ValueError, match="^key: this cnn has dropout 0.5 and shift 2;"):
+        both.value_and_grad(params, x, y)
+
+
 def test_cnn_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"^image_shape: must be \(H, W, C\)"):
         M.cnn((8, 8), 10, **CNN)
     with pytest.raises(ValueError, match=r"^image_shape"):
         M.cnn((8, 0, 1), 10, **CNN)
+    for shift in (-1, 8, 1.5, True):
+        with pytest.raises(ValueError, match=r"^shift: must be an int in \[0, 8\) for 8×8"):
+            M.cnn((8, 8, 1), 10, shift=shift, **CNN)
 
 
 def test_mlp_model_is_the_delta_recursion():

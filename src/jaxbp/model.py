@@ -52,9 +52,10 @@ class Model(NamedTuple):
       no_penalty: whether ``value_and_grad`` reads ``l2=None`` as "no L2 term at all" (every
         registered source does; the trainer then passes None for λ = 0).
       name: a readable description, e.g. ``mlp 64-256-10 relu``.
-      stochastic: whether training draws random numbers (dropout): ``value_and_grad`` and
-        ``autodiff`` then take a ``key=`` (the same key gives the same masks to both), which
-        the trainer folds from the run's key, the epoch and the step.
+      stochastic: whether training draws random numbers (dropout masks, the augmentation's
+        translations): ``value_and_grad`` and ``autodiff`` then take a ``key=`` (the same key
+        gives the same draws to both), which the trainer folds from the run's key, the epoch
+        and the step.
     """
 
     init: Callable[[Array], Params]
@@ -128,6 +129,7 @@ def cnn(
     hidden: Sequence[int],
     activation: str = "relu",
     dropout: float = 0.0,
+    shift: int = 0,
     output: str = "softmax_ce",
     grad: str = "manual",
     dtype=jnp.float32,
@@ -140,6 +142,10 @@ def cnn(
       num_classes: K.
       channels, kernel_size, hidden, activation, dropout: the network (:func:`lenet`); with
         ``dropout`` > 0 the model is ``stochastic`` and its gradients need ``key=``.
+      shift: augmentation: each training image translated by a random offset of up to
+        ``shift`` pixels per axis (:func:`jaxbp.layers.RandomShift`, applied to the data
+        before the network, so the parameters are the unshifted cnn's); > 0 makes the model
+        ``stochastic`` too. Evaluation (``cost``, ``logits``) never shifts.
       output: the output layer (:data:`jaxbp.losses.OUTPUTS`).
       grad: a name of :data:`jaxbp.sources.LAYER_SOURCES`.
       dtype: the parameters' dtype.
@@ -164,6 +170,12 @@ def cnn(
         dropout=dropout,
         dtype=dtype,
     )
+    if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < min(shape[:2]):
+        raise ValueError(
+            f"shift: must be an int in [0, {min(shape[:2])}) for {shape[0]}×{shape[1]} images, "
+            f"got {shift!r}"
+        )
+    augment = layers.RandomShift(shift)
     train_source = sources.layer_source(grad)
     reference = sources.LAYER_SOURCES["autodiff"]
 
@@ -173,20 +185,33 @@ def cnn(
     def init(key):
         return network.init(key, shape)[0]
 
-    stochastic = bool(dropout)
+    stochastic = bool(dropout) or bool(shift)
+    draws = " and ".join(
+        ([f"dropout {dropout:g}"] if dropout else []) + ([f"shift {shift}"] if shift else [])
+    )
 
     def needs_key(key):
         if stochastic and key is None:
-            raise ValueError(f"key: this cnn has dropout {dropout}; its gradient needs key=")
+            raise ValueError(f"key: this cnn has {draws}; its gradient needs key=")
         return key
+
+    def training_images(x, key):
+        """The augmentation is applied to the data, outside the network: its parameters are
+        those of the unshifted cnn, and the dropout masks come from ``key`` as they would
+        without it (the translations from a key folded off it)."""
+        if not shift:
+            return images(x)
+        return augment.forward((), images(x), key=jax.random.fold_in(key, 1), train=True)[0]
 
     def value_and_grad(params, x, y, *, l2=None, key=None):
         key = needs_key(key)
-        return train_source(network, params, images(x), y, output=output, l2=l2, key=key)
+        return train_source(
+            network, params, training_images(x, key), y, output=output, l2=l2, key=key
+        )
 
     def autodiff(params, x, y, *, l2=None, key=None):
         key = needs_key(key)
-        return reference(network, params, images(x), y, output=output, l2=l2, key=key)
+        return reference(network, params, training_images(x, key), y, output=output, l2=l2, key=key)
 
     def logits(params, x):
         return network.forward(params, images(x), train=False)[0]
@@ -200,6 +225,7 @@ def cnn(
         f"cnn {'x'.join(map(str, shape))} conv {','.join(map(str, channels))} k{kernel_size} "
         f"dense {','.join(map(str, hidden)) or 'none'} {activation}"
         + (f" dropout {dropout:g}" if dropout else "")
+        + (f" shift {shift}" if shift else "")
     )
     return Model(init, value_and_grad, autodiff, cost, logits, output, True, name, stochastic)
 

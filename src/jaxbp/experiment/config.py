@@ -105,6 +105,12 @@ class TrainConfig:
         "cnn: probability of dropping each unit of the hidden dense layers in training "
         "(inverted dropout, a fresh mask every step; default 0)",
     )
+    shift: int | None = _f(
+        None,
+        "int",
+        "cnn: augmentation: translate each training image by a random offset of up to N pixels "
+        "along each axis, zero fill, a fresh draw every step (default 0: none)",
+    )
     hidden: tuple[int, ...] | None = _f(
         None,
         "ints",
@@ -254,10 +260,13 @@ class TrainConfig:
         """The part of a resolved config that fixes the training trajectory, plus the data's
         fingerprint. ``epochs`` counts only when the schedule depends on the run's length; the
         CNN's fields (:data:`CNN_KEYS`) only for a cnn, so that an MLP's hash is what it was
-        before they existed (and its runs still resume)."""
+        before they existed (and its runs still resume); fields added later still
+        (:data:`LATER_KEYS`) only where they differ from the value that was implied before."""
         out = {}
         for name, meta in FIELD.items():
             if self.model == "mlp" and name in CNN_KEYS:
+                continue
+            if name in LATER_KEYS and getattr(self, name) == LATER_KEYS[name]:
                 continue
             if meta.hashed and name not in PATH_KEYS:
                 value = getattr(self, name)
@@ -274,8 +283,11 @@ FIELD_DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 DATA_KEYS = ("data", "test_data", "labels", "test_labels", "test_rows", "label_column")
 """Fields that only make sense with a data file; choosing ``dataset`` clears them."""
-CNN_KEYS = ("model", "channels", "kernel_size", "dropout")
+CNN_KEYS = ("model", "channels", "kernel_size", "dropout", "shift")
 """Fields added for ``model = "cnn"``: part of the config hash only for a cnn."""
+LATER_KEYS = {"shift": 0}
+"""Fields added after runs existed, with the value those runs implied: hashed only when they
+differ from it, so that the earlier runs' hashes hold (and they still resume)."""
 PATH_KEYS = ("data", "test_data", "labels", "test_labels", "init_from")
 """File paths: where the data and the starting weights are, not what they are — their
 fingerprints are hashed instead."""

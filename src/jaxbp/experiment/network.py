@@ -40,7 +40,14 @@ def image_shape(c, ds) -> tuple[int, int, int] | None:
         )
     if int(shape[0]) * int(shape[1]) * int(shape[2]) != n:
         raise ConfigError("model", f"cnn: image shape {tuple(shape)} does not hold {n} features")
-    return tuple(int(d) for d in shape)
+    shape = tuple(int(d) for d in shape)
+    if c.shift and c.shift >= min(shape[:2]):
+        raise ConfigError(
+            "shift",
+            f"a translation of {c.shift} pixels would move the whole {shape[0]}×{shape[1]} image "
+            f"out; it must be smaller than the image's height and width",
+        )
+    return shape
 
 
 def build(c, num_features: int, num_classes: int, shape, dtype, *, source=None):
@@ -63,6 +70,7 @@ def build(c, num_features: int, num_classes: int, shape, dtype, *, source=None):
             hidden=c.hidden,
             activation=c.activation,
             dropout=c.dropout,
+            shift=c.shift,
             output=c.output,
             grad=c.grad,
             dtype=dtype,
@@ -105,7 +113,7 @@ def describe(c, sizes, shape) -> dict:
     if c.model == "cnn":
         meta.update(
             image_shape=list(shape), channels=list(c.channels), kernel_size=c.kernel_size,
-            hidden=list(c.hidden), dropout=c.dropout,
+            hidden=list(c.hidden), dropout=c.dropout, shift=c.shift,
         )  # fmt: skip
     return meta
 
@@ -126,6 +134,7 @@ def from_description(meta: dict, dtype):
             hidden=meta["hidden"],
             activation=activation,
             dropout=meta.get("dropout", 0.0),
+            shift=meta.get("shift", 0),
             output=meta["output"],
             dtype=dtype,
         )

@@ -176,7 +176,7 @@ def _check_network(c: dict, cnn: bool) -> None:
     """The architecture's fields: hidden widths and activations; for cnn its conv blocks."""
     from jaxbp.activations import ACTIVATIONS
 
-    for key in ("channels", "kernel_size", "dropout"):
+    for key in ("channels", "kernel_size", "dropout", "shift"):
         if not cnn and c[key] is not None:
             raise ConfigError(
                 key, f"only used with {{model}} cnn, got {c[key]!r} for {{model}} mlp"
@@ -210,6 +210,18 @@ def _check_network(c: dict, cnn: bool) -> None:
                 "dropout",
                 "L-BFGS's line search needs one objective, but dropout draws a new mask every "
                 f"step; use {{dropout}} 0 with {{optimizer}} lbfgs (got {c['dropout']})",
+            )
+        if c["shift"] is None:
+            c["shift"] = 0
+        if c["shift"] < 0:
+            raise ConfigError(
+                "shift", f"the largest translation must be ≥ 0 pixels, got {c['shift']}"
+            )
+        if c["shift"] and c["optimizer"] == "lbfgs":
+            raise ConfigError(
+                "shift",
+                "L-BFGS's line search needs one objective, but the augmentation draws new "
+                f"translations every step; use {{shift}} 0 with {{optimizer}} lbfgs (got {c['shift']})",
             )
     names = [c["activation"]] if isinstance(c["activation"], str) else list(c["activation"])
     for name in names:

@@ -18,12 +18,13 @@ Example:
   >>> layers.check_layer(model, params, x).raise_if_failed()
 
 Modules (one concept each): base, init, dense, elementwise, reshape, combinators, conv, pooling,
-normalization, dropout, embedding, attention, network, check; models (the LeNet-style default).
+normalization, dropout, augment, embedding, attention, network, check; models (the LeNet-style default).
 Equations: docs/derivation.md, § Layers; the convolution's backward step by step:
 docs/conv_backward.md.
 """
 
 from jaxbp.layers.attention import SelfAttention
+from jaxbp.layers.augment import RandomShift
 from jaxbp.layers.base import Layer, keep_params
 from jaxbp.layers.check import check_layer
 from jaxbp.layers.combinators import Residual, Sequential
@@ -68,6 +69,7 @@ __all__ = [
     "LayerNorm",
     "LeakyRelu",
     "MaxPool2D",
+    "RandomShift",
     "Relu",
     "Residual",
     "SelfAttention",
