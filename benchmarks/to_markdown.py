@@ -17,12 +17,25 @@ def step_ms(ms: float) -> str:
     return f"{ms:.4g}" if ms < 1e4 else f"{ms / 1e3:.1f} s"
 
 
+def describe(m: dict) -> str:
+    """The CPU line: model name, family/model/stepping, ISA extensions (jaxbp.bench.suite)."""
+    try:
+        from jaxbp.bench.suite import describe_cpu
+    except ImportError:  # rendering without jaxbp installed: the name only
+        return m["cpu"]
+    return describe_cpu(m)
+
+
 def render(r: dict) -> str:
     m, s, peak = r["machine"], r["settings"], r["gemm_peak"]
     load = m.get("loadavg") or [None]
     load_end = m.get("loadavg_end") or [None]
     out = [
-        f"- **Machine**: {m['cpu']}, {m['cores']} cores, JAX backend `{m['backend']}` "
+        f"- **CPU**: {describe(m)}.",
+        f"- **Peers**: each in its own process (jaxbp in the benchmark's, PyTorch and "
+        f"scikit-learn in worker processes), {m.get('threads', m['cores'])} threads each, "
+        f"samples interleaved in shuffled rounds, ratios the medians of per-round ratios.",
+        f"- **Machine**: {m['cores']} cores, JAX backend `{m['backend']}` "
         f"({m['device']}); jax {m['jax']}, PyTorch {m['torch'] or 'not installed'}, "
         f"scikit-learn {m['sklearn'] or 'not installed'}, Python {m['python']}.",
         f"- **Run**: {r['date']}, `{r['command']}`, {r['wall_s']:.0f} s; load average "

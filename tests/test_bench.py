@@ -6,6 +6,7 @@ input). No timing is ever asserted."""
 from __future__ import annotations
 
 import json
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -132,6 +133,20 @@ def test_interleaved_stops_a_method_at_its_budget_after_min_rounds():
     assert len(t["fast"].samples) == 2 and len(t["slow"].samples) == 2
 
 
+def test_a_runner_that_times_itself_is_taken_at_its_word():
+    """A peer in a worker process returns the seconds per step it measured there; the pipe's
+    round trip (here: a sleep outside the "measured" part) is not counted."""
+    import time
+
+    def remote(n):
+        time.sleep(1e-3)
+        return 0.25
+
+    t = interleaved({"remote": remote, "local": lambda n: None}, budget_s=1e-12, sample_s=1e-9)
+    assert set(t["remote"].samples) == {0.25} and t["remote"].inner == 1
+    assert max(t["local"].samples) < 0.25
+
+
 @pytest.mark.parametrize("bad", [dict(budget_s=0), dict(min_rounds=0), dict(max_rounds=1)])
 def test_interleaved_rejects_bad_settings(bad):
     kw = dict(budget_s=1.0, min_rounds=2, max_rounds=10) | bad
@@ -213,10 +228,16 @@ def test_peers_make_the_same_sgd_step_or_say_not_installed(problem, peer, monkey
         assert prepare(problem).status == "not installed"
         return
     reference = _after_two_steps(bench_methods.prepare_jax("hand", problem, lr=0.5))
-    got = _after_two_steps(prepare(problem, lr=0.5))
+    prepared = prepare(problem, lr=0.5)
+    got = _after_two_steps(prepared)
     for g, r in zip(got, reference, strict=True):
         np.testing.assert_allclose(g.W, r.W, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(g.b, r.b, rtol=1e-10, atol=1e-12)
+    # in a process of its own, with the benchmark's thread count; never imported here
+    assert peer not in sys.modules and prepared.detail.endswith(f"{peers.bench_threads()} threads")
+    assert isinstance(prepared.run(1), float)  # timed in the worker
+    if peer == "torch":
+        assert peers.torch_worker()[1]["threads"] == peers.bench_threads()
     monkeypatch.setattr(peers, "installed", lambda name: False)
     assert prepare(problem).status == "not installed"
 
@@ -275,7 +296,7 @@ def test_torch_lenet_makes_the_same_sgd_step_or_says_not_installed(
     )
     monkeypatch.setattr(peers, "TORCH_CHANNELS_LAST", channels_last)
     prepared = peers.prepare_torch(cnn_problem, lr=0.5, activation="tanh")
-    assert prepared.detail == ("channels_last" if channels_last else "NCHW")
+    assert prepared.detail.startswith("channels_last," if channels_last else "NCHW,")
     _assert_same_params(_after_two_steps(prepared), reference, 1e-10, 1e-12, "torch")
 
 

@@ -14,7 +14,7 @@ import pytest
 import distributed_problem as prob
 import jaxbp
 import jaxbp.distributed as jd
-from jaxbp.distributed.precision import cast_tree, compute_dtype
+from jaxbp.precision import cast_tree, compute_dtype
 
 RTOL_F64 = 1e-12
 

@@ -26,10 +26,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.activations import resolve
-from jaxbp.cost import NO_PENALTY, forward_cost
+from jaxbp.cost import NO_PENALTY, add_l2_penalty, forward_cost
 from jaxbp.forward import Cache
 from jaxbp.losses import get_output
 from jaxbp.params import Layer, Params
+from jaxbp.precision import cast_tree, check_precision, dot
 from jaxbp.validation import check_call
 
 Array = jax.Array
@@ -69,8 +70,9 @@ def backward(params: Params, cache: Cache, delta_out: Array, *, activation="sigm
     delta = delta_out
     for l in reversed(range(len(params))):
         deltas[l] = delta
-        grads[l] = Layer(W=weight_gradient(delta, cache.a[l]), b=jnp.sum(delta, axis=0))  # B3
-        back = delta @ params[l].W  # (Θ^(l))ᵀ δ^(l+1), bias row dropped
+        d = delta.astype(params[l].W.dtype)  # the products' operand (bf16 weights: bf16 δ)
+        grads[l] = Layer(W=weight_gradient(d, cache.a[l]), b=jnp.sum(delta, axis=0))  # B3
+        back = dot(d, params[l].W)  # (Θ^(l))ᵀ δ^(l+1), bias row dropped
         if l > 0:
             delta = back * acts[l - 1].f_prime(cache.z[l - 1], cache.a[l])  # B2
     return Backward(tuple(grads), tuple(deltas), back)
@@ -102,12 +104,12 @@ def weight_gradient(delta: Array, a: Array) -> Array:
     n_in = a.shape[-1]
     small = delta.size * delta.dtype.itemsize <= TRANSPOSE_MAX_BYTES
     if not (small and m >= max(n_in, n_out)):
-        return delta.T @ a
+        return dot(delta.T, a)
 
     def row_major(delta, a):
-        return jax.lax.optimization_barrier(delta.T) @ a
+        return dot(jax.lax.optimization_barrier(delta.T), a)
 
-    return jax.lax.platform_dependent(delta, a, cpu=row_major, default=lambda d, a: d.T @ a)
+    return jax.lax.platform_dependent(delta, a, cpu=row_major, default=lambda d, a: dot(d.T, a))
 
 
 def add_l2_grad(grads: Params, params: Params, l2, m: int) -> Params:
@@ -121,7 +123,14 @@ def add_l2_grad(grads: Params, params: Params, l2, m: int) -> Params:
 
 
 def value_and_grad(
-    params: Params, x: Array, y: Array, *, activation="sigmoid", output="softmax_ce", l2=NO_PENALTY
+    params: Params,
+    x: Array,
+    y: Array,
+    *,
+    activation="sigmoid",
+    output="softmax_ce",
+    l2=NO_PENALTY,
+    precision: str = "float32",
 ):
     """J(Θ) and its gradient by the hand-derived δ recursion (eqs. B1–B4).
 
@@ -134,9 +143,13 @@ def value_and_grad(
       l2: λ ≥ 0; adds (λ/2m) Σ W² to J and (λ/m) W to the weight gradients. ``None`` (the
         default): no penalty, and no pass over the weights to compute one; ``0.0`` is an
         ordinary λ (same values, one pass more).
+      precision: ``"float32"`` (the default: every product in the parameters' dtype) or
+        ``"bf16"``: the products in bfloat16 with float32 accumulation, everything else —
+        cost, δ^(L), f′, the sums, the λ term — on the parameters themselves
+        (:mod:`jaxbp.precision`); within 4·L·ε_bf16 of the float32 gradient, per leaf.
 
     Returns:
-      ``(J, grads)``, ``grads`` with exactly the structure of ``params``.
+      ``(J, grads)``, ``grads`` with exactly the structure and dtypes of ``params``.
 
     Raises:
       ValueError / TypeError: naming the bad argument and what was received.
@@ -145,15 +158,23 @@ def value_and_grad(
       >>> params = jaxbp.init_params(jax.random.key(0), [4, 5, 3])
       >>> J, grads = jaxbp.value_and_grad(params, x, labels, activation="tanh")
     """
+    check_precision(precision)
     checked = 0.0 if l2 is NO_PENALTY else l2
     params, x, y, activation, output = check_call(params, x, y, activation, output, checked)
-    return _value_and_grad(params, x, y, l2, activation, output)
+    return _value_and_grad(params, x, y, l2, activation, output, precision)
 
 
-@functools.partial(jax.jit, static_argnames=("activation", "output"))
-def _value_and_grad(params, x, y, l2, activation, output):
-    J, cache, y = forward_cost(params, x, y, activation=activation, output=output, l2=l2)
+@functools.partial(jax.jit, static_argnames=("activation", "output", "precision"))
+def _value_and_grad(params, x, y, l2, activation, output, precision="float32"):
     m = x.shape[0]
+    mixed = precision == "bf16"
+    compute = cast_tree(params, jnp.bfloat16) if mixed else params  # the products' operands
+    J, cache, y = forward_cost(
+        compute, x, y, activation=activation, output=output, l2=NO_PENALTY if mixed else l2
+    )
+    if mixed:
+        J = add_l2_penalty(J, params, l2, m)  # on the master parameters
     delta_out = get_output(output).delta(cache.a[-1], y) / m  # B1, with B4's 1/m folded in
-    grads = backward(params, cache, delta_out, activation=activation).grads
+    grads = backward(compute, cache, delta_out, activation=activation).grads
+    grads = jax.tree.map(lambda g, p: g.astype(p.dtype), grads, params)  # bf16: float32 sums
     return J, add_l2_grad(grads, params, l2, m)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jaxbp.activations import resolve
 from jaxbp.losses import get_output
 from jaxbp.params import Params
+from jaxbp.precision import dot
 from jaxbp.validation import check_call
 
 Array = jax.Array
@@ -39,8 +40,11 @@ class Cache(NamedTuple):
 
 
 def affine(W: Array, b: Array, a: Array) -> Array:
-    """z = Θ a with the bias column split off: z = a Wᵀ + b for a batch of rows (eq. F2)."""
-    return a @ W.T + b
+    """z = Θ a with the bias column split off: z = a Wᵀ + b for a batch of rows (eq. F2).
+
+    With bfloat16 W and a (``precision="bf16"``), z is accumulated and returned in float32
+    (:func:`jaxbp.precision.dot`)."""
+    return dot(a, W.T) + b
 
 
 def forward(params: Params, x: Array, *, activation="sigmoid", output: str = "softmax_ce") -> Cache:
@@ -64,7 +68,9 @@ def forward(params: Params, x: Array, *, activation="sigmoid", output: str = "so
     zs, activations = [], [a]
     for l, layer in enumerate(params):
         z = affine(layer.W, layer.b, a)
-        a = acts[l].f(z) if l < len(acts) else link(z)
+        # a hidden a^(l) is kept in the weights' dtype, the operand of the next product and of
+        # B3's (a no-op unless bf16 weights give float32 z); ŷ stays in z's dtype
+        a = acts[l].f(z).astype(layer.W.dtype) if l < len(acts) else link(z)
         zs.append(z)
         activations.append(a)
     return Cache(tuple(zs), tuple(activations))

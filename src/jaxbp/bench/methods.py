@@ -15,6 +15,9 @@ custom_vjp custom_vjp   ``jax.value_and_grad(jaxbp.loss)`` — reverse mode call
 autodiff   autodiff     :func:`jaxbp.autodiff_value_and_grad` — plain ``jax.grad`` of the cost
 ========== ============ =================================================================
 
+``hand_bf16`` (:data:`BF16_METHOD`) is ``hand`` with ``precision="bf16"``: every product in
+bfloat16 with float32 accumulation, float32 master parameters and update (MLP only).
+
 The convolutional configuration (``Config.model`` set: LeNet, :mod:`jaxbp.layers`) has its own
 three (:data:`CNN_METHODS`), from :mod:`jaxbp.layers.network` on the network of
 :func:`jaxbp.layers.models.lenet`:
@@ -55,7 +58,11 @@ METHOD_SOURCES = {
 }
 """The benchmark's table label of each JAX method → its name in :data:`jaxbp.sources.SOURCES`."""
 
-JAX_METHODS = tuple(METHOD_SOURCES)
+BF16_METHOD = "hand_bf16"
+"""The hand-derived step with ``precision="bf16"`` (:func:`jaxbp.value_and_grad`): the products
+in bfloat16 with float32 accumulation, float32 master parameters and update (MLP only)."""
+
+JAX_METHODS = (*METHOD_SOURCES, BF16_METHOD)
 
 CNN_METHODS = ("hand", "custom_vjp", "autodiff")
 """The JAX methods defined for the convolutional configuration (module docstring)."""
@@ -248,7 +255,24 @@ def prepare_jax(
                 reason=f"m per-example gradients need {need / 2**30:.1f} GiB "
                 f"(limit {PER_EXAMPLE_LIMIT_BYTES / 2**30:.0f} GiB)",
             )
-    if spec is None:
+    if method == BF16_METHOD:
+        if spec is not None:
+            return Prepared(
+                "unsupported",
+                reason="n/a: bf16 compute is implemented for the MLP's hand-derived gradient",
+            )
+        if x.dtype != jnp.float32:
+            return Prepared(
+                "unsupported",
+                reason=f"bf16 compute keeps float32 master parameters; got dtype {x.dtype}",
+            )
+
+        def vg(p, x, y):
+            return jaxbp.value_and_grad(
+                p, x, y, activation=activation, output="softmax_ce", precision="bf16"
+            )
+
+    elif spec is None:
         vg = value_and_grad_fn(method, activation)
     optimizer = optax.sgd(lr)
     step = make_step(vg, optimizer)

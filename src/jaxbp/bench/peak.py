@@ -30,8 +30,9 @@ class GemmPeak(NamedTuple):
       gflops: the best shape's GFLOP/s (2·M·K·N per product).
       shape: that shape (M, K, N).
       per_shape: every shape measured, as ((M, K, N), GFLOP/s).
-      torch_per_shape: PyTorch's ``a @ b`` on the same shapes in the same rounds (its BLAS —
-        MKL or OpenBLAS on a CPU — is another library than XLA's), or empty when not measured.
+      torch_per_shape: PyTorch's ``a @ b`` on the same shapes in the same rounds, in its own
+        process (its BLAS — MKL or OpenBLAS on a CPU — is another library than XLA's), or empty
+        when not measured.
     """
 
     gflops: float
@@ -59,24 +60,6 @@ def gemm_runner(shape: tuple[int, int, int], *, dtype=jnp.float32, precision=Non
     return run, 2 * M * K * N
 
 
-def torch_gemm_runner(shape: tuple[int, int, int], *, dtype=jnp.float32):
-    """Like :func:`gemm_runner` for PyTorch's ``a @ b`` on the CPU."""
-    import torch
-
-    M, K, N = shape
-    tdtype = getattr(torch, jnp.dtype(dtype).name)
-    generator = torch.Generator().manual_seed(M * 7 + K * 3 + N)
-    a = torch.randn(M, K, generator=generator, dtype=tdtype)
-    b = torch.randn(K, N, generator=generator, dtype=tdtype)
-
-    def run(n: int) -> None:
-        for _ in range(n):
-            a @ b
-
-    run(1)
-    return run, 2 * M * K * N
-
-
 def gemm_peak(
     shapes: Sequence[tuple[int, int, int]] = SHAPES,
     *,
@@ -92,15 +75,18 @@ def gemm_peak(
       dtype: operand dtype.
       budget_s: seconds of timed samples per shape (interleaved across shapes).
       precision: passed to ``jnp.matmul`` (``None``: the backend default).
-      torch: also time PyTorch's product on the CPU in the same rounds (for reference only:
-        the peak is XLA's).
+      torch: also time PyTorch's product on the CPU in the same rounds, in PyTorch's own worker
+        process (:func:`jaxbp.bench.peers.torch_gemm_runner`; for reference only: the peak is
+        XLA's).
     """
     runs, flops = {}, {}
     for shape in shapes:
         shape = tuple(shape)
         runs[("xla", shape)], flops[shape] = gemm_runner(shape, dtype=dtype, precision=precision)
         if torch:
-            runs[("torch", shape)], _ = torch_gemm_runner(shape, dtype=dtype)
+            from jaxbp.bench.peers import torch_gemm_runner
+
+            runs[("torch", shape)], _ = torch_gemm_runner(shape, dtype=jnp.dtype(dtype).name)
     timings = interleaved(
         {str(k): r for k, r in runs.items()}, budget_s=budget_s, sample_s=0.05, min_rounds=3
     )

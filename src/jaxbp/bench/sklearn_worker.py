@@ -4,13 +4,15 @@ scikit-learn's matrix products go through NumPy's OpenBLAS, whose threads keep s
 2^28 cycles (~0.1 s) after every call: in the benchmark's own process they would slow whichever
 sample runs next. OpenBLAS reads its spin time (``OPENBLAS_THREAD_TIMEOUT``) once, when NumPy is
 imported — before any benchmark code can run — so the peer lives here, started with that
-variable set (:func:`jaxbp.bench.peers.SklearnWorker`), and keeps its threads.
+variable set and the benchmark's thread count (:func:`jaxbp.bench.peers.start_worker`), and
+keeps its threads.
 
 Protocol: pickled ``(command, *args)`` tuples on stdin, one pickled reply each on stdout.
 
 - ``("init", W_list, b_list, x, y, classes, activation, lr)`` → ``"ready"``: an
   ``MLPClassifier(solver="sgd", momentum=0, alpha=0, batch_size=m)`` set to those parameters;
-- ``("run", n)`` → ``"done"``: n ``partial_fit`` steps on (x, y);
+- ``("run", n)`` → seconds per step of n ``partial_fit`` steps on (x, y), timed here (the
+  pipe's round trip is not part of it);
 - ``("params",)`` → ``(W_list, b_list)`` in jaxbp's layout (W: (n_out, n_in));
 - ``("fit", x, y, x_test, y_test, hidden, activation, seed)`` → ``(seconds, n_iter, accuracy)``:
   a default ``MLPClassifier(hidden_layer_sizes=hidden, activation=activation).fit``.
@@ -54,9 +56,10 @@ def main() -> None:
             clf.intercepts_ = [b.copy() for b in bs]
             reply = "ready"
         elif command == "run":
+            t0 = time.perf_counter()
             for _ in range(args[0]):
                 clf.partial_fit(x, y)
-            reply = "done"
+            reply = (time.perf_counter() - t0) / args[0]
         elif command == "params":
             reply = ([W.T.copy() for W in clf.coefs_], [b.copy() for b in clf.intercepts_])
         elif command == "fit":

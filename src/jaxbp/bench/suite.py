@@ -18,13 +18,14 @@ import jax.numpy as jnp
 import jaxbp
 from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, Config, config_flops
 from jaxbp.bench.epoch import bench_epoch
-from jaxbp.bench.methods import JAX_METHODS, make_problem, prepare_jax
+from jaxbp.bench.methods import JAX_METHODS, Prepared, make_problem, prepare_jax
 from jaxbp.bench.peak import QUICK_SHAPES, SHAPES, GemmPeak, gemm_peak, gemm_runner
 from jaxbp.bench.peers import PEERS, installed, peer_version, prepare_sklearn, prepare_torch
 from jaxbp.bench.timing import interleaved, paired_ratio
 
-METHODS = JAX_METHODS + PEERS
-"""Every method, in table order."""
+METHODS = (*JAX_METHODS[:-1], *PEERS, JAX_METHODS[-1], "torch_bf16")
+"""Every method, in table order: the float32 steps, then the bf16 ones (``hand_bf16``, and
+``torch_bf16``: PyTorch under ``torch.autocast(dtype=bfloat16)``)."""
 
 LABELS = {
     "hand": "hand-derived batched",
@@ -34,6 +35,8 @@ LABELS = {
     "autodiff": "plain jax.grad",
     "torch": "PyTorch autograd",
     "sklearn": "sklearn MLPClassifier partial_fit",
+    "hand_bf16": "hand-derived, bf16 products",
+    "torch_bf16": "PyTorch autograd, bf16 autocast",
 }
 
 GEMM = "gemm peak shape"
@@ -43,24 +46,67 @@ TARGET_HAND_VS_AUTODIFF = 0.95
 TARGET_HAND_VS_TORCH = 1.0
 TARGET_PEAK_FRACTION = 0.85
 TARGET_TTA_VS_SKLEARN = 1.0
+TARGET_BF16_VS_FLOAT32 = 0.5
+"""Issue 13: the bf16 step at most half the float32 step on the compute-bound configurations."""
+BF16_TARGET_CONFIGS = ("mnist", "wide")
 TARGET_CNN_HAND_VS_AUTODIFF = 1.05
 """Issue 12: the hand-derived CNN step no slower than ``jax.grad``'s, within 5 %."""
 
 
-def machine() -> dict:
-    """CPU model, core count, JAX backend and device, load average."""
-    model = platform.processor() or platform.machine()
+ISA_FLAGS = (
+    "avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "avx512_vnni", "amx_tile",
+    "amx_bf16", "amx_int8", "amx_fp16", "asimd", "sve", "sve2", "bf16", "i8mm",
+)  # fmt: skip
+"""The instruction-set extensions that decide GEMM and bf16 speed, reported when present
+(x86: /proc/cpuinfo ``flags``; Arm: ``Features``)."""
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> dict:
+    """The CPU's model name, vendor, family, model and stepping numbers and its
+    :data:`ISA_FLAGS`, from the first processor of ``path`` (None where not available):
+    rankings between libraries differ between CPU models, so every table states them."""
+    info = {"name": platform.processor() or platform.machine(), "vendor": None, "family": None,
+            "model": None, "stepping": None, "isa": []}  # fmt: skip
+    keys = {"model name": "name", "vendor_id": "vendor", "cpu family": "family",
+            "model": "model", "stepping": "stepping"}  # fmt: skip
     try:
-        with open("/proc/cpuinfo") as f:
+        with open(path) as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first processor only
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key in keys:
+                    info[keys[key]] = value
+                elif key in ("flags", "Features"):
+                    present = set(value.split())
+                    info["isa"] = [flag for flag in ISA_FLAGS if flag in present]
     except OSError:
         pass
+    return info
+
+
+def describe_cpu(m: dict) -> str:
+    """One line: model name, family/model/stepping, ISA extensions (for tables)."""
+    c = m.get("cpu_info") or {}
+    numbers = ", ".join(
+        f"{k} {c[k]}" for k in ("family", "model", "stepping") if c.get(k) is not None
+    )
+    isa = ", ".join(c.get("isa") or []) or "none of " + "/".join(ISA_FLAGS[:4])
+    return f"{m['cpu']}" + (f" ({numbers})" if numbers else "") + f"; ISA: {isa}"
+
+
+def machine() -> dict:
+    """CPU (model, family/model numbers, ISA extensions), cores and the benchmark's thread
+    count, JAX backend and device, load average, package versions."""
+    from jaxbp.bench.peers import bench_threads
+
+    cpu = cpu_info()
     return {
-        "cpu": model,
+        "cpu": cpu["name"],
+        "cpu_info": cpu,
         "cores": os.cpu_count(),
+        "threads": bench_threads(),
         "backend": jax.default_backend(),
         "device": str(jax.devices()[0].device_kind),
         "device_count": jax.device_count(),
@@ -71,6 +117,8 @@ def machine() -> dict:
         "torch": peer_version("torch"),
         "sklearn": peer_version("sklearn"),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
+        "peers": "each in its own process (jaxbp in the benchmark's, PyTorch and scikit-learn "
+        "in workers), same thread count",
     }
 
 
@@ -80,6 +128,13 @@ def prepare(method: str, problem, *, activation, lr, precision):
         return prepare_jax(method, problem, activation=activation, lr=lr, precision=precision)
     if method == "torch":
         return prepare_torch(problem, activation=activation, lr=lr)
+    if method == "torch_bf16":
+        if str(problem.x.dtype) != "float32":
+            return Prepared(
+                "unsupported",
+                reason=f"bf16 autocast keeps float32 master parameters; got dtype {problem.x.dtype}",
+            )
+        return prepare_torch(problem, activation=activation, lr=lr, autocast="bfloat16")
     if method == "sklearn":
         return prepare_sklearn(problem, activation=activation, lr=lr)
     raise ValueError(f"methods: unknown method {method!r}; valid: {', '.join(METHODS)}")
@@ -198,6 +253,10 @@ def targets(configs: Sequence[dict], tta: dict | None) -> list[dict]:
         if "hand/torch" in r:
             v = r["hand/torch"]
             add("hand / PyTorch step time", c["name"], v, TARGET_HAND_VS_TORCH, v < 1.0)
+        if c["name"] in BF16_TARGET_CONFIGS and "hand/hand_bf16" in r:
+            v = 1 / r["hand/hand_bf16"]
+            add("bf16 / float32 step time", c["name"], v, TARGET_BF16_VS_FLOAT32,
+                v <= TARGET_BF16_VS_FLOAT32, issue=13)  # fmt: skip
         hand = c["methods"].get("hand", {})
         if c["name"] in GEMM_TARGET_CONFIGS and hand.get("pct_peak") is not None:
             v = hand["pct_peak"] / 100

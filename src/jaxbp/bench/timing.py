@@ -1,7 +1,9 @@
 """The timing harness: interleaved rounds, medians, paired ratios.
 
 Every method to be compared is a ``run(n)`` callable that performs n training steps and returns
-once the last one has finished (``block_until_ready`` for JAX). The harness
+once the last one has finished (``block_until_ready`` for JAX) — or, for a peer in a worker
+process of its own (:mod:`jaxbp.bench.peers`), returns the seconds per step it measured there.
+The harness
 
 1. calibrates, per method, how many steps make one sample of at least ``sample_s`` seconds (so
    that timer, dispatch and synchronisation costs are spread over many of the 40 µs steps of a
@@ -28,7 +30,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-Runner = Callable[[int], None]
+Runner = Callable[[int], "float | None"]
 
 
 class Timing(NamedTuple):
@@ -59,10 +61,15 @@ class Timing(NamedTuple):
 
 
 def sample(run: Runner, n: int) -> float:
-    """Seconds per step of ``n`` steps of ``run``."""
+    """Seconds per step of ``n`` steps of ``run``.
+
+    A runner that returns a number has timed itself: that number is its seconds per step (a peer
+    in a worker process times its n steps there, so that the pipe's round trip is not counted).
+    """
     t0 = time.perf_counter()
-    run(n)
-    return (time.perf_counter() - t0) / n
+    own = run(n)
+    elapsed = (time.perf_counter() - t0) / n
+    return elapsed if own is None else float(own)
 
 
 def calibrate(run: Runner, sample_s: float, max_inner: int = 100_000) -> int:

@@ -4,7 +4,6 @@ beside PyTorch and scikit-learn, against the machine's measured GEMM peak (docs/
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -15,7 +14,9 @@ from jaxbp.files import write_atomic
 DTYPES = ("float32", "float64")
 PRECISIONS = ("default", "bfloat16", "tensorfloat32", "float32", "highest")
 CONFIG_NAMES = ("tiny", "course", "mnist", "wide", "deep", "cnn")
-METHOD_NAMES = ("hand", "scan", "vmap", "custom_vjp", "autodiff", "torch", "sklearn")
+METHOD_NAMES = (
+    "hand", "scan", "vmap", "custom_vjp", "autodiff", "torch", "sklearn", "hand_bf16", "torch_bf16",
+)  # fmt: skip
 """Valid names for ``--help`` without importing JAX; tests keep them equal to
 :data:`jaxbp.bench.CONFIGS` and :data:`jaxbp.bench.METHODS`."""
 
@@ -190,11 +191,8 @@ def run(args) -> int:
         except ValueError as e:
             raise UsageError(f"--json: {e}") from None
 
-    # PyTorch's OpenMP threads spin-wait by default; on a machine whose cores are shared (with
-    # XLA's own thread pool in this very process, or other jobs) that makes a 0.2 ms step take
-    # 2-30 ms. Passive waiting is the documented setting for shared cores; it must be set before
-    # torch is imported, and a value the user set wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # PyTorch and scikit-learn run in worker processes of their own (jaxbp.bench.peers), with
+    # their libraries' default waiting policies and this process's thread count.
     import jax
 
     if dtype_name == "float64":
@@ -345,9 +343,13 @@ def _fmt(v, spec: str, empty: str = "—") -> str:
 
 def render(result: dict) -> str:
     """The results as text tables: machine, GEMM peak, one table per configuration, targets."""
+    from jaxbp.bench.suite import describe_cpu
+
     m, s = result["machine"], result["settings"]
     lines = [
-        f"{m['cpu']}, {m['cores']} cores, backend {m['backend']} ({m['device']}), "
+        f"{describe_cpu(m)}",
+        f"{m['cores']} cores, {m.get('threads', m['cores'])} threads per peer, each peer in its "
+        f"own process, backend {m['backend']} ({m['device']}), "
         f"jax {m['jax']}, torch {m['torch'] or 'not installed'}, sklearn {m['sklearn'] or 'not installed'}",
         f"{s['dtype']}, activation {s['activation']}, softmax_ce, {s['optimizer']}, "
         f"matmul precision {s['matmul_precision'] or 'default'}, load average {m['loadavg'][0]:.2f}"
@@ -363,7 +365,7 @@ def render(result: dict) -> str:
         shapes = ", ".join(
             f"{'x'.join(map(str, p['shape']))}: {p['gflops']:.0f}" for p in peak["torch_per_shape"]
         )
-        lines.append(f"  PyTorch's a @ b, same rounds, for reference: {shapes}")
+        lines.append(f"  PyTorch's a @ b, same rounds, its own process, for reference: {shapes}")
     for c in result["configs"]:
         lines.append("")
         sizes = c.get("model") or "-".join(map(str, c["sizes"]))
@@ -371,18 +373,18 @@ def render(result: dict) -> str:
             f"{c['name']}: {sizes}, batch {c['batch']}, {c['flops_per_step'] / 1e6:.1f} MFLOP/step"
         )
         header = (
-            f"  {'method':<40} {'step ms':>10} {'IQR':>5} {'GFLOP/s':>8} {'% peak':>7} "
+            f"  {'method':<52} {'step ms':>10} {'IQR':>5} {'GFLOP/s':>8} {'% peak':>7} "
             f"{'vs hand':>8} {'compile s':>9} {'mem MiB':>8}"
         )
         lines.append(header)
         for name, row in c["methods"].items():
             if row["status"] != "ok":
-                lines.append(f"  {row['label']:<40} {row['status']}: {row['reason']}")
+                lines.append(f"  {row['label']:<52} {row['status']}: {row['reason']}")
                 continue
             ratio = 1.0 if name == "hand" else c["ratios"].get(f"hand/{name}")
             vs = None if not ratio else 1 / ratio
             lines.append(
-                f"  {row['label']:<40} {row['step_ms']:>10.4g} {100 * row['spread']:>4.0f}% "
+                f"  {row['label']:<52} {row['step_ms']:>10.4g} {100 * row['spread']:>4.0f}% "
                 f"{row['gflops']:>8.1f} {_fmt(row['pct_peak'], '>6.1f')}% {_fmt(vs, '>7.2f')}x "
                 f"{_fmt(row['compile_s'], '>9.2f')} {_fmt(row['memory_mib'], '>8.1f')}"
             )

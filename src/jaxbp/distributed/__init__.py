@@ -7,7 +7,7 @@
 - :mod:`~jaxbp.distributed.model_parallel`: wide W split by rows over a ``"model"`` axis,
   the δ recursion with its all-gather / reduce-scatter;
 - :mod:`~jaxbp.distributed.multihost`: ``jax.distributed`` from flags or environment;
-- :mod:`~jaxbp.distributed.platform`, :mod:`~jaxbp.distributed.precision`: cpu|gpu|tpu, bf16;
+- :mod:`~jaxbp.distributed.platform`, :mod:`~jaxbp.precision`: cpu|gpu|tpu, bf16;
 - :mod:`~jaxbp.distributed.source`: the data-parallel gradient as a drop-in source for the trainer;
 - :mod:`~jaxbp.distributed.verify`: the manual-vs-autodiff check with the batch sharded;
 - :mod:`~jaxbp.distributed.bench`: throughput against device count.
@@ -52,8 +52,8 @@ from jaxbp.distributed.multihost import (
     shutdown,
 )
 from jaxbp.distributed.platform import PLATFORMS, request_cpu_devices, select_platform
-from jaxbp.distributed.precision import BF16_EPS, PRECISIONS, bf16_grad_rtol
 from jaxbp.distributed.source import data_parallel_source
+from jaxbp.precision import BF16_EPS, PRECISIONS, bf16_grad_rtol
 
 __all__ = [
     "BF16_EPS",

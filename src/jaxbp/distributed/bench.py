@@ -29,8 +29,8 @@ from jaxbp.distributed.data_parallel import (
     place_params,
 )
 from jaxbp.distributed.mesh import data_mesh, shard_batch
-from jaxbp.distributed.precision import check_precision
 from jaxbp.params import init_params
+from jaxbp.precision import check_precision
 
 
 def bench_scaling(

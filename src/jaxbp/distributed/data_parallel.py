@@ -47,11 +47,11 @@ from jaxbp.distributed.mesh import (
     replicate,
     shard_batch,
 )
-from jaxbp.distributed.precision import cast_tree, check_precision, compute_dtype
 from jaxbp.forward import as_targets, forward
 from jaxbp.losses import get_output
 from jaxbp.params import Params
 from jaxbp.per_sample import _per_example_grads
+from jaxbp.precision import cast_tree, check_precision, compute_dtype
 from jaxbp.validation import check_call
 
 Array = jax.Array

@@ -42,10 +42,10 @@ from jaxbp.distributed.mesh import (
     replicate,
     shard_batch,
 )
-from jaxbp.distributed.precision import cast_tree, check_precision, compute_dtype
 from jaxbp.forward import affine, as_targets
 from jaxbp.losses import get_output
 from jaxbp.params import Layer, Params
+from jaxbp.precision import cast_tree, check_precision, compute_dtype
 from jaxbp.validation import check_call
 
 Array = jax.Array

@@ -28,7 +28,7 @@ from jaxbp.backprop import value_and_grad as manual_value_and_grad
 from jaxbp.cost import NO_PENALTY
 from jaxbp.distributed.data_parallel import data_parallel_grad_fn
 from jaxbp.distributed.mesh import DATA_AXIS, MODEL_AXIS, axis_size, check_mesh
-from jaxbp.distributed.precision import check_precision
+from jaxbp.precision import check_precision
 from jaxbp.validation import check_call
 
 

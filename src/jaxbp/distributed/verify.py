@@ -17,7 +17,7 @@ import functools
 from jaxbp.cost import cost
 from jaxbp.distributed.data_parallel import data_parallel_value_and_grad
 from jaxbp.distributed.mesh import check_mesh, shard_batch
-from jaxbp.distributed.precision import bf16_grad_rtol, check_precision
+from jaxbp.precision import bf16_grad_rtol, check_precision
 from jaxbp.validation import check_call
 from jaxbp.verify import check
 

@@ -29,10 +29,10 @@ def choices(name: str) -> tuple[str, ...]:
     from jaxbp.activations import ACTIVATIONS
     from jaxbp.data import BUILTIN, SCALINGS
     from jaxbp.distributed.platform import PLATFORMS
-    from jaxbp.distributed.precision import PRECISIONS
     from jaxbp.losses import OUTPUTS
     from jaxbp.optim import OPTIMIZERS, SCHEDULES
     from jaxbp.params import SCHEMES
+    from jaxbp.precision import PRECISIONS
     from jaxbp.train import GRAD_SOURCES
 
     table = {
@@ -62,10 +62,10 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
     """Validates the type-checked field values ``c`` and fills the derived defaults in place."""
     from jaxbp.data import BUILTIN, LABEL_COLUMNS, SCALINGS
     from jaxbp.distributed.platform import PLATFORMS
-    from jaxbp.distributed.precision import PRECISIONS
     from jaxbp.losses import OUTPUTS
     from jaxbp.optim import DEFAULT_LR, OPTIMIZERS, SCHEDULES
     from jaxbp.params import SCHEMES
+    from jaxbp.precision import PRECISIONS
     from jaxbp.sources import LAYER_NAMES
     from jaxbp.train import GRAD_SOURCES
 
