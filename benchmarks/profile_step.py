@@ -12,8 +12,11 @@ For each configuration and gradient method (default: hand-derived and plain ``ja
    does only the step's products — a Wᵀ, δᵀ a and δ W per layer, same shapes, in ``jax.grad``'s
    layouts, all independent so XLA may overlap them — the time a step would take if everything
    else were free.
+4. with ``--torch``, the same two for PyTorch, each in PyTorch's own worker process
+   (:mod:`jaxbp.bench.torch_worker`): its autograd step and its products alone, so that the
+   libraries' matrix products and the rest of each step can be compared separately.
 
-    PYTHONPATH=src python benchmarks/profile_step.py --configs mnist,wide,deep
+    PYTHONPATH=src python benchmarks/profile_step.py --configs mnist,wide,deep --torch
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import optax
 
 from jaxbp.bench import CONFIGS
 from jaxbp.bench.methods import make_problem, make_step, prepare_jax, value_and_grad_fn
+from jaxbp.bench.peers import prepare_torch, torch_worker
 from jaxbp.bench.timing import interleaved, paired_ratio
 
 SKIP = ("parameter", "constant", "tuple", "get-tuple-element", "bitcast")
@@ -115,11 +119,22 @@ def products_only(config):
     return run
 
 
+def torch_products_only(config):
+    """Like :func:`products_only`, in PyTorch's worker process (its seconds per call)."""
+    call, _ = torch_worker()
+    name = f"products-{config.name}"
+    call("products", name, list(config.sizes), config.batch, "float32")
+    return lambda n: call("run", name, n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--configs", default="tiny,course,mnist,wide,deep")
     parser.add_argument("--methods", default="hand,autodiff")
     parser.add_argument("--budget", type=float, default=3.0, help="seconds per method (timing)")
+    parser.add_argument(
+        "--torch", action="store_true", help="also PyTorch's step and products, in its process"
+    )
     args = parser.parse_args()
     methods = args.methods.split(",")
     print(
@@ -133,7 +148,19 @@ def main() -> None:
         problem = make_problem(config)
         runs = {m: prepare_jax(m, problem).run for m in methods}
         runs["products only"] = products_only(config)
+        if args.torch:
+            runs["torch"] = prepare_torch(problem).run
+            runs["torch products only"] = torch_products_only(config)
         timings = interleaved(runs, budget_s=args.budget)
+        if args.torch:
+            ms = {k: timings[k].median * 1e3 for k in runs}
+            verdicts.append(
+                f"{name}: step ms — hand {ms[methods[0]]:.3f}, PyTorch {ms['torch']:.3f}; "
+                f"products alone — XLA {ms['products only']:.3f}, PyTorch "
+                f"{ms['torch products only']:.3f}; rest of the step — hand "
+                f"{ms[methods[0]] - ms['products only']:.3f}, PyTorch "
+                f"{ms['torch'] - ms['torch products only']:.3f}"
+            )
         lists = []
         for method in methods:
             kinds, dots = compiled_ops(method, problem)

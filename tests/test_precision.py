@@ -3,6 +3,8 @@ hand-derived gradient with ``precision="bf16"``: bf16 products, float32 everythi
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.extend
 import jax.numpy as jnp
@@ -11,7 +13,7 @@ import pytest
 from tests.helpers import max_rel_error
 
 import jaxbp
-from jaxbp.precision import bf16_grad_rtol, dot
+from jaxbp.precision import bf16_grad_rtol, dot, dot_nt, dot_tn, row_major_transpose
 
 
 def _rand(shape, seed, dtype=jnp.float32):
@@ -34,6 +36,30 @@ def test_dot_leaves_every_other_dtype_as_written(dtype):
     a, b = _rand((5, 7), 2, dtype), _rand((7, 3), 3, dtype)
     assert dot(a, b).dtype == dtype
     np.testing.assert_array_equal(dot(a, b), a @ b)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
+def test_the_three_products_contract_the_right_axes(dtype):
+    """dot = a b, dot_nt = a bᵀ, dot_tn = aᵀ b — jitted too (dot_tn's CPU branch for bf16)."""
+    a, b, c = _rand((40, 24), 7, dtype), _rand((24, 16), 8, dtype), _rand((40, 16), 9, dtype)
+    f64 = lambda v: np.asarray(v, np.float64)  # noqa: E731
+    tol = 64 * float(jnp.finfo(jnp.float32).eps)  # float32 accumulation of exact bf16 products
+    cases = {
+        "dot": (dot, (a, b), f64(a) @ f64(b)),
+        "dot_nt": (dot_nt, (c, b), f64(c) @ f64(b).T),
+        "dot_tn": (dot_tn, (a, c), f64(a).T @ f64(c)),
+    }
+    for name, (fn, args, want) in cases.items():
+        for run in (fn, jax.jit(fn)):
+            got = run(*args)
+            assert got.dtype == jnp.float32, name
+            assert max_rel_error(got, want) < tol, name
+
+
+def test_row_major_transpose_is_the_transpose():
+    a = _rand((7, 5), 10, jnp.bfloat16)
+    for run in (row_major_transpose, jax.jit(row_major_transpose)):
+        np.testing.assert_array_equal(run(a), a.T)
 
 
 SIZES = (20, 32, 16, 5)
@@ -116,3 +142,23 @@ def test_unknown_precision_is_named(problem):
     params, x, y = problem
     with pytest.raises(ValueError, match="^precision: unknown 'fp8'; valid precisions"):
         jaxbp.value_and_grad(params, x, y, precision="fp8")
+
+
+def _compiled_dot_operand_dtypes(hlo: str) -> list[tuple[str, str]]:
+    """(lhs, rhs) element types of every dot in an optimised HLO module's text."""
+    defs = dict(re.findall(r"%(\S+) = (\w+)\[", hlo))
+    return [(defs[a], defs[b]) for a, b in re.findall(r" dot\(%([^,\s]+), %([^)\s]+)\)", hlo)]
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="checks XLA:CPU's compiled program")
+@pytest.mark.parametrize("sizes, m", [((784, 64, 48, 10), 32), ((30, 40, 10), 200)])
+def test_xla_cpu_keeps_every_bf16_product_in_bf16(sizes, m):
+    """XLA:CPU upcasts a bf16 product it cannot hand to its bf16 kernels to float32 (correct, but
+    at the float32 rate): written as jaxbp.precision's three products, none of the step's is."""
+    params = jaxbp.init_params(jax.random.key(11), sizes)
+    x = _rand((m, sizes[0]), 12)
+    y = jax.random.randint(jax.random.key(13), (m,), 0, sizes[-1])
+    step = jax.jit(lambda p: jaxbp.value_and_grad(p, x, y, activation="relu", precision="bf16"))
+    dots = _compiled_dot_operand_dtypes(step.lower(params).compile().as_text())
+    assert len(dots) >= 3 * len(params) - 1
+    assert set(dots) == {("bf16", "bf16")}, dots

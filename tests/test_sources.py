@@ -26,7 +26,7 @@ def test_names_one_registry_read_by_every_tool():
     for name in V.GRAD_SOURCES:
         assert V.gradient_source(name) is sources.source(name)
     assert set(methods.METHOD_SOURCES.values()) <= set(sources.NAMES)
-    assert methods.JAX_METHODS == ("hand", "scan", "vmap", "custom_vjp", "autodiff")
+    assert methods.JAX_METHODS == ("hand", "scan", "vmap", "custom_vjp", "autodiff", "hand_bf16")
     with pytest.raises(TypeError):
         sources.SOURCES["new"] = jaxbp.value_and_grad  # read-only
 

@@ -30,7 +30,7 @@ from jaxbp.cost import NO_PENALTY, add_l2_penalty, forward_cost
 from jaxbp.forward import Cache
 from jaxbp.losses import get_output
 from jaxbp.params import Layer, Params
-from jaxbp.precision import cast_tree, check_precision, dot
+from jaxbp.precision import cast_tree, check_precision, dot, dot_tn
 from jaxbp.validation import check_call
 
 Array = jax.Array
@@ -100,16 +100,18 @@ def weight_gradient(delta: Array, a: Array) -> Array:
     Returns:
       Δ^(l), (n_out, n_in).
     """
+    if delta.dtype == jnp.bfloat16 and a.dtype == jnp.bfloat16:
+        return dot_tn(delta, a)
     m, n_out = delta.shape
     n_in = a.shape[-1]
     small = delta.size * delta.dtype.itemsize <= TRANSPOSE_MAX_BYTES
     if not (small and m >= max(n_in, n_out)):
-        return dot(delta.T, a)
+        return dot_tn(delta, a)
 
     def row_major(delta, a):
         return dot(jax.lax.optimization_barrier(delta.T), a)
 
-    return jax.lax.platform_dependent(delta, a, cpu=row_major, default=lambda d, a: dot(d.T, a))
+    return jax.lax.platform_dependent(delta, a, cpu=row_major, default=dot_tn)
 
 
 def add_l2_grad(grads: Params, params: Params, l2, m: int) -> Params:

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 from jaxbp.activations import resolve
 from jaxbp.losses import get_output
 from jaxbp.params import Params
-from jaxbp.precision import dot
+from jaxbp.precision import dot_nt
 from jaxbp.validation import check_call
 
 Array = jax.Array
@@ -43,8 +43,8 @@ def affine(W: Array, b: Array, a: Array) -> Array:
     """z = Θ a with the bias column split off: z = a Wᵀ + b for a batch of rows (eq. F2).
 
     With bfloat16 W and a (``precision="bf16"``), z is accumulated and returned in float32
-    (:func:`jaxbp.precision.dot`)."""
-    return dot(a, W.T) + b
+    (:func:`jaxbp.precision.dot_nt`)."""
+    return dot_nt(a, W) + b
 
 
 def forward(params: Params, x: Array, *, activation="sigmoid", output: str = "softmax_ce") -> Cache:

@@ -62,13 +62,68 @@ def cast_tree(tree, dtype):
     return jax.tree.map(cast, tree)
 
 
-def dot(a, b):
-    """a @ b — with two bfloat16 operands accumulated in and returned as float32.
+def _mixed(a, b) -> bool:
+    return a.dtype == jnp.bfloat16 and b.dtype == jnp.bfloat16
 
-    The one product of the forward pass and the δ recursion (:func:`jaxbp.forward.affine`,
-    :func:`jaxbp.backprop.backward`, :func:`jaxbp.backprop.weight_gradient`). Every other dtype:
-    ``a @ b`` as written.
+
+def _dot_general(a, b, contract: tuple[int, int]):
+    """``lax.dot_general`` contracting ``a``'s axis ``contract[0]`` with ``b``'s ``contract[1]``;
+    two bfloat16 operands accumulate in and return float32, every other dtype as JAX promotes."""
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if not _mixed(a, b):
+        dtype = jnp.result_type(a, b)
+        a, b = a.astype(dtype), b.astype(dtype)
+    preferred = jnp.float32 if _mixed(a, b) else None
+    dims = (((contract[0] % a.ndim,), (contract[1] % b.ndim,)), ((), ()))
+    return jax.lax.dot_general(a, b, dims, preferred_element_type=preferred)
+
+
+def dot(a, b):
+    """a b: ``a``'s last axis contracted with ``b``'s first (the δ recursion's δ^(l+1) W).
+
+    Two bfloat16 operands are accumulated in and returned as float32 (module docstring); every
+    other dtype is ``a @ b``.
     """
-    if a.dtype == jnp.bfloat16 and b.dtype == jnp.bfloat16:
-        return jnp.matmul(a, b, preferred_element_type=jnp.float32)
-    return a @ b
+    return _dot_general(a, b, (-1, 0))
+
+
+def dot_nt(a, b):
+    """a bᵀ: the last axes of both contracted (the forward pass's a Wᵀ, eq. F2).
+
+    Written as one ``dot_general`` with the contraction in its dimension numbers, never as
+    ``a @ b.T``: XLA receives a transpose from JAX with a column-major layout, and on an XLA:CPU
+    build with YNNPACK a bfloat16 product whose operand is not row-major is not offloaded — it is
+    upcast to float32 and runs at the float32 rate (docs/benchmarks.md, "bf16 on AMX").
+    """
+    return _dot_general(a, b, (-1, -1))
+
+
+def dot_tn(a, b):
+    """aᵀ b: the first axes of both contracted — Σ_i a_i b_iᵀ over a batch of rows (eq. B3).
+
+    XLA:CPU's YNNPACK kernels take bfloat16 products only with the contracted axis of the left
+    operand last, so for two bfloat16 operands on a CPU, aᵀ is first written to memory in row
+    order (:func:`row_major_transpose`) and the product taken as ``aᵀ @ b`` (5-7x faster than the
+    float32 fallback XLA otherwise takes; docs/benchmarks.md). Other platforms and dtypes: one
+    ``dot_general`` contracting axis 0 of both.
+    """
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if not _mixed(a, b):
+        return _dot_general(a, b, (0, 0))
+    return jax.lax.platform_dependent(
+        a,
+        b,
+        cpu=lambda a, b: _dot_general(row_major_transpose(a), b, (-1, 0)),
+        default=lambda a, b: _dot_general(a, b, (0, 0)),
+    )
+
+
+def row_major_transpose(a):
+    """aᵀ of a matrix, materialised in row-major order.
+
+    JAX hands XLA a transpose as a layout change (a column-major view of ``a``), which XLA:CPU's
+    library kernels refuse for bfloat16. Flattening the transpose behind an
+    ``optimization_barrier`` forces XLA to write aᵀ out row by row; the reshape back is free.
+    """
+    n, k = a.shape
+    return jax.lax.optimization_barrier(a.T.reshape(-1)).reshape(k, n)

@@ -16,7 +16,7 @@ Protocol: pickled ``(command, *args)`` tuples on stdin, one pickled reply each o
 exception is sent back as the reply.
 
 - ``("info",)`` → dict: ``version``, ``threads`` (``torch.get_num_threads()``), ``mkl``,
-  ``mkldnn`` (whether PyTorch was built with them), ``cuda`` (available);
+  ``mkldnn`` (whether PyTorch was built with them), ``cuda`` (available), ``pid``;
 - ``("mlp", name, Ws, bs, x, y, activations, lr, device, autocast)`` → ``"ready"``: an
   ``nn.Sequential`` of ``nn.Linear`` (W: (n_out, n_in), jaxbp's layout and torch's) and the
   activations, ``CrossEntropyLoss`` on the integer labels y, ``SGD(lr)``; ``autocast`` None or
@@ -27,6 +27,9 @@ exception is sent back as the reply.
   then the features flattened in (h, w, c) order (jaxbp's NHWC), then the ``denses`` as above;
   x in NCHW, stored ``channels_last`` when asked;
 - ``("gemm", name, M, K, N, dtype)`` → ``"ready"``: C = A @ B on random (M, K), (K, N);
+- ``("products", name, sizes, m, dtype)`` → ``"ready"``: the matrix products of one training
+  step of the MLP ``sizes`` at batch m and nothing else — a Wᵀ and δᵀ a per layer, δ W above the
+  first — on random data (benchmarks/profile_step.py: the time of PyTorch's products alone);
 - ``("run", name, n)`` → seconds per step of n steps (or products) of ``name``;
 - ``("params", name)`` → ``[(W, b), ...]`` of every Conv2d / Linear in order, torch's layout.
 """
@@ -155,6 +158,31 @@ def _gemm(torch, M, K, N, dtype):
     return None, run
 
 
+def _products(torch, sizes, m, dtype):
+    generator = torch.Generator().manual_seed(1)
+    dtype = getattr(torch, dtype)
+    arrays = []
+    for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+        arrays.append(
+            tuple(
+                torch.randn(*shape, generator=generator, dtype=dtype)
+                for shape in ((m, n_in), (n_out, n_in), (m, n_out))
+            )
+        )
+
+    def run(n: int) -> float:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            for l, (a, W, d) in enumerate(arrays):
+                a @ W.T
+                d.T @ a
+                if l > 0:
+                    d @ W
+        return (time.perf_counter() - t0) / n
+
+    return None, run
+
+
 def main() -> None:
     threads = os.environ.get("JAXBP_BENCH_THREADS")
     import torch
@@ -177,10 +205,13 @@ def main() -> None:
                     "mkl": bool(torch.backends.mkl.is_available()),
                     "mkldnn": bool(torch.backends.mkldnn.is_available()),
                     "cuda": bool(torch.cuda.is_available()),
+                    "pid": os.getpid(),
                 }
-            elif command in ("mlp", "lenet", "gemm"):
+            elif command in ("mlp", "lenet", "gemm", "products"):
                 name, *rest = args
-                build = {"mlp": _mlp, "lenet": _lenet, "gemm": _gemm}[command]
+                build = {"mlp": _mlp, "lenet": _lenet, "gemm": _gemm, "products": _products}[
+                    command
+                ]
                 models[name], runs[name] = build(torch, *rest)
                 reply = "ready"  # untimed until asked: the harness warms every runner up
             elif command == "run":
