@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-shot GPU check for jaxbp (issue 5, item 4; issue 12, item 5): the equivalence tests and
+# One-shot GPU check for jaxbp (issue 5, item 4; issue 12, item 5; issue 13, item 4): the equivalence tests and
 # `jaxbp bench` on an NVIDIA GPU, results written to the folder named by the first argument.
 #
 #   benchmarks/gpu_check.sh OUT_DIR            (from anywhere; ≤ 10 minutes)
@@ -13,8 +13,11 @@
 # Writes to OUT_DIR:
 #   environment.txt     nvidia-smi, python and package versions, jax.devices()
 #   tests.log           the equivalence tests (hand-derived vs jax.grad) run on the GPU
-#   bench.json/.txt     jaxbp bench, float32, every MLP configuration and method
-#   bench_bf16.json/.txt  the GEMM-bound configurations with bf16 matmuls (--matmul-precision)
+#   bench.json/.txt     jaxbp bench, float32, every MLP configuration and method; every peer
+#                       (PyTorch CUDA, scikit-learn) in a worker process of its own; hand_bf16
+#                       (bf16 products, float32 accumulation) beside PyTorch's bf16 autocast
+#   bench_bf16.json/.txt  the GEMM-bound configurations: float32 vs --precision bf16 (hand_bf16)
+#                       vs PyTorch autocast, and the whole step under --matmul-precision bfloat16
 #   cnn_tests.log       the cnn configuration's correctness tests (every method's SGD steps agree)
 #   bench_cnn.json/.txt the cnn configuration (LeNet, 28x28x1, batch 256): hand-derived vs
 #                       jax.grad vs PyTorch, float32; cnn_hlo.txt the two steps' compiled ops
@@ -78,7 +81,7 @@ status "gpu" "ok ($("$PY" -c "import jax; print(jax.devices()[0].device_kind)"))
 
 # --- 2. equivalence tests on the GPU (≈ 2-3 min) ----------------------------------------------
 TESTS=""
-for t in backprop forward losses activations vjp per_sample autodiff; do
+for t in backprop forward losses activations vjp per_sample autodiff precision; do
   [ -f "tests/test_$t.py" ] && TESTS="$TESTS tests/test_$t.py"
 done
 if "$PY" -c "import hypothesis" 2>/dev/null; then :; else
@@ -98,8 +101,9 @@ rc=$?
 [ $rc -ne 0 ] && fail=$rc
 
 # --- 4. bf16 matmuls on the GEMM-bound configurations (≈ 1 min) ---------------------------------
-timeout 90 "$PY" benchmarks/run_bench.py --configs mnist,wide,deep --methods hand,autodiff,torch \
-  --matmul-precision bfloat16 --no-accuracy --budget 1 --json "$OUT/bench_bf16.json" \
+timeout 90 "$PY" benchmarks/run_bench.py --configs mnist,wide,deep \
+  --methods hand,hand_bf16,autodiff,torch,torch_bf16 --matmul-precision bfloat16 --no-accuracy \
+  --no-epoch --no-verify --budget 1 --json "$OUT/bench_bf16.json" \
   > "$OUT/bench_bf16.txt" 2> "$OUT/bench_bf16.err"
 rc=$?
 [ $rc -eq 0 ] && status "bench_bf16" "ok" || status "bench_bf16" "FAILED (exit $rc; see bench_bf16.err)"

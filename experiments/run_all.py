@@ -34,9 +34,18 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 DATASETS = (
     "iris", "wine", "digits", "mnist1d", "optdigits", "pendigits", "letter", "mnist",
-    "digits-cnn", "mnist-cnn",
+    "digits-cnn", "mnist-cnn", "digits-bf16", "optdigits-bf16", "mnist-bf16",
 )  # fmt: skip
-"""Experiments, one ``<name>.toml`` each; the ``-cnn`` ones train ``--model cnn``."""
+"""Experiments, one ``<name>.toml`` each; the ``-cnn`` ones train ``--model cnn``; the ``-bf16``
+ones are a :data:`VARIANTS` of another experiment."""
+VARIANTS = {
+    "digits-bf16": ("digits", {"precision": "bf16"}),
+    "optdigits-bf16": ("optdigits", {"precision": "bf16"}),
+    "mnist-bf16": ("mnist", {"precision": "bf16"}),
+}
+"""Experiments that are another's config with some fields changed: ``--precision bf16`` (the
+products in bfloat16 with float32 accumulation, float32 master parameters), compared in the
+table with the float32 row they derive from."""
 GRADS = ("manual", "autodiff")
 PUBLISHED = {
     "mnist1d": "MLP ≈ 68 % (Greydanus 2020)",
@@ -58,6 +67,7 @@ SPLITS = {
     "digits-cnn": "stratified 80/20, seed 0",
     "mnist-cnn": "t10k only, stratified 8000/2000, seed 0",
 }
+SPLITS.update({name: SPLITS[base] for name, (base, _) in VARIANTS.items()})
 SKLEARN_ACTIVATION = {"relu": "relu", "tanh": "tanh", "sigmoid": "logistic", "identity": "identity"}
 
 
@@ -65,7 +75,14 @@ def config(name: str):
     """The experiment's TrainConfig, read from ``<name>.toml``."""
     from jaxbp.experiment import TrainConfig
 
-    return TrainConfig.from_toml(HERE / f"{name}.toml")
+    base, changes = VARIANTS.get(name, (name, {}))
+    return TrainConfig.from_toml(HERE / f"{base}.toml").updated(**changes)
+
+
+def grads(name: str) -> tuple[str, ...]:
+    """The gradient sources an experiment is run with: bf16 computes the hand-derived gradient
+    only (``--precision bf16`` needs ``--grad manual``)."""
+    return ("manual",) if config(name).precision == "bf16" else GRADS
 
 
 def train(name: str, grad: str, seeds: list[int], runs: Path) -> dict:
@@ -132,14 +149,32 @@ def pct(values) -> str:
     return f"{a.mean():.2f} ± {a.std():.2f}"
 
 
-def row(name: str, r: dict) -> str:
-    """The table row of one dataset's results (manual, autodiff and sklearn summaries)."""
-    man, auto, sk = r["manual"], r["autodiff"], r.get("sklearn", {})
-    lm = np.asarray(man["final_train_losses"], np.float64)
-    la = np.asarray(auto["final_train_losses"], np.float64)
-    diff = np.abs(lm - la)
+def loss_gap(mine: dict, other: dict) -> str:
+    """max |ΔJ| between two runs' final training losses over the seeds (relative in brackets)."""
+    lm = np.asarray(mine["final_train_losses"], np.float64)
+    lo = np.asarray(other["final_train_losses"], np.float64)
+    diff = np.abs(lm - lo)
     i = int(np.argmax(diff))
-    rel = diff[i] / max(abs(la[i]), np.finfo(np.float64).tiny)
+    rel = diff[i] / max(abs(lo[i]), np.finfo(np.float64).tiny)
+    return f"{diff[i]:.1e} ({rel:.0e})"
+
+
+def row(name: str, r: dict, results: dict | None = None) -> str:
+    """The table row of one dataset's results (manual, autodiff and sklearn summaries); a
+    :data:`VARIANTS` row (no autodiff run) is compared with its base experiment's manual run in
+    ``results`` where that is there."""
+    man, sk = r["manual"], r.get("sklearn", {})
+    manual = pct(man["test_accuracies"])
+    if "autodiff" in r:
+        auto, gap = pct(r["autodiff"]["test_accuracies"]), loss_gap(man, r["autodiff"])
+    else:
+        auto, gap = "— (bf16: manual only)", "—"
+        base = (results or {}).get(VARIANTS[name][0])
+        if base is not None:
+            f32 = base["manual"]
+            delta = 100 * (np.mean(man["test_accuracies"]) - np.mean(f32["test_accuracies"]))
+            manual += f" (float32 {delta:+.2f})"
+            gap = f"vs float32 manual: {loss_gap(man, f32)}"
     n = f"{man['n_train']}/{man['n_val']}/{man['n_test']}"
     if man.get("model") == "cnn":  # "cnn 8x8x1 conv 16,32 k5 dense 120,84 relu"
         net = man["network"]
@@ -148,9 +183,10 @@ def row(name: str, r: dict) -> str:
     skl = pct(sk["accuracies"]) if "accuracies" in sk else sk.get("skipped", "not run")
     if sk.get("model") == "SVC":
         skl = f"{100 * sk['accuracies'][0]:.2f} (SVC, RBF)"
+    if man.get("precision", "float32") != "float32":
+        net += f", {man['precision']} products"
     return (
-        f"| {name} | {SPLITS[name]} ({n}) | {net} | {pct(man['test_accuracies'])} "
-        f"| {pct(auto['test_accuracies'])} | {diff[i]:.1e} ({rel:.0e}) "
+        f"| {name} | {SPLITS[name]} ({n}) | {net} | {manual} | {auto} | {gap} "
         f"| {man['wall_time_s']:.1f} | {skl} | {PUBLISHED.get(name, '—')} |"
     )
 
@@ -192,6 +228,12 @@ NOTES = [
     "the same network (**autodiff**). scikit-learn has no CNN: its column holds an RBF-kernel "
     "`SVC` (default C and gamma) on the same standardised split. The published LeNet-5 figure "
     "is for the full 60 000-image training set.",
+    "- bf16 rows (`--precision bf16` on the config of the row they name): every matrix "
+    "product of the forward pass and the δ recursion in bfloat16 with float32 accumulation, "
+    "float32 master parameters, cost, δ^(L) and optimizer (`jaxbp.precision`); the hand-derived "
+    "gradient only, so no autodiff run. In brackets: the difference of the mean test accuracy "
+    "from the float32 manual row, in points; the ΔJ column compares the final training losses "
+    "with that row's. scikit-learn's column repeats its float32 reference.",
     "- MNIST-1D: generated locally by `mnist1d.make_dataset` with its default arguments.",
     "- scikit-learn: `MLPClassifier` on the same standardised split with the same hidden "
     "layers, activation, minibatch size, number of epochs, initial learning rate and L2 "
@@ -223,7 +265,7 @@ def merge(existing: str, results: dict, seeds: list[int]) -> tuple[str, list[str
     the names of the rows kept."""
     rows = table_rows(existing)
     kept = [name for name in rows if name not in results]
-    rows.update({name: row(name, r) for name, r in results.items()})
+    rows.update({name: row(name, r, results) for name, r in results.items()})
     order = [n for n in DATASETS if n in rows] + [n for n in rows if n not in DATASETS]
     lines = [*header(seeds), *(rows[n] for n in order), *NOTES]
     return "\n".join(lines) + "\n", kept
@@ -243,7 +285,7 @@ def main() -> int:
     results = json.loads(cache.read_text()) if cache.is_file() else {}
     for name in args.only:
         if not args.report_only:
-            r = {grad: train(name, grad, seeds, runs) for grad in GRADS}
+            r = {grad: train(name, grad, seeds, runs) for grad in grads(name)}
             if not args.no_sklearn:
                 print(f"scikit-learn MLPClassifier on {name} …", flush=True)
                 r["sklearn"] = sklearn_reference(name, seeds)

@@ -74,6 +74,7 @@ def summarize(
         "optimizer": c.optimizer,
         "grad": c.grad,
         "dtype": c.dtype,
+        "precision": c.precision,
         "seeds": list(c.seeds),
         "epochs": epochs_done,
         "epochs_requested": c.epochs,
