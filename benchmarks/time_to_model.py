@@ -34,9 +34,27 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def write_split(path: Path) -> str:
+    """jaxbp's digits split (experiments/digits.toml: stratified 0.2 test, then 0.1 validation,
+    data seed 0) as row indices into ``load_digits()``, for the PyTorch and scikit-learn scripts:
+    every contender trains and tests on the same rows."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    from jaxbp.data.split import stratified_split
+
+    y = load_digits().target
+    rng = np.random.default_rng(0)
+    keep, test = stratified_split(y, 0.2, rng)
+    train, _ = stratified_split(y[keep], 0.1, rng)
+    np.savez(path, train=keep[train], test=test)
+    return str(path)
+
+
 def contenders(tmp: Path, cnn: bool) -> dict[str, dict]:
-    """name → {"cmd", "env", "out" (jaxbp's run directory, or None: JSON on stdout)}."""
+    """name → {"cmd", "env", "jaxbp" (True: a jaxbp train command, given --out)}."""
     n = str(threads())
+    rows = write_split(tmp / "split.npz")
     env = {"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n}
     cache = {"JAXBP_CACHE_DIR": str(tmp / "cache")}
     digits = ["--config", str(ROOT / "experiments/digits.toml"), "--seeds", "0"]
@@ -57,11 +75,18 @@ def contenders(tmp: Path, cnn: bool) -> dict[str, dict]:
             "jaxbp": True,
         },
         "PyTorch script (benchmarks/ttm_torch.py)": {
-            "cmd": [sys.executable, str(ROOT / "benchmarks/ttm_torch.py"), "--threads", n],
+            "cmd": [
+                sys.executable,
+                str(ROOT / "benchmarks/ttm_torch.py"),
+                "--threads",
+                n,
+                "--split",
+                rows,
+            ],
             "env": env,
         },
         "scikit-learn MLPClassifier (benchmarks/ttm_sklearn.py)": {
-            "cmd": [sys.executable, str(ROOT / "benchmarks/ttm_sklearn.py")],
+            "cmd": [sys.executable, str(ROOT / "benchmarks/ttm_sklearn.py"), "--split", rows],
             "env": env,
         },
     }
@@ -74,7 +99,7 @@ def contenders(tmp: Path, cnn: bool) -> dict[str, dict]:
         }
         out["PyTorch LeNet script (ttm_torch.py --model cnn)"] = {
             "cmd": [sys.executable, str(ROOT / "benchmarks/ttm_torch.py"), "--model", "cnn",
-                    "--threads", n],
+                    "--threads", n, "--split", rows],
             "env": env,
         }  # fmt: skip
     return out

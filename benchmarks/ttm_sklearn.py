@@ -1,15 +1,16 @@
 """The scikit-learn side of benchmarks/time_to_model.py: ``MLPClassifier`` on digits with the
 recipe of experiments/digits.toml, from a fresh process; prints one JSON line.
 
-The split and scaling of benchmarks/ttm_torch.py; 64-256-10 relu, Adam with learning rate 0.003
+The split (``--split FILE``) and scaling of benchmarks/ttm_torch.py; 64-256-10 relu, Adam with learning rate 0.003
 (constant: MLPClassifier has no cosine decay), minibatches of 64, 40 epochs, alpha = λ·B/m with
 λ = 3 (its L2 term is per minibatch), no early stop. Imports no JAX.
 
-    python benchmarks/ttm_sklearn.py
+    python benchmarks/ttm_sklearn.py [--split FILE]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 import warnings
@@ -24,13 +25,21 @@ from sklearn.neural_network import MLPClassifier  # noqa: E402
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", help=".npz of train and test row indices (jaxbp's split)")
+    args = parser.parse_args()
     x, y = load_digits(return_X_y=True)
-    x_rest, x_test, y_rest, y_test = train_test_split(
-        x, y, test_size=0.2, stratify=y, random_state=0
-    )
-    x_train, _, y_train, _ = train_test_split(
-        x_rest, y_rest, test_size=0.1, stratify=y_rest, random_state=0
-    )
+    if args.split:
+        rows = np.load(args.split)
+        x_train, y_train = x[rows["train"]], y[rows["train"]]
+        x_test, y_test = x[rows["test"]], y[rows["test"]]
+    else:
+        x_rest, x_test, y_rest, y_test = train_test_split(
+            x, y, test_size=0.2, stratify=y, random_state=0
+        )
+        x_train, _, y_train, _ = train_test_split(
+            x_rest, y_rest, test_size=0.1, stratify=y_rest, random_state=0
+        )
     mean = x_train.mean(axis=0)
     scale = np.maximum(x_train.std(axis=0), np.abs(x_train - mean).max(axis=0) / 3.0)
     scale = np.where(scale > 0, scale, 1.0)

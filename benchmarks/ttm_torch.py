@@ -2,16 +2,18 @@
 ``jaxbp train --config experiments/digits.toml --seeds 0`` does (or digits-cnn.toml with
 ``--model cnn``), from a fresh process, and print one JSON line.
 
-Same recipe as the jaxbp config: a stratified 20 % test split and 10 % of the rest held out for
-validation (scikit-learn's ``train_test_split``, seed 0 — the same sizes and class shares as
-jaxbp's split, not the same rows), the training split's "capped" standardisation
+Same recipe as the jaxbp config: jaxbp's own split (the rows of ``--split FILE``, an .npz of
+``train`` and ``test`` indices into ``load_digits()`` that benchmarks/time_to_model.py writes from
+``jaxbp.data.split.stratified_split``; without it, scikit-learn's ``train_test_split`` with the
+same shares: a stratified 20 % test split, 10 % of the rest held out), the training split's
+"capped" standardisation
 (scale = max(σ, max |x − mean| / 3)), He-normal weights and zero biases, Adam with learning
 rate 0.003 and cosine decay to 0 over all steps, minibatches of 64 reshuffled every epoch, 40
 epochs, L2 λ = 3 on the weights only as (λ / 2m) Σ W² with m the training rows. mlp: 64-256-10
 relu. cnn: two blocks of 5x5 SAME conv (32, 64 channels) → relu → 2x2 max pool (ceil), dense
 120 → 84 relu with dropout 0.5, 10 logits (jaxbp.layers.models.lenet). Imports no JAX.
 
-    python benchmarks/ttm_torch.py [--model cnn] [--threads N]
+    python benchmarks/ttm_torch.py [--model cnn] [--threads N] [--split FILE]
 """
 
 from __future__ import annotations
@@ -29,14 +31,22 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
 
-def data():
-    x, y = load_digits(return_X_y=True)
+def split(x, y, path):
+    """(x_train, y_train, x_test, y_test): the rows of ``path``, or scikit-learn's split."""
+    if path:
+        rows = np.load(path)
+        return x[rows["train"]], y[rows["train"]], x[rows["test"]], y[rows["test"]]
     x_rest, x_test, y_rest, y_test = train_test_split(
         x, y, test_size=0.2, stratify=y, random_state=0
     )
     x_train, _, y_train, _ = train_test_split(
         x_rest, y_rest, test_size=0.1, stratify=y_rest, random_state=0
     )
+    return x_train, y_train, x_test, y_test
+
+
+def data(path=None):
+    x_train, y_train, x_test, y_test = split(*load_digits(return_X_y=True), path)
     mean = x_train.mean(axis=0)
     scale = np.maximum(x_train.std(axis=0), np.abs(x_train - mean).max(axis=0) / 3.0)
     scale = np.where(scale > 0, scale, 1.0)
@@ -85,11 +95,12 @@ def main() -> None:
     parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--split", help=".npz of train and test row indices (jaxbp's split)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x, y, x_test, y_test = data()
+    x, y, x_test, y_test = data(args.split)
     m, batch, l2 = x.shape[0], 64, 3.0
     net = network(args.model)
     weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
