@@ -112,7 +112,6 @@ def ab_row(config, args) -> dict:
 
 def worker(args) -> None:
     """One process's measurement: ``bench_config`` on ``cnn``, its row as one JSON line."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as `jaxbp bench` (before torch)
     install_prototype(args.prototype)
     from jaxbp.bench import CONFIGS, bench_config
 

@@ -4,14 +4,21 @@ master parameters.
 With ``precision="bf16"`` (:func:`jaxbp.value_and_grad`, ``jaxbp train --precision bf16``, the
 data-parallel gradient) every matrix product of the forward pass and of the δ recursion takes
 bfloat16 operands — a bf16 copy of the parameters, the inputs, the cached hidden activations
-a^(l) and each δ — and *accumulates and returns float32* (:func:`dot`:
-``preferred_element_type=float32``: the AMX / AVX512-BF16 / tensor-core instruction, which on
-an AMX CPU runs several times faster than a float32 product, while a product left in bf16 is
-slower than float32 there). Everything else stays float32: z = dot(a, Wᵀ) + b, the
-activations and f′, the cost and the output error δ^(L) = ŷ − y (formed from float32 logits: a
-softmax of bf16 logits would lose the small probabilities), each Δ = Σ δ aᵀ and the bias sums,
-the 1/m, the (λ/m)W term, the optimizer update and its state, on the float32 master copy.
-``"float32"`` means: compute in the parameters' dtype.
+a^(l) and each δ — and *accumulates and returns float32* (``preferred_element_type=float32``: the
+AMX / AVX512-BF16 / tensor-core instruction, which on an AMX CPU runs 4-6 times faster than a
+float32 product, while a product left in bf16 is slower than float32 there). Everything else
+stays float32: z = a Wᵀ + b, the activations and f′, the cost and the output error δ^(L) = ŷ − y
+(formed from float32 logits: a softmax of bf16 logits would lose the small probabilities), each
+Δ = Σ δ aᵀ and the bias sums, the 1/m, the (λ/m)W term, the optimizer update and its state, on
+the float32 master copy. ``"float32"`` means: compute in the parameters' dtype.
+
+The three products of a layer are :func:`dot` (δ^(l+1) W, eq. B2), :func:`dot_nt` (a Wᵀ,
+eq. F2) and :func:`dot_tn` (δᵀ a, eq. B3), each one ``lax.dot_general`` with the contraction in
+its dimension numbers. How they are written matters on XLA:CPU: it keeps a bf16 product in bf16
+only when its left operand is contracted along its last axis and both are row-major in memory;
+any other product — ``a @ W.T`` as JAX hands it over, a transpose with a column-major layout,
+included — is upcast to float32 and runs at the float32 rate (docs/benchmarks.md, "bf16 on
+AMX").
 
 Tolerance (docs/distributed.md, "Mixed precision"): bfloat16 keeps 8 significant bits,
 ε_bf16 = 2⁻⁷. Each weight layer's products round their operands to relative ε_bf16/2, and the
