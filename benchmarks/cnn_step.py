@@ -29,7 +29,7 @@ the same process (its ratios: ``hand/hand+FILE``, ``hand+FILE/autodiff``).
     PYTHONPATH=src python benchmarks/cnn_step.py time --processes 5 --budget 3 --methods hand,autodiff,torch
     PYTHONPATH=src python benchmarks/cnn_step.py hlo --dump /tmp/cnn_hlo
     PYTHONPATH=src python benchmarks/cnn_step.py profile
-    PYTHONPATH=src python benchmarks/cnn_step.py time --ab benchmarks/pool_prototype.py
+    PYTHONPATH=src python benchmarks/cnn_step.py time --ab benchmarks/pool_scatter.py
 """
 
 from __future__ import annotations

@@ -179,7 +179,7 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(out))
 
 
-SCALINGS = ("capped", "standard", "none")
+SCALINGS = ("capped", "standard", "max", "none")
 """Feature scalings accepted by :func:`standardiser`."""
 
 Z_CAP = 3.0
@@ -194,6 +194,10 @@ def standardiser(x: np.ndarray, scaling: str = "capped") -> tuple[np.ndarray, np
       feature this is σ or close to it; for a sparse feature — a pixel that is lit in a handful
       of images — σ is tiny and z-scores of its rare values reach tens, letting it dominate the
       first layer. The cap keeps every training value within ±3;
+    - ``max``: mean 0, one scale for every feature, the largest |x| of the training split —
+      images divided by their brightest pixel (``/ 255``, ``/ 16``): a dark background stays 0,
+      and every pixel keeps the meaning it has at any other position, as a convolution (and a
+      translation of the image) assumes; per-feature scalings give each position its own;
     - ``none``: mean 0, scale 1.
 
     A constant feature gets scale 1.
@@ -203,6 +207,9 @@ def standardiser(x: np.ndarray, scaling: str = "capped") -> tuple[np.ndarray, np
     n = x.shape[1]
     if scaling == "none":
         return np.zeros(n), np.ones(n)
+    if scaling == "max":
+        top = float(np.max(np.abs(x))) if x.size else 0.0
+        return np.zeros(n), np.full(n, top if top > 0 else 1.0)
     mean = x.mean(axis=0)
     scale = x.std(axis=0)
     if scaling == "capped":

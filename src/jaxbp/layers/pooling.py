@@ -25,8 +25,12 @@ collects from every window that reads it:
 
 Both are written as a loop over the kh·kw window offsets (over the kernel, not the positions):
 offset (p, q) reads the strided slice a[p::s, q::s] of the padded input, one element per window,
-and adds its share of δ back into the same strided slice; the padding is cropped off at the end,
-and rows no window reaches (the stride's remainder) keep a zero gradient.
+and adds its share of δ back at the same positions; the padding is cropped off at the end, and
+rows no window reaches (the stride's remainder) keep a zero gradient. The share is put in place
+by ``lax.pad`` — p zeros before, s − 1 between entries (:func:`_placed`) — rather than by an
+update of the strided slice, ``dx.at[:, p::s, q::s].add(…)``, which XLA runs as a scatter: the
+pads and adds fuse into element-wise loops, the same values bit for bit, and the LeNet step of
+``jaxbp bench --configs cnn`` is 1.1× faster for it (docs/benchmarks.md, "cnn").
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ class _Pool(NamedTuple):
     """What max and average pooling share: the window's geometry and the three helpers."""
 
     size: tuple[int, int]  # (kh, kw)
+    strides: tuple[int, int]  # (sh, sw)
     init: Callable  # (key, in_shape) -> ((), out_shape)
     reduce: Callable  # (x, init_value, op) -> z, lax.reduce_window over the windows
     offsets: Callable  # (x_shape, z_shape) -> (padded shape, pads, {(p, q): index}, crop)
@@ -101,7 +106,28 @@ def _pool(kind: str, window, strides, padding) -> _Pool:
         return padded, pads, index, crop
 
     geometry_text = f"{(kh, kw)}" + ("" if (sh, sw) == (kh, kw) else f", strides={(sh, sw)}")
-    return _Pool((kh, kw), init, reduce, offsets, f"{name}({geometry_text}, {padding})")
+    return _Pool((kh, kw), (sh, sw), init, reduce, offsets, f"{name}({geometry_text}, {padding})")
+
+
+def _placed(v, padded_shape, p: int, q: int, strides: tuple[int, int]):
+    """``v`` (m, Ho, Wo, C) at rows p, p + s, … and columns q, q + s, … of a zero array of
+    ``padded_shape``: ``zeros.at[:, p::s, q::s].set(v)`` as one ``lax.pad`` (no scatter)."""
+    sh, sw = strides
+    Ho, Wo = v.shape[1:3]
+    hi_h = padded_shape[1] - p - (Ho - 1) * sh - 1
+    hi_w = padded_shape[2] - q - (Wo - 1) * sw - 1
+    zero = jnp.zeros((), v.dtype)
+    return lax.pad(v, zero, ((0, 0, 0), (p, hi_h, sh - 1), (q, hi_w, sw - 1), (0, 0, 0)))
+
+
+def _sum_placed(parts, padded_shape, strides, dtype):
+    """Σ over the window offsets of each share placed at its positions (:func:`_placed`), in
+    the offsets' order; zeros when there is none."""
+    dx = None
+    for (p, q), part in parts:
+        placed = _placed(part, padded_shape, p, q, strides)
+        dx = placed if dx is None else dx + placed
+    return jnp.zeros(padded_shape, dtype) if dx is None else dx
 
 
 def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
@@ -128,13 +154,13 @@ def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
         x, y = cache
         padded, pads, index, crop = pool.offsets(x.shape, y.shape)
         a = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
-        dx = jnp.zeros(padded, dy.dtype)
         taken = jnp.zeros(y.shape, bool)  # has this window's δ been routed yet?
-        for idx in index.values():
+        parts = []
+        for offset, idx in index.items():
             winner = (a[idx] == y) & ~taken  # the first maximum in row-major order
             taken = taken | winner
-            dx = dx.at[idx].add(jnp.where(winner, dy, jnp.zeros((), dy.dtype)))
-        return (), dx[crop]
+            parts.append((offset, jnp.where(winner, dy, jnp.zeros((), dy.dtype))))
+        return (), _sum_placed(parts, padded, pool.strides, dy.dtype)[crop]
 
     return Layer(pool.init, forward, backward, name=pool.name)
 
@@ -164,9 +190,7 @@ def AvgPool2D(window, strides=None, padding: str = "VALID") -> Layer:
         x_shape = cache
         padded, _, index, crop = pool.offsets(x_shape, dy.shape)
         share = dy / (kh * kw)
-        dx = jnp.zeros(padded, dy.dtype)
-        for idx in index.values():
-            dx = dx.at[idx].add(share)
-        return (), dx[crop]
+        parts = [(offset, share) for offset in index]
+        return (), _sum_placed(parts, padded, pool.strides, dy.dtype)[crop]
 
     return Layer(pool.init, forward, backward, name=pool.name)
