@@ -224,6 +224,20 @@ def test_capped_scaling_bounds_sparse_features():
     assert scale0[0] == 1.0  # constant feature
 
 
+def test_max_scaling_divides_every_feature_by_the_brightest_value():
+    """One scale for all features, no centering: a zero background stays zero and a pixel
+    means the same at every position (what a translation of the image assumes)."""
+    x = np.array([[0.0, 4.0, 16.0], [0.0, 0.0, 8.0], [0.0, -2.0, 1.0]])
+    mean, scale = standardiser(x, "max")
+    np.testing.assert_array_equal(mean, 0.0)
+    np.testing.assert_array_equal(scale, 16.0)
+    z = (x - mean) / scale
+    assert z[0, 0] == 0.0 and np.max(np.abs(z)) == 1.0
+    np.testing.assert_array_equal(z[:, 1:], x[:, 1:] / 16.0)
+    _, scale0 = standardiser(np.zeros((4, 2)), "max")
+    np.testing.assert_array_equal(scale0, 1.0)  # all-zero data: scale 1, not 0
+
+
 def test_fewer_examples_than_classes_and_missing_class():
     names = ("a", "b", "c", "d")
     with pytest.raises(DataError, match="2 training example.* but 4 classes"):
