@@ -30,7 +30,7 @@ rows no window reaches (the stride's remainder) keep a zero gradient. The share 
 by ``lax.pad`` — p zeros before, s − 1 between entries (:func:`_placed`) — rather than by an
 update of the strided slice, ``dx.at[:, p::s, q::s].add(…)``, which XLA runs as a scatter: the
 pads and adds fuse into element-wise loops, the same values bit for bit, and the LeNet step of
-``jaxbp bench --configs cnn`` is 1.1× faster for it (docs/benchmarks.md, "cnn").
+``benchmarks/cnn_step.py`` is 1.17× faster for it (docs/benchmarks.md, "cnn").
 """
 
 from __future__ import annotations
