@@ -289,6 +289,45 @@ def test_run_all_trains_in_process_through_experiment_run(run_all, tmp_path, mon
     assert "subprocess" not in run_all.__dict__
 
 
+def test_bf16_rows_are_their_float32_config_with_bf16_and_compared_with_it(run_all):
+    for name, (base, changes) in run_all.VARIANTS.items():
+        c, b = run_all.config(name), run_all.config(base)
+        assert c.precision == "bf16" == changes["precision"] and b.precision == "float32"
+        assert c.updated(precision="float32") == b
+        assert run_all.grads(name) == ("manual",) and run_all.grads(base) == run_all.GRADS
+        assert run_all.SPLITS[name] == run_all.SPLITS[base] and name in run_all.DATASETS
+    f32 = fake_results(0.90)
+    bf16 = {"manual": dict(f32["manual"], test_accuracies=[0.8925, 0.8925], precision="bf16")}
+    row = run_all.row("digits-bf16", bf16, {"digits": f32})
+    assert "89.25 ± 0.00 (float32 -0.75)" in row and "— (bf16: manual only)" in row
+    assert "bf16 products" in row and "vs float32 manual: 0.0e+00" in row
+    assert "(float32" not in run_all.row("digits-bf16", bf16, {})  # no float32 row to compare
+
+
+def test_cv_probe_folds_only_the_training_and_validation_rows(tmp_path):
+    """cv_probe's data are the experiment's training + validation rows in original units; its
+    test rows take no part."""
+    import importlib.util
+    from pathlib import Path
+
+    from jaxbp.experiment import load_data
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / "cv_probe.py"
+    spec = importlib.util.spec_from_file_location("cv_probe", path)
+    cv = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cv)
+    cv.training_rows("digits", tmp_path / "rows.npz")
+    rows = np.load(tmp_path / "rows.npz")
+    ds = load_data(cv.config("digits").resolve())
+    raw = np.concatenate([ds.x_train, ds.x_val]) * ds.scale + ds.mean
+    assert rows["x"].shape == (len(raw), 8, 8)  # images keep their shape
+    np.testing.assert_allclose(rows["x"].reshape(len(raw), -1), raw, atol=1e-6)
+    np.testing.assert_array_equal(rows["y"], np.concatenate([ds.y_train, ds.y_val]))
+    assert cv.parse('scaling=max channels=[8,16] lr=0.01') == {
+        "scaling": "max", "channels": [8, 16], "lr": 0.01,
+    }  # fmt: skip
+
+
 def test_best_checkpoint_is_the_highest_mean_validation_accuracy(trained):
     out, summary, events = trained
     from jaxbp import checkpoint
