@@ -47,6 +47,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxbp.bench import torch_worker as torch_worker_script
 from jaxbp.bench.methods import Prepared, Problem
 from jaxbp.params import Layer
 
@@ -58,14 +59,8 @@ docstring); docs/benchmarks.md, "cnn", has both layouts' step times."""
 
 _DISTRIBUTIONS = {"sklearn": "scikit-learn"}
 
-_TORCH_ACTIVATIONS = {
-    "sigmoid": "Sigmoid",
-    "tanh": "Tanh",
-    "relu": "ReLU",
-    "softplus": "Softplus",
-    "elu": "ELU",
-    "identity": "Identity",
-}
+_TORCH_ACTIVATIONS = torch_worker_script.ACTIVATIONS
+"""jaxbp activation → ``torch.nn`` module name (the worker's own table; leaky_relu apart)."""
 _SKLEARN_ACTIVATIONS = {
     "sigmoid": "logistic",
     "tanh": "tanh",

@@ -92,19 +92,27 @@ def _trainer(torch, model, xt, yt, lr, device, autocast):
     return run
 
 
-def _mlp(torch, Ws, bs, x, y, activations, lr, device, autocast):
-    dtype = _dtype(torch, x)
+def _linear_stack(torch, layers, activations, dtype, device) -> list:
+    """``nn.Linear`` per (W, b) (jaxbp's layout (n_out, n_in) is torch's) set to those values,
+    each followed by its activation but the last."""
     modules = []
-    for l, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+    for l, (W, b) in enumerate(layers):
         n_out, n_in = W.shape
         linear = torch.nn.Linear(n_in, n_out, dtype=dtype, device=device)
         with torch.no_grad():
             linear.weight.copy_(torch.from_numpy(W))
             linear.bias.copy_(torch.from_numpy(b))
         modules.append(linear)
-        if l < len(Ws) - 1:
+        if l < len(layers) - 1:
             modules.append(_activation(torch, activations[l]))
-    model = torch.nn.Sequential(*modules)
+    return modules
+
+
+def _mlp(torch, Ws, bs, x, y, activations, lr, device, autocast):
+    layers = list(zip(Ws, bs, strict=True))
+    model = torch.nn.Sequential(
+        *_linear_stack(torch, layers, activations, _dtype(torch, x), device)
+    )
     xt = torch.from_numpy(x).to(device)
     yt = torch.from_numpy(y.astype("int64")).to(device)
     return model, _trainer(torch, model, xt, yt, lr, device, autocast)
@@ -129,15 +137,7 @@ def _lenet(torch, convs, denses, x, y, activation, lr, device, channels_last, au
             conv.bias.copy_(torch.from_numpy(b))
         modules += [conv, _activation(torch, activation), torch.nn.MaxPool2d(2, 2, ceil_mode=True)]
     modules.append(FlattenHWC())
-    for i, (W, b) in enumerate(denses):
-        n_out, n_in = W.shape
-        linear = torch.nn.Linear(n_in, n_out, dtype=dtype, device=device)
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(W))
-            linear.bias.copy_(torch.from_numpy(b))
-        modules.append(linear)
-        if i < len(denses) - 1:
-            modules.append(_activation(torch, activation))
+    modules += _linear_stack(torch, list(denses), [activation] * len(denses), dtype, device)
     model = torch.nn.Sequential(*modules).to(device=device, memory_format=fmt)
     xt = torch.from_numpy(x).to(device).contiguous(memory_format=fmt)
     yt = torch.from_numpy(y.astype("int64")).to(device)
