@@ -99,9 +99,17 @@ def test_loss_without_penalty_has_no_l2_cotangent():
 def test_bench_methods_read_the_registry():
     params, x, y = make_problem(1, "softmax_ce", seed=6)
     J_ref, g_ref = jaxbp.value_and_grad(params, x, y, activation="relu")
-    for method in methods.JAX_METHODS:
+    for method in methods.METHOD_SOURCES:
         J, g = methods.value_and_grad_fn(method, "relu")(params, x, y)
         np.testing.assert_allclose(J, J_ref, rtol=RTOL_F64)
         assert_tree_close(g, g_ref, RTOL_F64)
+    # hand_bf16 is not a registry source: jaxbp.value_and_grad with precision="bf16"
+    bf16 = methods.value_and_grad_fn(methods.BF16_METHOD, "relu")
+    J, g = bf16(*jax.tree.map(lambda a: a.astype(jnp.float32), (params, x)), y)
+    _, g_want = jaxbp.value_and_grad(
+        *jax.tree.map(lambda a: a.astype(jnp.float32), (params, x)), y, activation="relu",
+        precision="bf16",
+    )  # fmt: skip
+    assert_tree_close(g, g_want, 0.0)
     with pytest.raises(ValueError, match="method: unknown JAX method 'manual'"):
         methods.value_and_grad_fn("manual", "relu")

@@ -150,10 +150,12 @@ def make_problem(config: Config, *, dtype=jnp.float32, seed: int = 0) -> Problem
 
 def value_and_grad_fn(method: str, activation):
     """``(params, x, y) -> (J, grads)`` for a JAX method name (module docstring)."""
+    kw = dict(activation=activation, output="softmax_ce")
+    if method == BF16_METHOD:
+        return lambda p, x, y: jaxbp.value_and_grad(p, x, y, precision="bf16", **kw)
     if method not in METHOD_SOURCES:
         raise ValueError(f"method: unknown JAX method {method!r}; valid: {', '.join(JAX_METHODS)}")
     fn = sources.source(METHOD_SOURCES[method])
-    kw = dict(activation=activation, output="softmax_ce")
     return lambda p, x, y: fn(p, x, y, **kw)
 
 
@@ -255,24 +257,12 @@ def prepare_jax(
                 reason=f"m per-example gradients need {need / 2**30:.1f} GiB "
                 f"(limit {PER_EXAMPLE_LIMIT_BYTES / 2**30:.0f} GiB)",
             )
-    if method == BF16_METHOD:
-        if spec is not None:
-            return Prepared(
-                "unsupported",
-                reason="n/a: bf16 compute is implemented for the MLP's hand-derived gradient",
-            )
-        if x.dtype != jnp.float32:
-            return Prepared(
-                "unsupported",
-                reason=f"bf16 compute keeps float32 master parameters; got dtype {x.dtype}",
-            )
-
-        def vg(p, x, y):
-            return jaxbp.value_and_grad(
-                p, x, y, activation=activation, output="softmax_ce", precision="bf16"
-            )
-
-    elif spec is None:
+    if method == BF16_METHOD and x.dtype != jnp.float32:
+        return Prepared(
+            "unsupported",
+            reason=f"bf16 compute keeps float32 master parameters; got dtype {x.dtype}",
+        )
+    if spec is None:
         vg = value_and_grad_fn(method, activation)
     optimizer = optax.sgd(lr)
     step = make_step(vg, optimizer)
