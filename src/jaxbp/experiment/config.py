@@ -154,7 +154,11 @@ class TrainConfig:
     patience: int = _f(0, "int", "early stopping after N epochs without validation gain")
     shadow_every: int = _f(0, "int", "compare manual and autodiff gradients every N epochs", False)
     dtype: str = _f("float32", "str", "float32 or float64")
-    precision: str = _f("float32", "str", "gradient compute: float32, or bf16 (manual grad only)")
+    precision: str = _f(
+        "float32", "str",
+        "gradient compute: float32, or bf16 (products in bfloat16, float32 accumulation and "
+        "parameters; manual grad only)",
+    )  # fmt: skip
     devices: int | None = _f(
         None, "int", "devices each minibatch is split over (default: all)", False
     )
