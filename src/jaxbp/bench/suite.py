@@ -18,14 +18,24 @@ import jax.numpy as jnp
 import jaxbp
 from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, Config, config_flops
 from jaxbp.bench.epoch import bench_epoch
-from jaxbp.bench.methods import JAX_METHODS, Prepared, make_problem, prepare_jax
+from jaxbp.bench.methods import (
+    BF16_METHOD,
+    JAX_METHODS,
+    METHOD_SOURCES,
+    Prepared,
+    make_problem,
+    prepare_jax,
+)
 from jaxbp.bench.peak import QUICK_SHAPES, SHAPES, GemmPeak, gemm_peak, gemm_runner
 from jaxbp.bench.peers import PEERS, installed, peer_version, prepare_sklearn, prepare_torch
 from jaxbp.bench.timing import interleaved, paired_ratio
 
-METHODS = (*JAX_METHODS[:-1], *PEERS, JAX_METHODS[-1], "torch_bf16")
-"""Every method, in table order: the float32 steps, then the bf16 ones (``hand_bf16``, and
-``torch_bf16``: PyTorch under ``torch.autocast(dtype=bfloat16)``)."""
+TORCH_BF16 = "torch_bf16"
+"""PyTorch's step with its forward pass under ``torch.autocast(dtype=bfloat16)``."""
+
+METHODS = (*METHOD_SOURCES, *PEERS, BF16_METHOD, TORCH_BF16)
+"""Every method, in table order: the float32 steps, then the bf16 ones (``hand_bf16`` and
+``torch_bf16``)."""
 
 LABELS = {
     "hand": "hand-derived batched",
@@ -36,7 +46,7 @@ LABELS = {
     "torch": "PyTorch autograd",
     "sklearn": "sklearn MLPClassifier partial_fit",
     "hand_bf16": "hand-derived, bf16 products",
-    "torch_bf16": "PyTorch autograd, bf16 autocast",
+    TORCH_BF16: "PyTorch autograd, bf16 autocast",
 }
 
 GEMM = "gemm peak shape"
@@ -128,7 +138,7 @@ def prepare(method: str, problem, *, activation, lr, precision):
         return prepare_jax(method, problem, activation=activation, lr=lr, precision=precision)
     if method == "torch":
         return prepare_torch(problem, activation=activation, lr=lr)
-    if method == "torch_bf16":
+    if method == TORCH_BF16:
         if str(problem.x.dtype) != "float32":
             return Prepared(
                 "unsupported",
