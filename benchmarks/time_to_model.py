@@ -34,10 +34,11 @@ def threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def write_split(path: Path) -> str:
-    """jaxbp's digits split (experiments/digits.toml: stratified 0.2 test, then 0.1 validation,
-    data seed 0) as row indices into ``load_digits()``, for the PyTorch and scikit-learn scripts:
-    every contender trains and tests on the same rows."""
+def write_split(path: Path, val_fraction: float = 0.1) -> str:
+    """jaxbp's digits split (experiments/digits.toml: stratified 0.2 test, then ``val_fraction``
+    validation, data seed 0; digits-cnn.toml has none) as row indices into ``load_digits()``,
+    for the PyTorch and scikit-learn scripts: every contender trains and tests on the same
+    rows."""
     import numpy as np
     from sklearn.datasets import load_digits
 
@@ -46,7 +47,7 @@ def write_split(path: Path) -> str:
     y = load_digits().target
     rng = np.random.default_rng(0)
     keep, test = stratified_split(y, 0.2, rng)
-    train, _ = stratified_split(y[keep], 0.1, rng)
+    train, _ = stratified_split(y[keep], val_fraction, rng)
     np.savez(path, train=keep[train], test=test)
     return str(path)
 
@@ -99,7 +100,8 @@ def contenders(tmp: Path, cnn: bool) -> dict[str, dict]:
         }
         out["PyTorch LeNet script (ttm_torch.py --model cnn)"] = {
             "cmd": [sys.executable, str(ROOT / "benchmarks/ttm_torch.py"), "--model", "cnn",
-                    "--threads", n, "--split", rows],
+                    "--threads", n, "--split", write_split(tmp / "split-cnn.npz", 0.0),
+                    "--scaling", "max"],
             "env": env,
         }  # fmt: skip
     return out

@@ -6,14 +6,14 @@ Same recipe as the jaxbp config: jaxbp's own split (the rows of ``--split FILE``
 ``train`` and ``test`` indices into ``load_digits()`` that benchmarks/time_to_model.py writes from
 ``jaxbp.data.split.stratified_split``; without it, scikit-learn's ``train_test_split`` with the
 same shares: a stratified 20 % test split, 10 % of the rest held out), the training split's
-"capped" standardisation
-(scale = max(σ, max |x − mean| / 3)), He-normal weights and zero biases, Adam with learning
+scaling (``--scaling``: "capped", scale = max(σ, max |x − mean| / 3), as digits.toml; "max",
+every pixel divided by the training split's brightest, as digits-cnn.toml), He-normal weights and zero biases, Adam with learning
 rate 0.003 and cosine decay to 0 over all steps, minibatches of 64 reshuffled every epoch, 40
 epochs, L2 λ = 3 on the weights only as (λ / 2m) Σ W² with m the training rows. mlp: 64-256-10
 relu. cnn: two blocks of 5x5 SAME conv (32, 64 channels) → relu → 2x2 max pool (ceil), dense
 120 → 84 relu with dropout 0.5, 10 logits (jaxbp.layers.models.lenet). Imports no JAX.
 
-    python benchmarks/ttm_torch.py [--model cnn] [--threads N] [--split FILE]
+    python benchmarks/ttm_torch.py [--model cnn] [--threads N] [--split FILE] [--scaling max]
 """
 
 from __future__ import annotations
@@ -45,11 +45,14 @@ def split(x, y, path):
     return x_train, y_train, x_test, y_test
 
 
-def data(path=None):
+def data(path=None, scaling="capped"):
     x_train, y_train, x_test, y_test = split(*load_digits(return_X_y=True), path)
-    mean = x_train.mean(axis=0)
-    scale = np.maximum(x_train.std(axis=0), np.abs(x_train - mean).max(axis=0) / 3.0)
-    scale = np.where(scale > 0, scale, 1.0)
+    if scaling == "max":  # jaxbp.data.split.standardiser's "max"
+        mean, scale = np.zeros(x_train.shape[1]), np.abs(x_train).max()
+    else:
+        mean = x_train.mean(axis=0)
+        scale = np.maximum(x_train.std(axis=0), np.abs(x_train - mean).max(axis=0) / 3.0)
+        scale = np.where(scale > 0, scale, 1.0)
 
     def prep(v):
         return torch.from_numpy(((v - mean) / scale).astype(np.float32))
@@ -96,11 +99,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--split", help=".npz of train and test row indices (jaxbp's split)")
+    parser.add_argument("--scaling", choices=("capped", "max"), default="capped")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    x, y, x_test, y_test = data(args.split)
+    x, y, x_test, y_test = data(args.split, args.scaling)
     m, batch, l2 = x.shape[0], 64, 3.0
     net = network(args.model)
     weights = [p for name, p in net.named_parameters() if name.endswith("weight")]

@@ -56,6 +56,15 @@ def parse(variant: str) -> dict:
     return changes
 
 
+def held_out(fold: dict) -> float:
+    """A fold's accuracy on every row it held out: its test rows and, when it has one, its
+    validation split (a variant with ``val_fraction=0`` holds out its test rows alone)."""
+    if fold["n_val"] == 0:
+        return fold["test"]
+    n = fold["n_test"] + fold["n_val"]
+    return (fold["test"] * fold["n_test"] + fold["val"] * fold["n_val"]) / n
+
+
 def main() -> int:
     from jaxbp.experiment import run
 
@@ -78,8 +87,7 @@ def main() -> int:
             s = run(c, tmp / "run", overwrite=True).values
             folds.append({"test": s["test_accuracy"], "val": s["final_val_accuracy"],
                           "n_test": s["n_test"], "n_val": s["n_val"]})  # fmt: skip
-        held = [(f["test"] * f["n_test"] + f["val"] * f["n_val"]) / (f["n_test"] + f["n_val"])
-                for f in folds]  # fmt: skip
+        held = [held_out(f) for f in folds]
         results[variant or "(as configured)"] = folds
         print(
             f"{variant or '(as configured)':40s} held-out accuracy {100 * np.mean(held):.2f} % "

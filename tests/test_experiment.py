@@ -326,6 +326,9 @@ def test_cv_probe_folds_only_the_training_and_validation_rows(tmp_path):
     assert cv.parse('scaling=max channels=[8,16] lr=0.01') == {
         "scaling": "max", "channels": [8, 16], "lr": 0.01,
     }  # fmt: skip
+    assert cv.held_out({"test": 0.9, "n_test": 90, "val": 1.0, "n_val": 10}) == pytest.approx(0.91)
+    nan = float("nan")  # a run without a validation split has no validation accuracy
+    assert cv.held_out({"test": 0.99, "n_test": 288, "val": nan, "n_val": 0}) == 0.99
 
 
 def test_best_checkpoint_is_the_highest_mean_validation_accuracy(trained):
