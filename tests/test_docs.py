@@ -1,4 +1,4 @@
-"""The Python examples of README.md and docs/verify.md run as written.
+"""The Python examples of README.md, docs/verify.md and docs/conv_backward.md run as written.
 
 Each file's ```python blocks run in order in one namespace (later blocks use earlier names, as a
 reader pasting them would), in a fresh interpreter: the docs set JAX flags themselves.
@@ -21,7 +21,12 @@ def _blocks(path: Path) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "doc", ["README.md", pytest.param("docs/verify.md", marks=pytest.mark.slow)]
+    "doc",
+    [
+        "README.md",
+        pytest.param("docs/verify.md", marks=pytest.mark.slow),
+        pytest.param("docs/conv_backward.md", marks=pytest.mark.slow),
+    ],
 )
 def test_python_examples_run_as_written(doc, tmp_path):
     blocks = _blocks(ROOT / doc)

@@ -15,7 +15,7 @@ import pytest
 from jax import lax
 
 from jaxbp import layers
-from jaxbp.layers.conv import Conv2D, axis_pads, unreached
+from jaxbp.layers.conv import Conv2D, axis_pads, col2im, im2col_is_faster, patches, unreached
 from jaxbp.layers.models import lenet
 
 VJP_RTOL = 1e-12  # float64: hand backward vs jax.vjp, relative (STYLE.md)
@@ -44,13 +44,13 @@ def init_spec(layer, in_shape):
     return jax.eval_shape(init, jax.random.key(0)), out["shape"]
 
 
-def make(in_shape, features, kernel_size, strides, padding, *, seed=0, batch=2):
+def make(in_shape, features, kernel_size, strides, padding, *, seed=0, batch=2, algorithm="auto"):
     """The layer, standard-normal float64 parameters (a non-zero bias too), out_shape and x.
 
     NumPy draws, not ``jax.random``: eager random draws compile once per shape, which is most
     of the time of a small test on a busy machine.
     """
-    layer = Conv2D(features, kernel_size, strides, padding, dtype=jnp.float64)
+    layer = Conv2D(features, kernel_size, strides, padding, algorithm=algorithm, dtype=jnp.float64)
     spec, out_shape = init_spec(layer, in_shape)
     rng = np.random.default_rng(seed)
     params = jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), spec)
@@ -69,9 +69,10 @@ def case_id(c):
     return f"{c[0]}-k{c[2]}-s{c[3]}-{c[4]}"
 
 
+@pytest.mark.parametrize("algorithm", ["conv", "im2col"])
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_check_layer_passes(case):
-    layer, params, _, x = make(*case)
+def test_check_layer_passes(case, algorithm):
+    layer, params, _, x = make(*case, algorithm=algorithm)
     report = layers.check_layer(layer, params, x, n_pairs=N_PAIRS)
     report.raise_if_failed()
     assert {r.path for r in report.rows} == {"params['W']", "params['b']", "x"}
@@ -80,13 +81,14 @@ def test_check_layer_passes(case):
 
 
 @pytest.mark.slow
-def test_backward_matches_vjp_on_every_geometry_of_the_issue():
+@pytest.mark.parametrize("algorithm", ["conv", "im2col"])
+def test_backward_matches_vjp_on_every_geometry_of_the_issue(algorithm):
     """kernel 1..5 × stride 1..3 × VALID/SAME on an odd input, hand vs jax.vjp elementwise."""
     x = jax.random.normal(jax.random.key(1), (2, 7, 6, 2), jnp.float64)
     for k in range(1, 6):
         for s in (1, 2, 3, (2, 1)):
             for padding in ("VALID", "SAME"):
-                layer, params, _, _ = make(x.shape[1:], 2, k, s, padding)
+                layer, params, _, _ = make(x.shape[1:], 2, k, s, padding, algorithm=algorithm)
 
                 @jax.jit
                 def both(params, x, layer=layer):
@@ -103,17 +105,19 @@ def test_backward_matches_vjp_on_every_geometry_of_the_issue():
 @pytest.mark.parametrize("size, k, s", [(7, 3, 2), (8, 4, 3), (5, 1, 3), (4, 5, 2)])
 def test_same_padding_is_jax_lax_same(size, k, s):
     assert [axis_pads(size, k, s, "SAME")] == lax.padtype_to_pads((size,), (k,), (s,), "SAME")
-    layer, params, _, x = make((size, size + 1, 2), 2, k, s, "SAME")
+    layer, params, _, x = make((size, size + 1, 2), 2, k, s, "SAME", algorithm="conv")
+    im2col = Conv2D(2, k, s, "SAME", algorithm="im2col", dtype=jnp.float64)
 
     @jax.jit
     def both(params, x):
         want = lax.conv_general_dilated(
             x, params["W"], (s, s), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
         )
-        return layer.forward(params, x)[0], want + params["b"]
+        return layer.forward(params, x)[0], im2col.forward(params, x)[0], want + params["b"]
 
-    y, want = both(params, x)
-    np.testing.assert_array_equal(y, want)
+    y, y_im2col, want = both(params, x)
+    np.testing.assert_array_equal(y, want)  # the same XLA convolution: bit for bit
+    np.testing.assert_allclose(y_im2col, want, rtol=1e-12, atol=1e-12 * float(abs(want).max()))
     assert y.shape[1:3] == (-(-size // s), -(-(size + 1) // s))  # ⌈H/s⌉
 
 
@@ -130,10 +134,11 @@ def test_init_shape_is_the_forward_shape(k, s, padding):
     assert params["W"].dtype == params["b"].dtype == jnp.float64
 
 
-def test_unreached_rows_get_zero_gradient_and_db_is_the_sum_of_delta():
+@pytest.mark.parametrize("algorithm", ["conv", "im2col"])
+def test_unreached_rows_get_zero_gradient_and_db_is_the_sum_of_delta(algorithm):
     # H = 8, k = 3, s = 3, VALID: windows read rows 0..5, rows 6 and 7 never.
     assert unreached(8, 3, 3, (0, 0)) == 2
-    layer, params, _, x = make((8, 8, 1), 2, 3, 3, "VALID")
+    layer, params, _, x = make((8, 8, 1), 2, 3, 3, "VALID", algorithm=algorithm)
 
     @jax.jit
     def backward(params, x):
@@ -145,6 +150,110 @@ def test_unreached_rows_get_zero_gradient_and_db_is_the_sum_of_delta():
     assert np.all(dx[:, 6:, :, :] == 0) and np.all(dx[:, :, 6:, :] == 0)
     assert np.all(dx[:, :6, :6, :] != 0)
     np.testing.assert_allclose(grads["b"], delta.sum(axis=(0, 1, 2)), rtol=1e-14)
+
+
+# --- im2col: the same equations as a dense layer on patches ----------------------------------
+
+
+IM2COL_GEOMETRIES = [  # (in_shape, kernel, strides, padding): SAME/VALID, strides, rectangles
+    ((7, 6, 3), 3, 1, "SAME"),
+    ((9, 7, 2), 5, 3, "VALID"),
+    ((7, 6, 2), (3, 2), (2, 1), "SAME"),
+    ((8, 9, 1), 4, 3, "SAME"),
+]
+
+
+def test_im2col_computes_the_convolutions_values():
+    """Forward, ∂E/∂W, ∂E/∂b and ∂E/∂x of the two algorithms agree in float64 to rounding."""
+    for in_shape, k, s, padding in IM2COL_GEOMETRIES:
+        conv, params, _, x = make(in_shape, 3, k, s, padding, algorithm="conv")
+        im2col = Conv2D(3, k, s, padding, algorithm="im2col", dtype=jnp.float64)
+
+        @jax.jit
+        def both(params, x, conv=conv, im2col=im2col):
+            out = []
+            for layer in (conv, im2col):
+                y, cache = layer.forward(params, x)
+                delta = jnp.cos(jnp.arange(y.size, dtype=y.dtype)).reshape(y.shape)
+                out.append((y, layer.backward(params, cache, delta)))
+            return out
+
+        want, got = both(params, x)
+        for w, g in zip(jax.tree.leaves(want), jax.tree.leaves(got), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12 * float(jnp.max(abs(w))))
+
+
+def test_col2im_is_the_transpose_of_patches():
+    """⟨patches(a), X⟩ = ⟨a, col2im(X)⟩ for every geometry: col2im is the gather's adjoint."""
+    rng = np.random.default_rng(4)
+    for (H, W, C), k, s, padding in IM2COL_GEOMETRIES:
+        kernel, strides = (k, k) if isinstance(k, int) else k, (s, s) if isinstance(s, int) else s
+        pads = [
+            axis_pads(n, kk, ss, padding) for n, kk, ss in zip((H, W), kernel, strides, strict=True)
+        ]
+        padded = tuple(n + lo + hi for n, (lo, hi) in zip((H, W), pads, strict=True))
+        out = tuple((n - kk) // ss + 1 for n, kk, ss in zip(padded, kernel, strides, strict=True))
+        a = jnp.asarray(rng.standard_normal((2, *padded, C)))
+        X = jnp.asarray(rng.standard_normal((2, *out, kernel[0] * kernel[1], C)))
+        lhs = jnp.vdot(patches(a, kernel, strides, out), X)
+        rhs = jnp.vdot(a, col2im(X, kernel, strides, padded))
+        np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "out_spatial, kernel, want",
+    [
+        ((4, 4), (5, 5), True),
+        ((5, 5), (5, 5), True),
+        ((8, 8), (5, 5), False),
+        ((1, 9), (3, 3), True),
+        ((2, 5), (3, 3), False),
+        ((14, 14), (5, 5), False),
+    ],
+)
+def test_auto_takes_im2col_only_where_the_output_is_no_larger_than_the_kernel(
+    out_spatial, kernel, want
+):
+    assert im2col_is_faster(out_spatial, kernel) is want
+    # the layer follows the rule: SAME, stride 1 keeps the input's spatial shape
+    layer, params, _, x = make((*out_spatial, 2), 2, kernel, 1, "SAME")
+    forward = str(jax.make_jaxpr(lambda p, x: layer.forward(p, x)[0])(params, x))
+    y, cache = layer.forward(params, x)
+    backward = str(jax.make_jaxpr(layer.backward)(params, cache, y))
+    for text in (forward, backward):
+        assert ("conv_general_dilated" in text) is not want
+
+
+def test_im2col_mutation_col2im_without_the_stride_is_caught_and_named():
+    """col2im with no s − 1 zeros between the blocks' rows (the stride forgotten in ∂E/∂x):
+    the shapes still fit (blocks padded at the end instead), the values are wrong at x."""
+    in_shape, features, k, s, padding = MUTATION_CASE
+    layer, params, _, x = make(*MUTATION_CASE, algorithm="im2col")
+
+    def wrong(params, cache, dy):
+        grads, _ = layer.backward(params, cache, dy)
+        pads = [axis_pads(n, k, s, padding) for n in cache.shape[1:3]]
+        padded = [n + lo + hi for n, (lo, hi) in zip(cache.shape[1:3], pads, strict=True)]
+        X = patches(jnp.pad(cache, ((0, 0), *pads, (0, 0))), (k, k), (s, s), dy.shape[1:3])
+        dX = (dy.reshape(-1, features) @ params["W"].reshape(-1, features).T).reshape(X.shape)
+        total = 0
+        for p in range(k):
+            for q in range(k):
+                block = dX[:, :, :, p * k + q, :]
+                total = total + jnp.pad(
+                    block,
+                    (
+                        (0, 0),
+                        (p, padded[0] - p - dy.shape[1]),
+                        (q, padded[1] - q - dy.shape[2]),
+                        (0, 0),
+                    ),
+                )
+        (top, _), (left, _) = pads
+        return grads, total[:, top : top + in_shape[0], left : left + in_shape[1], :]
+
+    report = layers.check_layer(layer._replace(backward=wrong), params, x, n_pairs=N_PAIRS)
+    assert report.failed == ["x"]
 
 
 @pytest.mark.parametrize("check", [False, pytest.param(True, marks=pytest.mark.slow)])
@@ -188,6 +297,10 @@ def test_lenet_builds_on_conv2d_and_maxpool():
         (lambda: Conv2D(2, 3, padding="FULL"), "padding must be 'VALID' or 'SAME', got 'FULL'"),
         (lambda: Conv2D(2, 3, padding=1), "padding must be 'VALID' or 'SAME', got 1"),
         (lambda: Conv2D(2, 3, scheme="xavier"), "scheme must be one of he, glorot"),
+        (
+            lambda: Conv2D(2, 3, algorithm="gemm"),
+            "algorithm must be one of auto, conv, im2col, got 'gemm'",
+        ),
     ],
 )
 def test_bad_arguments_are_named(make_layer, needle):

@@ -1,4 +1,5 @@
-"""2-D convolution (NHWC data, HWIO kernel) with its hand-derived backward as XLA convolutions.
+"""2-D convolution (NHWC data, HWIO kernel) with its hand-derived backward, as XLA convolutions
+or as a dense layer on the image's patches (im2col).
 
 Notation of docs/derivation.md § L: a the layer's input, z its output, δ = ∂E/∂z the error from
 above; (i, j) an output position, (p, q) an offset in the kernel, s the stride, P the padding
@@ -33,6 +34,27 @@ lo = P = ⌊total/2⌋ on the top/left and the extra one on the bottom/right; VA
 ⌊(H − k)/s⌋ + 1 outputs and no padding. When the stride does not divide H + lo + hi − k, the
 last r = (H + lo + hi − k) mod s rows of the padded input are read by no window: their ∂E/∂a is
 zero, and the dW correlation stops short of them (a high pad of hi − r, negative when r > hi).
+
+The same three equations as a dense layer on patches (``algorithm="im2col"``). Gather every
+window of the padded input a_P into a row of the patch matrix,
+X[(n, i, j), (p, q, c)] = a_P[n, s·i + p, s·j + q, c] (m·H_o·W_o rows of kh·kw·C_in), and
+reshape W to the matrix Θ[(p, q, c), o]. Then
+
+- L7  z = X Θ + b — the lecture's z = Θ a, one row per output position;
+- L8  ∂E/∂Θ = Xᵀ δ — the dense layer's Δ = Σ δ aᵀ over rows, i.e. over examples *and*
+      positions; ∂E/∂b = Σ δ;
+- L9  ∂E/∂X = δ Θᵀ — the dense layer's Θᵀ δ, one row per window; then col2im: an input entry
+      read by several windows gets the sum of their entries of ∂E/∂X (the transpose of the
+      gather: each kernel offset's block shifted back to where it was read, s − 1 zeros
+      between its rows and columns, and added up), and the padding comes off. Rows no window
+      read get nothing, so the stride's unreached rows come out zero here too.
+
+It computes exactly L7–L9 (the rounding differs), on more memory — kh·kw copies of the input.
+:func:`im2col_is_faster` is the rule ``algorithm="auto"`` applies, measured on XLA:CPU
+(docs/benchmarks.md, "cnn: im2col"): XLA:CPU's convolution is slow when the output is no larger
+than the kernel (digits' second LeNet block: 4×4 outputs, a 5×5 kernel), where the GEMM on
+patches makes the layer's forward + backward 12× faster; on larger images with several input
+channels the convolution wins.
 """
 
 from __future__ import annotations
@@ -44,6 +66,7 @@ from jaxbp.layers import init as init_lib
 from jaxbp.layers.base import Layer, check_shape, pair, positive_int
 
 PADDINGS = ("VALID", "SAME")
+ALGORITHMS = ("auto", "conv", "im2col")
 DIMENSION_NUMBERS = ("NHWC", "HWIO", "NHWC")
 
 
@@ -87,6 +110,64 @@ def unreached(size: int, k: int, s: int, pad: tuple[int, int]) -> int:
     return (size + pad[0] + pad[1] - k) % s
 
 
+def im2col_is_faster(out_spatial, kernel) -> bool:
+    """``algorithm="auto"``'s rule: im2col when the output has no more positions than the kernel
+    has taps (H_o·W_o ≤ kh·kw), XLA convolutions otherwise.
+
+    Measured on XLA:CPU (2 cores), one forward + hand-derived backward of the layer, ms
+    (``benchmarks/conv_algorithms.py``, docs/benchmarks.md, "cnn: im2col"): digits' second LeNet
+    block (4×4 outputs, 5×5 kernel, 32 → 64 channels, m = 64) 26.6 as convolutions, 2.3 as
+    im2col. With 14×14 outputs and 6 or 16 input channels (MNIST's second blocks) the
+    convolutions are 1.4–2× faster. The first blocks (one input channel) are 1.4–2.1× faster as
+    im2col alone, yet in a training step, where the first layer's input gradient is dead code,
+    im2col there made ``jaxbp bench``'s ``cnn`` step 12 % slower (33.7 → 37.9 ms,
+    ``benchmarks/conv_im2col_first.py``): the rule leaves them to the convolution.
+
+    Example:
+      >>> im2col_is_faster((4, 4), (5, 5)), im2col_is_faster((8, 8), (5, 5))
+      (True, False)
+    """
+    return out_spatial[0] * out_spatial[1] <= kernel[0] * kernel[1]
+
+
+def patches(a_padded, kernel, strides, out_spatial):
+    """The im2col patch tensor X[n, i, j, p·kw + q, c] = a_P[n, s_h·i + p, s_w·j + q, c]: one
+    strided slice of the padded input per kernel offset (p, q), stacked on axis 3."""
+    (kh, kw), (sh, sw), (Ho, Wo) = kernel, strides, out_spatial
+    return jnp.stack(
+        [
+            a_padded[:, p : p + sh * (Ho - 1) + 1 : sh, q : q + sw * (Wo - 1) + 1 : sw, :]
+            for p in range(kh)
+            for q in range(kw)
+        ],
+        axis=3,
+    )
+
+
+def col2im(d_patches, kernel, strides, padded_spatial):
+    """The transpose of :func:`patches`: each offset's block of ∂E/∂X placed back where it was
+    read (``lax.pad`` with p zeros in front and s − 1 between entries) and the blocks summed,
+    giving ∂E/∂a_P on the padded input's (H_P, W_P)."""
+    (kh, kw), (sh, sw), (Hp, Wp) = kernel, strides, padded_spatial
+    Ho, Wo = d_patches.shape[1:3]
+    zero = jnp.zeros((), d_patches.dtype)
+    total = None
+    for p in range(kh):
+        for q in range(kw):
+            block = lax.pad(
+                d_patches[:, :, :, p * kw + q, :],
+                zero,
+                [
+                    (0, 0, 0),
+                    (p, Hp - p - (sh * (Ho - 1) + 1), sh - 1),
+                    (q, Wp - q - (sw * (Wo - 1) + 1), sw - 1),
+                    (0, 0, 0),
+                ],
+            )
+            total = block if total is None else total + block
+    return total
+
+
 def check_batch(x, layer: str) -> None:
     if x.ndim != 4:
         raise ValueError(f"{layer}: x must be a batch (m, H, W, C) of rank 4, got shape {x.shape}")
@@ -99,13 +180,16 @@ def Conv2D(
     padding: str = "VALID",
     *,
     scheme: str = "he",
+    algorithm: str = "auto",
     dtype=jnp.float32,
 ) -> Layer:
     """A 2-D convolution of ``features`` output channels, NHWC in and out (eqs. L7–L9).
 
-    Parameters ``{"W": (kh, kw, C_in, features), "b": (features,)}``; the forward pass is
-    ``jax.lax.conv_general_dilated`` plus b, the backward pass the two convolutions and the sum
-    of the module docstring (no ``jax.grad``/``jax.vjp``, no loop over positions, no im2col).
+    Parameters ``{"W": (kh, kw, C_in, features), "b": (features,)}``. With ``algorithm="conv"``
+    the forward pass is ``jax.lax.conv_general_dilated`` plus b, the backward pass the two
+    convolutions and the sum of the module docstring; with ``"im2col"`` the same equations as a
+    dense layer on the patch matrix (module docstring). Either way no ``jax.grad``/``jax.vjp``
+    and no loop over positions.
 
     Args:
       features: output channels.
@@ -115,10 +199,14 @@ def Conv2D(
         bottom/right).
       scheme: weight initialisation, ``he`` or ``glorot`` with fan-in kh·kw·C_in and fan-out
         kh·kw·features (biases start at zero).
+      algorithm: ``"conv"`` (XLA convolutions), ``"im2col"`` (patches × GEMM) or ``"auto"``:
+        per input shape, :func:`im2col_is_faster`'s rule. Forward and backward always take the
+        same one (the backward decides from the cached input's shape).
       dtype: the parameters' dtype.
 
     Raises:
-      ValueError: naming the argument — a non-positive size, a bad padding string or scheme;
+      ValueError: naming the argument — a non-positive size, a bad padding string, scheme or
+        algorithm;
         from ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID kernel.
 
     Example:
@@ -131,9 +219,21 @@ def Conv2D(
     sh, sw = pair(strides, "strides", name)
     padding = check_padding(padding, name)
     init_lib.check_scheme(scheme, name)
+    if algorithm not in ALGORITHMS:
+        raise ValueError(
+            f"{name}: algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"
+        )
 
     def geometry(spatial):
         return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "kernel_size")
+
+    def use_im2col(out_spatial) -> bool:
+        if algorithm == "auto":
+            return im2col_is_faster(out_spatial, (kh, kw))
+        return algorithm == "im2col"
+
+    def pad(a, pads):
+        return jnp.pad(a, ((0, 0), *pads, (0, 0)))
 
     def init(key, in_shape):
         H, W_, C = check_shape(in_shape, 3, name)
@@ -145,10 +245,19 @@ def Conv2D(
     def forward(params, x, *, key=None, train=False):
         del key, train
         check_batch(x, name)
-        pads, _ = geometry(x.shape[1:3])
+        pads, out_spatial = geometry(x.shape[1:3])
         # lax convolutions need one dtype; promote as Dense's x @ Θᵀ does (float32 weights on
         # float64 data give float64), and hand each gradient back in its own leaf's dtype.
         dtype = jnp.result_type(x, params["W"])
+        if use_im2col(out_spatial):
+            # L7 as z = X Θ + b: the patch matrix times the kernel as a (kh·kw·C_in, C_out)
+            # matrix (HWIO's row order p, q, c is the patches' axis order).
+            X = patches(pad(x.astype(dtype), pads), (kh, kw), (sh, sw), out_spatial)
+            rows = X.shape[0] * out_spatial[0] * out_spatial[1]
+            z = (X.reshape(rows, -1) @ params["W"].astype(dtype).reshape(-1, features)).reshape(
+                *X.shape[:3], features
+            )
+            return z + params["b"], x
         z = lax.conv_general_dilated(
             x.astype(dtype),
             params["W"].astype(dtype),
@@ -162,7 +271,9 @@ def Conv2D(
         dtype = jnp.result_type(cache, params["W"], dy)
         a, delta, W = cache.astype(dtype), dy.astype(dtype), params["W"].astype(dtype)
         spatial = a.shape[1:3]
-        pads, _ = geometry(spatial)
+        pads, out_spatial = geometry(spatial)
+        if use_im2col(out_spatial):
+            return backward_im2col(params, a, delta, W, pads, out_spatial, cache.dtype)
         r = [
             unreached(n, k, s, p)
             for n, k, s, p in zip(spatial, (kh, kw), (sh, sw), pads, strict=True)
@@ -198,7 +309,27 @@ def Conv2D(
         grads = {"W": dW.astype(params["W"].dtype), "b": db.astype(params["b"].dtype)}
         return grads, dx.astype(cache.dtype)
 
+    def backward_im2col(params, a, delta, W, pads, out_spatial, dx_dtype):
+        a_padded = pad(a, pads)
+        X = patches(a_padded, (kh, kw), (sh, sw), out_spatial)
+        # L8: ∂E/∂Θ = Xᵀ δ, summed over examples and positions; ∂E/∂b = Σ δ.
+        rows = X.shape[0] * out_spatial[0] * out_spatial[1]
+        theta = W.reshape(-1, features)
+        dW = (X.reshape(rows, -1).T @ delta.reshape(rows, features)).reshape(W.shape)
+        db = jnp.sum(delta, axis=(0, 1, 2))
+        # L9: ∂E/∂X = δ Θᵀ, then col2im back onto the padded input, and the padding off.
+        dX = (delta.reshape(rows, features) @ theta.T).reshape(X.shape)
+        da_padded = col2im(dX, (kh, kw), (sh, sw), a_padded.shape[1:3])
+        (top, _), (left, _) = pads
+        dx = da_padded[:, top : top + a.shape[1], left : left + a.shape[2], :]
+        grads = {"W": dW.astype(params["W"].dtype), "b": db.astype(params["b"].dtype)}
+        return grads, dx.astype(dx_dtype)
+
     stride_text = "" if (sh, sw) == (1, 1) else f", strides={(sh, sw)}"
+    algorithm_text = "" if algorithm == "auto" else f", {algorithm}"
     return Layer(
-        init, forward, backward, name=f"{name}({features}, {(kh, kw)}{stride_text}, {padding})"
+        init,
+        forward,
+        backward,
+        name=f"{name}({features}, {(kh, kw)}{stride_text}, {padding}{algorithm_text})",
     )
