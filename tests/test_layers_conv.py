@@ -15,7 +15,16 @@ import pytest
 from jax import lax
 
 from jaxbp import layers
-from jaxbp.layers.conv import Conv2D, axis_pads, col2im, im2col_is_faster, patches, unreached
+from jaxbp.layers.base import pair
+from jaxbp.layers.conv import (
+    Conv2D,
+    axis_pads,
+    col2im,
+    im2col_is_faster,
+    patches,
+    unreached,
+    window_geometry,
+)
 from jaxbp.layers.models import lenet
 
 VJP_RTOL = 1e-12  # float64: hand backward vs jax.vjp, relative (STYLE.md)
@@ -187,12 +196,9 @@ def test_col2im_is_the_transpose_of_patches():
     """⟨patches(a), X⟩ = ⟨a, col2im(X)⟩ for every geometry: col2im is the gather's adjoint."""
     rng = np.random.default_rng(4)
     for (H, W, C), k, s, padding in IM2COL_GEOMETRIES:
-        kernel, strides = (k, k) if isinstance(k, int) else k, (s, s) if isinstance(s, int) else s
-        pads = [
-            axis_pads(n, kk, ss, padding) for n, kk, ss in zip((H, W), kernel, strides, strict=True)
-        ]
+        kernel, strides = pair(k, "k", "test"), pair(s, "s", "test")
+        pads, out = window_geometry((H, W), kernel, strides, padding, "test", "kernel")
         padded = tuple(n + lo + hi for n, (lo, hi) in zip((H, W), pads, strict=True))
-        out = tuple((n - kk) // ss + 1 for n, kk, ss in zip(padded, kernel, strides, strict=True))
         a = jnp.asarray(rng.standard_normal((2, *padded, C)))
         X = jnp.asarray(rng.standard_normal((2, *out, kernel[0] * kernel[1], C)))
         lhs = jnp.vdot(patches(a, kernel, strides, out), X)
@@ -227,15 +233,15 @@ def test_auto_takes_im2col_only_where_the_output_is_no_larger_than_the_kernel(
 def test_im2col_mutation_col2im_without_the_stride_is_caught_and_named():
     """col2im with no s − 1 zeros between the blocks' rows (the stride forgotten in ∂E/∂x):
     the shapes still fit (blocks padded at the end instead), the values are wrong at x."""
-    in_shape, features, k, s, padding = MUTATION_CASE
+    in_shape, features, k, _, _ = MUTATION_CASE
     layer, params, _, x = make(*MUTATION_CASE, algorithm="im2col")
 
     def wrong(params, cache, dy):
         grads, _ = layer.backward(params, cache, dy)
-        pads = [axis_pads(n, k, s, padding) for n in cache.shape[1:3]]
+        _, _, pads, _ = _geometry(cache)
         padded = [n + lo + hi for n, (lo, hi) in zip(cache.shape[1:3], pads, strict=True)]
-        X = patches(jnp.pad(cache, ((0, 0), *pads, (0, 0))), (k, k), (s, s), dy.shape[1:3])
-        dX = (dy.reshape(-1, features) @ params["W"].reshape(-1, features).T).reshape(X.shape)
+        theta = params["W"].reshape(-1, features)
+        dX = (dy.reshape(-1, features) @ theta.T).reshape(*dy.shape[:3], k * k, in_shape[2])
         total = 0
         for p in range(k):
             for q in range(k):
