@@ -60,3 +60,55 @@ def pytest_collection_modifyitems(config, items):
     if whole_suite and not config.getoption("keyword") and listed - seen:
         missing = "\n  ".join(sorted(listed - seen))
         raise pytest.UsageError(f"{SLOW_CASES.name} lists cases that do not exist:\n  {missing}")
+
+
+# --- the verifier's row invariant, audited over every report the suite builds ---------------------
+ROWS_AUDITED = [0]
+"""How many verifier rows this process audited (printed in the terminal summary)."""
+
+
+def audit_row(row) -> None:
+    """A judged row's verdict is exactly ``error > bound`` (or a problem), and its bound is its
+    parts added up (or the cap that decided): what the table shows is what decided."""
+    if row.status not in ("pass", "FAIL"):
+        return
+    if row.problem is None:
+        assert (row.status == "FAIL") == (row.error > row.bound), (
+            f"{row.oracle} {row.path}: {row.status} with error {row.error} and bound {row.bound}"
+        )
+    parts = dict(row.parts)
+    if parts and row.problem is None:
+        total = parts.get("cap", sum(v for k, v in parts.items() if k != "cap"))
+        assert abs(total - row.bound) <= 1e-9 * max(abs(row.bound), 1e-300) + 1e-300, (
+            f"{row.oracle} {row.path}: bound {row.bound} is not its parts {row.parts}"
+        )
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _audit_verifier_rows():
+    """Every :class:`jaxbp.verify.Report` built during the session has its rows audited
+    (:func:`audit_row`); a violation fails the test that built the report."""
+    from jaxbp.verify import report as report_module
+
+    original = getattr(report_module.Report, "__post_init__", None)
+
+    def audited(self):
+        for row in self.rows:
+            audit_row(row)
+        ROWS_AUDITED[0] += len(self.rows)
+        if original is not None:
+            original(self)
+
+    report_module.Report.__post_init__ = audited
+    yield
+    if original is None:
+        del report_module.Report.__post_init__
+    else:
+        report_module.Report.__post_init__ = original
+
+
+def pytest_terminal_summary(terminalreporter):
+    if ROWS_AUDITED[0]:
+        terminalreporter.write_line(
+            f"verifier rows audited (error > bound ⇔ FAIL): {ROWS_AUDITED[0]}"
+        )

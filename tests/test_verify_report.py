@@ -45,26 +45,78 @@ def test_worst_index_and_values_point_at_the_bad_element():
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-@pytest.mark.parametrize("side", ["hand", "ref"])
-def test_nan_or_inf_on_either_side_fails_and_is_named(bad, side):
-    a = np.ones(5)
-    b = a.copy()
-    b[3] = bad
-    hand, ref = (b, a) if side == "hand" else (a, b)
+def test_nan_or_inf_in_the_hand_where_the_reference_is_finite_fails_and_is_named(bad):
+    hand, ref = np.ones(5), np.ones(5)
+    hand[3] = bad
     row = compare(hand, ref, oracle="rev", path="[0].b", rtol=1.0, atol=1e9)
-    assert not row.ok
+    assert not row.ok and row.status == "FAIL"
     assert row.worst_index == (3,)
     kind = "NaN" if np.isnan(bad) else "Inf"
-    who = "the hand result" if side == "hand" else "the rev oracle"
-    assert f"{kind} in {who} at (3,)" in row.problem
+    assert f"{kind} in the hand result at (3,)" in row.problem
 
 
-def test_nan_on_both_sides_fails():
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_an_oracle_that_is_not_finite_where_f_is_leaves_those_elements_out(bad):
+    hand, ref = np.ones(5), np.ones(5)
+    ref[3] = bad  # autodiff's NaN through jnp.where, a step off f's domain: nothing to judge with
+    row = compare(hand, ref, oracle="rev", path="[0].b", rtol=1e-9)
+    assert row.ok and row.n == 4
+    assert "the rev oracle is not finite at (3,)" in row.note
+    hand[1] = 2.0  # the other elements are still judged
+    assert not compare(hand, ref, oracle="rev", path="[0].b", rtol=1e-9).ok
+
+
+def test_nan_on_both_sides_is_not_equal_and_not_judged():
     nan = np.full(3, np.nan)
     row = compare(nan, nan, oracle="rev", path="[0].b", rtol=1e-3)
-    assert (
-        not row.ok and "NaN in the hand result" in row.problem and "NaN in the rev" in row.problem
-    )
+    assert row.status == "undefined" and row.n == 0 and math.isnan(row.error)
+    # where f is defined and the reference finite, NaN in the hand fails
+    row = compare(nan, np.ones(3), oracle="rev", path="[0].b", rtol=1e-3)
+    assert not row.ok and "NaN in the hand result at (0,) (3 of 3 elements)" in row.problem
+
+
+def test_equal_infinities_agree_and_nan_never_equals_nan():
+    row = compare(np.array([-np.inf, 1.0]), np.array([-np.inf, 1.0]), oracle="p", path="y",
+                  rtol=1e-9)  # fmt: skip
+    assert row.ok and row.error == 0
+    row = compare(np.array([np.inf]), np.array([-np.inf]), oracle="p", path="y", rtol=1e-9)
+    assert row.status == "undefined"  # the reference -inf is not finite: not judged
+
+
+def test_undefined_elements_are_left_out_and_named():
+    hand = np.array([1.0, np.nan, 3.0])
+    ref = np.array([1.0, np.nan, 3.0 + 1e-3])
+    defined = np.array([True, False, True])
+    row = compare(hand, ref, oracle="fd", path="x", rtol=1e-6, defined=defined)
+    assert not row.ok and row.worst_index == (2,) and row.n == 2
+    assert "undefined at this point (f is not finite) at (1,)" in row.note
+    row = compare(hand, ref, oracle="fd", path="x", rtol=1e-6, defined=np.zeros(3, bool))
+    assert row.ok and row.status == "undefined"
+
+
+def test_every_judged_row_shows_the_bound_that_decided_it():
+    ref = np.array([1.0, 10.0])
+    hand = ref + np.array([1e-6, 1e-6])
+    row = compare(hand, ref, oracle="fd", path="p", rtol=1e-7, atol=1e-8,
+                  allowance=np.array([5e-7, 0.0]))  # fmt: skip
+    # element 0: bound 1e-8 + 1e-7 + 5e-7 = 6.1e-7 < 1e-6; element 1: 1e-8 + 1e-6 ≥ 1e-6
+    assert not row.ok and row.worst_index == (0,)
+    assert row.error == pytest.approx(1e-6) and row.bound == pytest.approx(6.1e-7)
+    assert dict(row.parts) == pytest.approx({"rtol·|ref|": 1e-7, "atol": 1e-8, "fd": 5e-7})
+    capped = compare(hand, ref, oracle="fd", path="p", rtol=1e-7, atol=1e-8,
+                     allowance=np.array([5e-7, 0.0]), cap=np.array([2e-7, 1.0]))  # fmt: skip
+    assert capped.bound == pytest.approx(2e-7) and dict(capped.parts)["cap"] == capped.bound
+
+
+def test_a_row_refuses_a_verdict_its_numbers_contradict():
+    from jaxbp.verify.report import Row
+
+    with pytest.raises(ValueError, match="'pass' with error"):
+        Row("rev", "w", (), "float64", "m", 1, 1.0, 1.0, 1.0, (), 2.0, 1.0, 0.1, 0.1, True,
+            error=1.0, bound=0.2)  # fmt: skip
+    with pytest.raises(ValueError, match="'FAIL' with error"):
+        Row("rev", "w", (), "float64", "m", 1, 0.0, 0.0, 0.0, (), 1.0, 1.0, 0.1, 0.1, False,
+            error=0.0, bound=0.2)  # fmt: skip
 
 
 def test_shape_mismatch_fails_with_a_problem():
@@ -98,7 +150,7 @@ def test_failed_lists_every_failing_leaf_once_in_tree_order():
 def test_str_is_a_table_with_one_row_per_leaf_per_oracle():
     text = str(_report())
     assert text.splitlines()[0] == "demo: FAIL ([0].b, [1].W)"
-    for header in ("path", "shape", "dtype", "max abs", "max rel", "norm rel", "worst idx", "rtol"):
+    for header in ("path", "shape", "dtype", "max rel", "worst idx", "error", "bound", "bound = …"):
         assert header in text
     assert text.count("FAIL") == 1 + 3 and text.count(" pass") == 1
     assert "problem: fd [0].b: NaN in the hand result at (0,)" in text
@@ -117,8 +169,12 @@ def test_raise_if_failed_names_every_failing_leaf():
     with pytest.raises(AssertionError) as info:
         _report().raise_if_failed()
     message = str(info.value)
-    assert "2 leaf(s)" in message and "[0].b (fd: NaN" in message and "[1].W (rev:" in message
-    assert "fd: max abs" in message
+    assert message.splitlines()[0] == "demo failed at 2 leaf(s): [0].b, [1].W"
+    # each failing leaf once, with its worst row: the problem, or the error against its bound
+    assert "  [0].b: fd (eager): NaN in the hand result at (0,)" in message
+    assert "  [1].W: fd (eager): error 2.000e+00 > bound 2.000e-09 at (0,)" in message
+    assert "also rev" in message
+    assert message.count("NaN in the hand result") == 1  # not repeated under the table
 
 
 def test_empty_report_is_not_ok():

@@ -32,11 +32,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.verify import custom_rules, oracles, select, tolerance
+from jaxbp.verify import oracles, rounding, rules_in_loss, select, tolerance
 from jaxbp.verify import transforms as tf
 from jaxbp.verify.directions import FDOptions, Reference, directional_rows
 from jaxbp.verify.hand import State, leaf_problem, parse_gradient
-from jaxbp.verify.report import Report, Row, compare, environment
+from jaxbp.verify.report import Report, Row, compare, environment, fail
 
 MODES = ("rev", "fwd", "fd")
 """The oracles: reverse mode, forward mode, finite differences."""
@@ -61,11 +61,25 @@ def _check_modes(modes) -> tuple[str, ...]:
     return tuple(dict.fromkeys(modes))
 
 
+def _closed(fn: Callable, args: tuple):
+    """``(fn', dynamic)`` with ``fn'(tree, *dynamic) == fn(tree, *args)``: the arguments that are
+    not arrays (an activation's name, an int, a callable, None, a dataclass) closed over, as
+    ``jax.grad`` passes them through; only array leaves are traced."""
+    dynamic, spec = oracles.split_args(args)
+
+    def closed(tree, *dyn):
+        return fn(tree, *oracles.join_args(dyn, spec))
+
+    closed.__name__ = getattr(fn, "__name__", "fn")
+    return closed, dynamic
+
+
 def _check_loss(loss_fn, tree, args):
     """The loss's output as a ShapeDtypeStruct and its jaxpr (one trace); errors that name
     ``loss_fn`` otherwise."""
+    fn, dynamic = _closed(loss_fn, args)
     try:
-        jaxpr, out = jax.make_jaxpr(loss_fn, return_shape=True)(tree, *args)
+        jaxpr, out = jax.make_jaxpr(fn, return_shape=True)(tree, *dynamic)
     except _TRACE_ERRORS as e:
         raise TypeError(
             f"loss_fn: cannot be traced by JAX ({tf.first_line(e)}); check differentiates it with "
@@ -107,8 +121,9 @@ def _options(fd_budget, n_projections, fd_step, kinks, grad_fn, loss_fn):
 
 
 def _kinks_output_checked(kinks, tree, args):
+    fn, dynamic = _closed(kinks, args)
     try:
-        out = jax.eval_shape(kinks, tree, *args)
+        out = jax.eval_shape(fn, tree, *dynamic)
     except _TRACE_ERRORS as e:
         raise TypeError(f"kinks: cannot be traced by JAX ({tf.first_line(e)})") from None
     for leaf in jax.tree.leaves(out):
@@ -120,17 +135,89 @@ def _kinks_output_checked(kinks, tree, args):
 
 def _custom_rule_notes(rows, rules, modes) -> tuple[list[Row], tuple[str, ...]]:
     """``rows`` with a note on each rev / fwd row whose oracle ran one of ``rules`` (the custom
-    rules inside loss_fn, :mod:`jaxbp.verify.custom_rules`), and the report's warning if any did.
+    rules inside loss_fn, :mod:`jaxbp.verify.rules_in_loss`), and the report's warning if any did.
     Verdicts are left as they are."""
-    if not any(custom_rules.affected(rules, m) for m in modes):
+    if not any(rules_in_loss.affected(rules, m) for m in modes):
         return rows, ()
     out = []
     for r in rows:
-        note = custom_rules.row_note(rules, r.oracle)
+        note = rules_in_loss.row_note(rules, r.oracle)
         if note and r.status != "not applicable":
             r = dataclasses.replace(r, note=f"{r.note}; {note}" if r.note else note)
         out.append(r)
-    return out, (custom_rules.report_warning(rules, modes),)
+    return out, (rules_in_loss.report_warning(rules, modes),)
+
+
+def _up(tree, spread):
+    """``tree`` as the oracles see it: one precision up from the dtype the hand is judged in (a
+    16-bit leaf judged in float32 goes to float64 through float32)."""
+    if spread is not None and spread.up is not None:
+        tree = rounding.upcast_half(tree)
+    return tolerance.upcast(tree)
+
+
+def _low_precision(state, half, grad_c, loss_c, tree, rest, treedef, leaves, checked, idx, rng):
+    """The 16-bit leaves' error model (:mod:`jaxbp.verify.rounding`): measures their rounding
+    spread and, where grad_fn runs cleanly one precision up, makes that float32 result what the
+    oracle rows judge; sets the leaves' allowances and notes on ``state``."""
+    layout = oracles.make_layout(
+        treedef, leaves, checked,
+        [tolerance.reference_dtype(jnp.result_type(leaves[i])) if c else
+         (jnp.result_type(leaves[i]) if hasattr(leaves[i], "dtype") else "float32")
+         for i, c in enumerate(checked)],
+    )  # fmt: skip
+
+    def oracle(t, *args):  # rev one precision up from 16 bits (float32): traced inside lax.map
+        flat = [tolerance.upcast(leaf) for leaf in jax.tree.leaves(t)]
+        theta = jnp.concatenate([flat[i].ravel() for i in idx])
+        fixed = tuple(flat[i] for i, c in enumerate(checked) if not c)
+        g = jax.grad(lambda th: loss_c(layout.unflatten(th, fixed), *tolerance.upcast(args)))(theta)
+        return [g[layout.segment(i)].reshape(np.shape(leaves[i])) for i in idx]
+
+    spread = rounding.measure(grad_c, tree, rest, treedef, idx, rng=rng, oracle=oracle)
+    position = {i: k for k, i in enumerate(idx)}
+    for i in half:
+        k = position[i]
+        source = rounding.describe(spread, state.dtypes[i], np.size(leaves[i]))
+        state.allowance[i] = (rounding.allowance(spread.spread[k], spread.n), source)
+        if spread.up is not None:
+            state.hand[i] = spread.up[k]
+            state.oracle_note[i] = (f"hand evaluated in float32 (its {state.dtypes[i]} rounding "
+                                    "is judged in the rounding row)")  # fmt: skip
+        else:
+            state.oracle_note[i] = f"{state.dtypes[i]} hand against the oracle: {spread.reason}"
+    state.oracle_allowance = spread.up is None
+    return spread
+
+
+def _rounding_rows(state, spread, half, idx, leaves, rtol_of) -> list[Row]:
+    """One ``rounding`` row per 16-bit leaf: the systematic part of its error against the
+    reference, and that part's standard error (:mod:`jaxbp.verify.rounding`)."""
+    position = {i: k for k, i in enumerate(idx)}
+    against = "float32" if spread.up is not None else "the oracle"
+    rows = []
+    for i in half:
+        k = position[i]
+        path = state.paths[i]
+        given = rtol_of("rounding", path)
+        rtol = tolerance.default_rtol(state.dtypes[i], "rounding") if given is None else given
+        atol = state.atol_of("rounding", path)
+        allowance = None
+        if atol is None:
+            allowance = rounding.systematic_allowance(spread.standard_error[k], spread.n)
+        ref = spread.ref[k]
+        hand = np.where(np.isfinite(spread.low[k]), ref + spread.systematic[k], spread.low[k])
+        row = compare(hand, ref, oracle="rounding", path=path, rtol=rtol, atol=atol,
+                      allowance=allowance, allowance_name="rounding",
+                      bound_source=rounding.describe(spread, state.dtypes[i], np.size(leaves[i]),
+                                                     systematic=True),
+                      method=f"{state.dtypes[i]} − {against}: systematic part, {spread.n} points",
+                      shape=np.shape(leaves[i]), order=i, dtype=state.dtypes[i],
+                      ref_name=f"the {against} evaluation")  # fmt: skip
+        if not state.usable[i]:
+            row = fail(row, "no usable hand values (see the grad_fn row)")
+        rows.append(row)
+    return rows
 
 
 def check(
@@ -185,7 +272,7 @@ def check(
       (plus ``(value)`` rows when ``grad_fn`` returns a value); ``meta["seconds"]`` has the cost.
       When ``loss_fn`` carries a custom_vjp / custom_jvp rule defined outside JAX (``jaxbp.loss``),
       the rev (and for a custom_jvp the fwd) rows say so in their note and ``warnings`` names the
-      rule: those oracles ran it; only fd is independent of it (:mod:`jaxbp.verify.custom_rules`).
+      rule: those oracles ran it; only fd is independent of it (:mod:`jaxbp.verify.rules_in_loss`).
 
     Warns:
       CustomRuleWarning: such a rule was found and ``modes`` has no ``"fd"``, so nothing independent
@@ -238,10 +325,13 @@ def check(
     _, loss_jaxpr = _check_loss(loss_c, tree, rest)
     if kinks is not None:
         _kinks_output_checked(kinks, *((tree, rest) if argnums is None else (params, args)))
+    judged = dict(dtypes)  # the dtype each leaf's oracle rows judge in (float32 for a 16-bit one)
 
     def rtol_for(oracle, i):
         given = rtol_of(oracle, paths[i])
-        return tolerance.default_rtol(dtypes[i]) if given is None else given
+        if given is not None:
+            return given
+        return tolerance.default_rtol(judged[i] if oracle in State.ORACLES else dtypes[i])
 
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -256,14 +346,24 @@ def check(
             hand[i] = np.zeros(np.shape(leaves[i]))
     value_dtype = str(jnp.result_type(*[dtypes[i] for i in idx]))
 
-    state = State(paths=paths, dtypes=dtypes, idx=idx, hand=hand, usable=usable,
-                   rtol_for=rtol_for, atol_of=atol_of)  # fmt: skip
+    state = State(paths=paths, dtypes=dtypes, idx=idx, hand=dict(hand), usable=usable,
+                  rtol_for=rtol_for, atol_of=atol_of, low=hand)  # fmt: skip
     rows: list[Row] = [
         Row("grad_fn", paths[i], tuple(np.shape(leaves[i])), dtypes[i], "dtype and shape", 0,
             math.inf, math.inf, math.inf, None, math.nan, math.nan, math.nan, math.nan, False,
-            problem=problems[i], order=i)
+            problem=problems[i], order=i, error=math.inf)
         for i in idx if problems[i]
     ]  # fmt: skip
+
+    half = [i for i in idx if rounding.is_half(dtypes[i])]
+    spread = None
+    if half:
+        t0 = time.perf_counter()
+        spread = _low_precision(state, half, grad_c, loss_c, tree, rest, treedef, leaves, checked,
+                                idx, oracles.host_rng(key, stream=2))  # fmt: skip
+        seconds["rounding"] = time.perf_counter() - t0
+        for i in half:
+            judged[i] = "float32" if spread.up is not None else dtypes[i]
 
     # The transformations need nothing from the oracles, so they run in a second thread: their
     # compilations (XLA compiles on one core) overlap the oracles'. JAX's configuration is
@@ -275,12 +375,11 @@ def check(
         transform_copies_rng,
     )  # fmt: skip
 
-    ref_dtypes = [dtypes[i] for i in idx]
+    ref_dtypes = [judged[i] for i in idx]
     meta_fd: dict = {}
     with tolerance.reference_precision(ref_dtypes):
         eval_dtypes = [
-            tolerance.reference_dtype(jnp.result_type(leaf)) if c else None
-            for leaf, c in zip(leaves, checked, strict=True)
+            tolerance.reference_dtype(judged[i]) if c else None for i, c in enumerate(checked)
         ]
         layout = oracles.make_layout(
             treedef, leaves, checked,
@@ -291,12 +390,12 @@ def check(
         theta = jax.device_put(
             np.concatenate([np.asarray(leaves[i]).astype(layout.flat_dtype).ravel() for i in idx])
         )
-        fixed = tuple(tolerance.upcast(leaves[i]) for i, c in enumerate(checked) if not c)
-        rest_ref = tolerance.upcast(rest)
-        ref_tree = jax.tree_util.tree_unflatten(treedef, [tolerance.upcast(x) for x in leaves])
+        fixed = tuple(_up(leaves[i], spread) for i, c in enumerate(checked) if not c)
+        rest_ref = _up(rest, spread)
+        ref_tree = jax.tree_util.tree_unflatten(treedef, [_up(x, spread) for x in leaves])
         eval_dtype = _check_loss(loss_c, ref_tree, rest_ref)[0].dtype
         eval_eps = tolerance.eps(eval_dtype)
-        hand_flat = np.concatenate([hand[i].ravel() for i in idx])
+        hand_flat = np.concatenate([state.hand[i].ravel() for i in idx])
 
         directional = "fwd" in modes or "fd" in modes
         flops, compiling = None, None
@@ -316,16 +415,19 @@ def check(
             t0 = time.perf_counter()
             j_ref, g_rev = oracles.rev(loss_c, layout, theta, fixed, rest_ref)
             seconds["rev"] = time.perf_counter() - t0
+        state.defined = j_ref is None or bool(np.isfinite(j_ref))
         if "rev" in modes:
             for i in idx:
                 ref = g_rev[layout.segment(i)].reshape(np.shape(leaves[i]))
-                rows.append(state.row(hand[i], ref, "rev", i, shape=np.shape(leaves[i])))
+                rows.append(state.row(state.hand[i], ref, "rev", i, shape=np.shape(leaves[i]),
+                                      ref_name="jax.grad"))  # fmt: skip
         if value is not None:
             given = rtol_of("value", "(value)")
             vt = tolerance.default_rtol(value_dtype) if given is None else given
             rows.insert(0, compare(value, j_ref, oracle="loss_fn", path="(value)",
                                    method="scalar", rtol=vt, atol=atol_of("value", "(value)"),
-                                   order=-1, dtype=jnp.result_type(value)))  # fmt: skip
+                                   order=-1, dtype=jnp.result_type(value),
+                                   defined=np.asarray(state.defined)))  # fmt: skip
 
         if directional:
             t0 = time.perf_counter()
@@ -338,6 +440,8 @@ def check(
             rows += dir_rows
             seconds["directions"] = time.perf_counter() - t0
 
+    if half:
+        rows += _rounding_rows(state, spread, half, idx, leaves, rtol_of)
     if pending:
         t_rows, t_seconds = pending.result()
         rows += t_rows
@@ -352,24 +456,42 @@ def check(
         "checked": [paths[i] for i in idx],
         "skipped": skipped,
         "dtypes": {paths[i]: dtypes[i] for i in idx},
+        "judged_in": {paths[i]: judged[i] for i in idx},
         "reference_dtypes": {paths[i]: str(eval_dtypes[i]) for i in idx},
         "loss_evaluated_in": str(eval_dtype),
         "tolerances": {
             "rtol": "given"
             if rtol is not None
-            else {d: tolerance.default_rtol(d) for d in sorted(set(ref_dtypes))},
+            else {d: tolerance.default_rtol(d) for d in sorted(set(judged.values()))},
             "atol": "given" if atol is not None else "rtol * max|reference| per leaf",
             "fd": "rtol + measured truncation and round-off per direction (jaxbp.verify.fd)",
+            "rounding": None
+            if spread is None
+            else "jaxbp.verify.rounding: Z standard errors "
+            "of the fitted systematic part (rounding row), √2·Z residual spreads (others)",
         },  # fmt: skip
+        "low_precision": None
+        if spread is None
+        else {
+            "leaves": [paths[i] for i in half],
+            "reference": spread.reference,
+            "reason": spread.reason,
+            "samples": rounding.SAMPLES,
+            "perturbation": rounding.PERTURBATION,
+            "false_alarm": rounding.FALSE_ALARM,
+        },
         "fd": meta_fd or None,
         "n_projections": n_projections,
         "kinks_watched": kinks is not None,
         "seconds": seconds,
         **environment(),
     }
-    rows, report_warnings = _custom_rule_notes(rows, custom_rules.custom_rules(loss_jaxpr), modes)
+    rows, report_warnings = _custom_rule_notes(rows, rules_in_loss.custom_rules(loss_jaxpr), modes)
+    if not state.defined:
+        report_warnings += (f"loss_fn is not finite at the point ({j_ref}): f is undefined there, "
+                            "so the oracle rows compared nothing",)  # fmt: skip
     if report_warnings and "fd" not in modes:
-        warnings.warn(custom_rules.CustomRuleWarning(report_warnings[0]), stacklevel=2)
+        warnings.warn(rules_in_loss.CustomRuleWarning(report_warnings[0]), stacklevel=2)
     report = Report(title, tuple(rows), meta, warnings=report_warnings)
     if raise_on_fail:
         report.raise_if_failed()

@@ -1,98 +1,100 @@
-"""``jaxbp.verify.check_grads``: a drop-in for ``jax.test_util.check_grads``, leaf by leaf.
+"""``jaxbp.verify.check_grads``: a drop-in for ``jax.test_util.check_grads``, leaf by leaf, never
+less strict than it.
 
-Same signature and meaning as JAX's (``jax._src.public_test_util.check_grads``)::
+Same signature and meaning as JAX's::
 
-    check_grads(f, args, order, modes=("fwd", "rev"), atol=None, rtol=None, eps=None)
+    check_grads(f, args, order=1, modes=("fwd", "rev"), atol=None, rtol=None, eps=None)
 
-so a suite can swap one import and keep passing, but each check is made **per input leaf** (the
-tangent is supported on that leaf only) and the failure names the leaf by its path in ``args``
-(``args[0]['b']``, ``args[1]``), with the table of the failing rows in the ``AssertionError``.
-:func:`check_grads_report` takes the same arguments and returns the :class:`~jaxbp.verify.report.
-Report` instead of raising.
+so a suite can swap one import and keep passing; each check is also made **per input leaf** (the
+tangent supported on that leaf only) and a failure names the leaf by its path in ``args``
+(``args[0]['b']``, ``args[1]``) with its worst row. :func:`check_grads_report` takes the same
+arguments and returns the :class:`~jaxbp.verify.report.Report` instead of raising.
 
-What is compared, at each level of the recursion (the level's name is the oracle column):
+What is compared, at each level of JAX's recursion (the level's name is the oracle column):
 
-- ``fwd`` (and ``lin``, as JAX's): for every inexact leaf ``k`` and every inexact output leaf, the
-  JVP ``J t_k`` (computed by ``jax.jvp``, resp. ``jax.linearize``, in the arguments' own
-  precision) against a central finite difference along the same tangent. As in JAX the tangents
-  (and cotangents) are ``jax.test_util.rand_like`` draws from ``np.random.RandomState(0)``, and the
-  step is ``eps · t`` (``eps`` defaults to JAX's ``1e-4``). Unlike JAX, the difference is evaluated
-  in the **reference precision** (:func:`~jaxbp.verify.tolerance.reference_precision`,
-  :func:`~jaxbp.verify.tolerance.upcast`: float32 → float64, 16-bit → float32), at the steps
-  ``eps`` and ``eps/2`` and Richardson-extrapolated; the difference between the two steps and
-  the round-off of the evaluations are added to the row's tolerance as the measured uncertainty
-  of the oracle (``noise``). Where ``f`` cannot run on upcast arguments (a closed-over constant of
-  the original dtype, an explicit ``out_dtype``) the difference is taken in the arguments' own
-  precision, as JAX's, and the note says so.
-- ``rev``: the VJP by the dot-product identity ``⟨t_k, Jᵀc⟩ = ⟨J t_k, c⟩`` for every leaf ``k``
-  (one ``jax.vjp`` gives ``Jᵀc`` for all leaves). The right-hand side is the checked JVP when
-  ``"fwd"`` is among the modes (so the chain vjp = jvp = finite differences is closed); otherwise,
-  and for leaves with no forward mode (``custom_vjp``), it is the finite difference, as in JAX.
+- ``fwd`` (and ``lin``, as JAX's): for every inexact leaf k and every inexact output leaf, the
+  JVP ``J t_k`` (``jax.jvp``, resp. ``jax.linearize``, in the arguments' own precision) against
+  the finite difference along the same tangent, elementwise; and, where there is more than one
+  inexact leaf, JAX's own comparison — the JVP along the whole tangent ``t`` — as the row
+  ``(all leaves)``.
+- ``rev``: the VJP by the dot-product identity ``⟨t_k, Jᵀc⟩ = ⟨fd(t_k), c⟩`` per leaf (one
+  ``jax.vjp`` gives ``Jᵀc`` for every leaf), and JAX's own ``⟨t, Jᵀc⟩ = ⟨fd(t), c⟩`` as
+  ``(all leaves)``.
 - ``primal``: the primal output of ``jax.jvp`` / ``jax.vjp`` against ``f(*args)``, per output leaf.
 - ``order ≥ 2``: JAX's recursion, unchanged: the forward branch checks
   ``(primals, tangents) ↦ jax.jvp(f, primals, tangents)`` at ``(args, args)`` (its tangent leaves
-  are named ``tangent(args[0]['b'])``), the reverse branch checks
-  ``args ↦ vjp_f(f(*args))``; the oracle column reads ``fwd of jvp``, ``rev of vjp of jvp``, …
+  are named ``tangent(args[0]['b'])``), the reverse branch ``args ↦ vjp_f(f(*args))``; the oracle
+  column reads ``fwd of jvp``, ``rev of vjp of jvp``, …
 
-**Tolerances** are JAX's: ``atol`` and ``rtol`` default per dtype to
-``jax._src.public_test_util.default_gradient_tolerance`` (float32 2e-3, float64 1e-5, bfloat16
-1e-1, float16 1e-2, complex64 1e-3, complex128 1e-5); a float or a ``{dtype: tol}`` dict overrides
-them exactly as in JAX (``public_test_util.tolerance``, the dict merged into the defaults), and the
-dtype is the compared output's (rev rows: the largest of the leaf's and the outputs'). Each element
-must satisfy ``|hand − ref| ≤ atol + rtol·|ref| + noise``. JAX multiplies ``atol`` and ``rtol`` by
-the number of elements of the compared output; we do not, and we compare per leaf instead of along
-one random direction through every leaf, so where JAX's reference is noisy we are more lenient
-(ours is accurate) and where JAX's tolerance is diluted we are stricter: a 1 % error in a small
-leaf, or in one element of a large output, fails here and passes JAX's.
+**The reference.** As in JAX the tangents and cotangents are ``rand_like`` draws from
+``np.random.RandomState(0)`` and the step is ``eps · t`` (``eps`` defaults to JAX's ``1e-4``).
+Unlike JAX, f is evaluated in the **reference precision** (float32 arguments in float64, 16-bit
+in float32; :func:`~jaxbp.verify.tolerance.reference_precision`), at the steps ``eps`` and
+``eps/2``, and Richardson-extrapolated by :func:`jaxbp.verify.fd.central`, whose measured
+truncation and round-off — the latter with the epsilon of the dtype the differences were
+actually computed in — are the row's ``fd`` allowance. Where f cannot run on upcast arguments (a
+closed-over constant of the original dtype, an explicit ``out_dtype``) or the backend has no
+float64, the difference is taken in the arguments' own precision, as JAX's, and the bound source
+says so.
 
-**Non-finite values**: any NaN or Inf in a derivative, hand or oracle, fails the row, and so does
-any NaN in a primal value: NaN never equals NaN. JAX's check, built on
-``np.testing.assert_allclose``, passes identical NaNs (a function that is NaN on part of its
-sample, with NaN derivatives there, passes JAX's); we fail them, naming the element. Infinity is a
-value, not a failure, only where JAX's arithmetic makes it one: equal infinite *primal* values
-agree (a max over an empty window is −inf), and the finite difference of two equal infinities is 0
-(JAX's ``safe_sub``).
+**The bound, never looser than JAX's.** Each element must satisfy
+``|hand − ref| ≤ min(atol + rtol·|ref| + fd, size · (atol + rtol·|ref|))``: ``atol`` and
+``rtol`` are JAX's (a float, or a ``{dtype: tol}`` dict merged into JAX's defaults — float32 2e-3,
+float64 1e-5, bfloat16 1e-1, float16 1e-2, complex64 1e-3, complex128 1e-5, restated in
+:mod:`jaxbp.verify.tolerance`), the dtype the compared output's; ``size`` is the number of
+elements of the compared output, the factor JAX applies (``_assert_numpy_close``). The cap is
+JAX's own criterion, so a row is never looser than ``check_grads`` at the same ``eps``, and the
+``(all leaves)`` rows are JAX's comparisons themselves with a reference at least as accurate:
+whenever JAX's check fails on a real error, ours fails. Per leaf and per element ours is stricter:
+a 1 % error in a small leaf, or in one element of a large output, fails here and can pass JAX's.
+
+**Undefined points and non-finite values.** Where ``f(*args)`` itself is NaN or infinite at an
+output element, that element is undefined at this point and not compared (JAX's
+``assert_allclose`` passes NaN against NaN there); a row with nothing left to compare is
+``undefined`` and never fails. The ``rev`` inner products leave such outputs out (the cotangent
+is zeroed there); where the VJP is still not finite — its zero cotangent times an undefined local
+derivative — the row is ``undefined`` too. NaN in a derivative where f and the reference are
+finite fails, naming the element. Equal infinities agree.
 
 **custom_vjp**: forward mode of a ``jax.custom_vjp`` function does not exist; instead of crashing,
-its ``fwd`` / ``lin`` rows are ``not applicable`` (they never fail; the note says why), detected per
-leaf from JAX's ``TypeError`` ("can't apply forward-mode autodiff (jvp) to a custom_vjp
-function"), and its ``rev`` rows are checked against the finite difference. For ``order ≥ 2`` the
-forward branch of such a level cannot be formed (``jax.jvp(f)`` raises), so it is skipped (the
-not-applicable rows say so); the reverse branch ``args ↦ vjp_f(f(*args))`` is an ordinary function
-of the rule's fwd and bwd and is checked in every requested mode, as deep as ``order``.
+its ``fwd`` / ``lin`` rows are ``not applicable`` (they never fail; the note says why), and its
+``rev`` rows are checked against the finite difference as always. For ``order ≥ 2`` the forward
+branch of such a level cannot be formed, so it is skipped; the reverse branch
+``args ↦ vjp_f(f(*args))`` is an ordinary function of the rule's fwd and bwd and is checked in
+every requested mode, as deep as ``order``.
 
 **Evaluation**: per level, one program computes every leaf's JVP (a loop over leaves; the other
-leaves are held fixed, so their tangents are symbolic zeros; where one of JAX's rules cannot take a
-symbolic zero — ``lax.reduce`` of a tuple in jax 0.10.2 — every leaf gets an explicit zero tangent,
-as in JAX's check), one the VJP, and one every leaf's finite-difference stencil (``jax.vmap``
-over the four steps, in the reference precision). At or above :data:`JIT_MIN_SIZE` numbers the
-programs are jitted; below it they run eagerly, op by op, with the stencil looped, like JAX's own
-check: JAX caches each primitive's executable per shape, so for the small arrays of a unit test
-that is several times faster than compiling three programs per level. A function that cannot be
-traced under ``jit`` (Python control flow on values, NumPy on arrays) or batched falls back to the
-eager path.
+leaves held fixed, so their tangents are symbolic zeros; where one of JAX's rules cannot take a
+symbolic zero — ``lax.reduce`` of a tuple in jax 0.10.2 — every leaf gets an explicit zero
+tangent, as in JAX's check), one the VJP, and one every leaf's finite-difference stencil
+(``jax.vmap`` over the four points of :data:`jaxbp.verify.fd.OFFSETS`). At or above
+:data:`JIT_MIN_SIZE` numbers the programs are jitted; below it they run eagerly, op by op, like
+JAX's own check (JAX caches each primitive's executable per shape, which for the small arrays of
+a unit test is several times faster than compiling three programs per level). A function that
+cannot be traced under ``jit`` or batched falls back to the eager path.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax._src import public_test_util as _jtu
 
-from jaxbp.verify import tolerance
-from jaxbp.verify.report import Report, Row, compare, environment
+from jaxbp.verify import fd, tolerance
+from jaxbp.verify.report import Report, compare, environment, fail, status_row
 
-EPS = _jtu.EPS
-"""JAX's default finite-difference step (``1e-4``), along a standard-normal tangent."""
+EPS = 1e-4
+"""JAX's default finite-difference step, along a standard-normal tangent."""
 
 MODES = ("fwd", "rev", "lin")
 """The modes JAX's ``check_grads`` knows."""
+
+ALL_LEAVES = "(all leaves)"
+"""The path of the rows that compare along the whole tangent, as JAX's check does."""
 
 CUSTOM_VJP_NOTE = "not applicable (custom_vjp): forward mode of a custom_vjp function"
 
@@ -105,6 +107,13 @@ them. At and above it, the programs are jitted."""
 
 _NUMPY_DEFAULT_RTOL = 1e-7
 """What ``np.testing.assert_allclose`` uses when JAX's check passes it ``rtol=0`` (it drops it)."""
+
+_PYTHON_SCALAR_DTYPES = {
+    bool: np.dtype(bool),
+    int: np.dtype(np.int64),
+    float: np.dtype(np.float64),
+    complex: np.dtype(np.complex128),
+}
 
 
 def check_grads(f, args, order=1, modes=("fwd", "rev"), atol=None, rtol=None, eps=None) -> None:
@@ -123,9 +132,46 @@ def check_grads(f, args, order=1, modes=("fwd", "rev"), atol=None, rtol=None, ep
       None.
 
     Raises:
-      AssertionError: naming every failing leaf, with the table of the failing rows.
+      AssertionError: naming every failing leaf once with its worst row, then a short table.
+      TypeError / ValueError: a bad argument, named.
     """
     check_grads_report(f, args, order, modes, atol, rtol, eps).raise_if_failed()
+
+
+def _tolerance_arg(value, name: str):
+    if value is None or isinstance(value, dict):
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name}: expected a float or a {{dtype: tol}} dict, got {value!r}")
+    if not np.isfinite(value) or value < 0:
+        raise ValueError(f"{name}: expected a finite tolerance ≥ 0, got {value!r}")
+    return float(value)
+
+
+def _arguments(f, args, order, modes, atol, rtol, eps):
+    if not callable(f):
+        raise TypeError(f"f: expected a callable, got {type(f).__name__} {f!r}")
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(
+            f"args: expected a tuple of arguments, got {type(args).__name__}; "
+            "write check_grads(f, (x,), ...) for one argument"
+        )
+    if isinstance(order, bool) or not isinstance(order, (int, np.integer)) or order < 1:
+        raise ValueError(f"order: expected an integer ≥ 1, got {order!r}")
+    if isinstance(modes, str):
+        modes = (modes,)
+    modes = tuple(dict.fromkeys(modes))
+    bad = [m for m in modes if m not in MODES]
+    if bad or not modes:
+        raise ValueError(f"modes: unknown mode(s) {bad or modes!r}; valid modes are "
+                         f"{', '.join(MODES)}")  # fmt: skip
+    if eps is not None:
+        if isinstance(eps, bool) or not isinstance(eps, (int, float, np.integer, np.floating)):
+            raise TypeError(f"eps: expected a step > 0, got {eps!r}")
+        if not eps > 0 or not np.isfinite(eps):
+            raise ValueError(f"eps: expected a finite step > 0, got {eps!r}")
+    return (tuple(args), int(order), modes, _tolerance_arg(atol, "atol"),
+            _tolerance_arg(rtol, "rtol"), float(eps) if eps else EPS)  # fmt: skip
 
 
 def check_grads_report(
@@ -133,19 +179,12 @@ def check_grads_report(
 ) -> Report:
     """:func:`check_grads`, returning the :class:`Report` (one row per leaf per check) instead of
     raising."""
-    args = tuple(args)
-    eps = eps or EPS
-    if isinstance(modes, str):
-        modes = (modes,)
-    modes = tuple(dict.fromkeys(modes))
-    bad = [m for m in modes if m not in MODES]
-    if bad:
-        raise ValueError(f"modes: unknown mode(s) {bad!r}; valid modes are {', '.join(MODES)}")
+    args, order, modes, atol_, rtol_, eps = _arguments(f, args, order, modes, atol, rtol, eps)
     ctx = _Context(
         modes=modes,
-        atol=_jtu._merge_tolerance(atol, _jtu.default_gradient_tolerance),
-        rtol=_jtu._merge_tolerance(rtol, _jtu.default_gradient_tolerance),
-        eps=float(eps),
+        atol=tolerance.jax_tolerance_table(atol_),
+        rtol=tolerance.jax_tolerance_table(rtol_),
+        eps=eps,
     )
     paths, _ = jax.tree_util.tree_flatten_with_path(args)
     names = [f"args[{p[0].idx}]" + jax.tree_util.keystr(tuple(p[1:])) for p, _ in paths]
@@ -154,11 +193,12 @@ def check_grads_report(
     meta = {
         "order": order,
         "modes": list(modes),
-        "eps": float(eps),
+        "eps": eps,
         "atol": repr(atol),
         "rtol": repr(rtol),
-        "tangents": "jax.test_util.rand_like draws from np.random.RandomState(0), as JAX's",
-        "fd": "central differences at eps and eps/2, Richardson-extrapolated",
+        "tangents": "rand_like draws from np.random.RandomState(0), as JAX's",
+        "fd": "central differences at eps and eps/2, Richardson-extrapolated (jaxbp.verify.fd)",
+        "bound": "min(atol + rtol·|ref| + fd, size·(atol + rtol·|ref|)): never looser than JAX's",
         "reference": ctx.references,
         **environment(),
     }
@@ -171,12 +211,13 @@ class _Context:
         self.atol = atol
         self.rtol = rtol
         self.eps = eps
-        self.rows: list[Row] = []
+        self.rows: list = []
         self.references: dict[str, str] = {}
 
     def tols(self, *dtypes) -> tuple[float, float]:
-        atol = max(float(_jtu.tolerance(d, self.atol)) for d in dtypes)
-        rtol = max(float(_jtu.tolerance(d, self.rtol)) for d in dtypes)
+        """JAX's ``(atol, rtol)`` for a comparison of arrays of ``dtypes`` (the largest)."""
+        atol = max(tolerance.jax_tolerance(d, self.atol) for d in dtypes)
+        rtol = max(tolerance.jax_tolerance(d, self.rtol) for d in dtypes)
         return atol, rtol or _NUMPY_DEFAULT_RTOL
 
 
@@ -185,7 +226,14 @@ class _Context:
 
 
 def _dtype(x) -> np.dtype:
-    return jax.dtypes.canonicalize_dtype(_jtu._dtype(x))
+    """JAX's dtype of a leaf (a Python scalar's default dtype), canonicalized."""
+    if hasattr(x, "dtype"):
+        dtype = np.dtype(x.dtype)
+    elif type(x) in _PYTHON_SCALAR_DTYPES:
+        dtype = _PYTHON_SCALAR_DTYPES[type(x)]
+    else:
+        dtype = np.asarray(x).dtype
+    return jax.dtypes.canonicalize_dtype(dtype)
 
 
 def _is_inexact(x) -> bool:
@@ -196,14 +244,29 @@ def _is_inexact(x) -> bool:
 
 
 def _is_scalar(x) -> bool:
-    return _jtu.is_python_scalar(x)
+    return not isinstance(x, np.generic) and isinstance(x, (bool, int, float, complex))
+
+
+def _rand_like(rng: np.random.RandomState, x):
+    """JAX's ``rand_like``: standard normal draws of ``x``'s shape and dtype (complex: re + i·im);
+    a Python scalar stays one."""
+    shape, dtype = np.shape(x), _dtype(x)
+
+    def randn():
+        return np.asarray(rng.randn(*shape), dtype=dtype)
+
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        result = randn() + dtype.type(1.0j) * randn()
+    else:
+        result = randn()
+    return result.item() if _is_scalar(x) else result
 
 
 def _draw(rng, x):
     """JAX's ``rand_like`` for an inexact leaf; for any other leaf the same draws are consumed
     (so the inexact leaves get JAX's values) and a float0 zero is returned."""
     if _is_inexact(x):
-        return _jtu.rand_like(rng, x)
+        return _rand_like(rng, x)
     rng.randn(*np.shape(x))
     return np.zeros(np.shape(x), jax.dtypes.float0)
 
@@ -214,25 +277,17 @@ def _with(leaves, k, value):
     return new
 
 
+def _with_all(leaves, ks, xs):
+    new = list(leaves)
+    for k, x in zip(ks, xs, strict=True):
+        new[k] = x
+    return new
+
+
 def _np(x) -> np.ndarray:
     """A host copy in float64 / complex128."""
     x = np.asarray(x)
     return x.astype(np.complex128 if np.iscomplexobj(x) else np.float64)
-
-
-def _views(hand: np.ndarray, ref: np.ndarray, noise=None):
-    """Real arrays for :func:`compare`: where either side is complex, both as (re, im) pairs on a
-    trailing axis (the noise repeated on both)."""
-    if not (np.iscomplexobj(hand) or np.iscomplexobj(ref)):
-        return (hand, ref) if noise is None else (hand, ref, noise)
-
-    def view(x):
-        x = np.asarray(x, np.complex128)
-        return np.stack([x.real, x.imag], axis=-1)
-
-    if noise is None:
-        return view(hand), view(ref)
-    return view(hand), view(ref), np.stack([noise, noise], axis=-1)
 
 
 def _is_custom_vjp_error(e: BaseException) -> bool:
@@ -241,10 +296,9 @@ def _is_custom_vjp_error(e: BaseException) -> bool:
 
 def _call(build: Callable[[bool], Callable], *args, how: list, jit: bool):
     """Runs ``build(jit)(*args)``: jitted and vectorised when ``jit`` (``build(True)`` vmaps where
-    ``build(False)`` loops), where that fails (a function that only runs eagerly, or cannot be
-    batched) or when not ``jit``, eagerly and looped, like JAX's check (op by op, each primitive
-    compiled once per shape and cached: for small arrays that is faster than compiling programs,
-    and batching would only add shapes to compile). Appends ``"jit"`` or ``"eager"`` to ``how``."""
+    ``build(False)`` loops); where that fails (a function that only runs eagerly, or cannot be
+    batched) or when not ``jit``, eagerly and looped, like JAX's check. Appends ``"jit"`` or
+    ``"eager"`` to ``how``."""
     if jit:
         try:
             out = jax.jit(build(True))(*args)
@@ -263,154 +317,64 @@ def _call(build: Callable[[bool], Callable], *args, how: list, jit: bool):
 # One level of the recursion
 
 
+class _Level:
+    """What one level compares: the point, its draws, f's output there and the fd references."""
+
+    def __init__(self, f, args, names, suffix, ctx: _Context):
+        self.f, self.names, self.suffix, self.ctx = f, names, suffix, ctx
+        self.leaves, self.treedef = jax.tree_util.tree_flatten(args)
+        self.var = [k for k, x in enumerate(self.leaves) if _is_inexact(x)]
+        rng = np.random.RandomState(0)
+        self.tangents = [_draw(rng, x) for x in self.leaves]
+        out = f(*args)
+        out_paths, self.out_tree = jax.tree_util.tree_flatten_with_path(out)
+        self.outs = [leaf for _, leaf in out_paths]
+        self.out_names = ["out" + jax.tree_util.keystr(p) for p, _ in out_paths]
+        self.cots = [_draw(rng, y) for y in self.outs]
+        self.out_var = [j for j, y in enumerate(self.outs) if _is_inexact(y)]
+        # f is defined at an output element where it is finite there
+        self.defined = {j: np.isfinite(_np(self.outs[j])) for j in self.out_var}
+        size = sum(np.size(self.leaves[k]) for k in self.var)
+        size += sum(np.size(self.outs[j]) for j in self.out_var)
+        self.jit = size >= JIT_MIN_SIZE
+
+    def fun_of(self, base, k):
+        return lambda xk: self.f(*jax.tree_util.tree_unflatten(self.treedef, _with(base, k, xk)))
+
+    def label(self, mode: str) -> str:
+        return mode + self.suffix
+
+
 def _check_level(f, args, names, order, suffix, ctx: _Context):
-    leaves, treedef = jax.tree_util.tree_flatten(args)
-    var = [k for k, x in enumerate(leaves) if _is_inexact(x)]
-    rng = np.random.RandomState(0)
-    tangents = [_draw(rng, x) for x in leaves]
-    out = f(*args)
-    out_paths, out_tree = jax.tree_util.tree_flatten_with_path(out)
-    outs = [leaf for _, leaf in out_paths]
-    out_names = ["out" + jax.tree_util.keystr(p) for p, _ in out_paths]
-    cots = [_draw(rng, y) for y in outs]
-    out_var = [j for j, y in enumerate(outs) if _is_inexact(y)]
-
-    def fun_of(base, k):
-        return lambda xk: f(*jax.tree_util.tree_unflatten(treedef, _with(base, k, xk)))
-
-    # Small problems run op by op (JAX's per-primitive compile cache makes that faster than
-    # compiling whole programs); larger ones in jitted programs.
-    size = sum(np.size(leaves[k]) for k in var) + sum(np.size(outs[j]) for j in out_var)
-    jit = size >= JIT_MIN_SIZE
-
-    # The hand side: every leaf's JVP (fwd / lin), and the VJP.
+    lv = _Level(f, args, names, suffix, ctx)
     fwd_modes = [m for m in ("fwd", "lin") if m in ctx.modes]
-    jvps: dict[str, dict[int, tuple]] = {}
     how: dict[str, list] = {m: [] for m in ctx.modes}
+    jvps: dict[str, dict] = {}
     not_applicable: set[int] = set()
     for mode in fwd_modes:
-        jvps[mode] = _hand_jvps(fun_of, leaves, var, tangents, mode, how[mode], jit)
-        not_applicable |= {k for k in var if k not in jvps[mode]}
-    vjp = None
-    if "rev" in ctx.modes and var:
-        vjp = _hand_vjp(f, leaves, treedef, var, out_tree, cots, how["rev"], jit)
-
-    # The reference: every leaf's finite-difference stencil.
-    fd_ref, fd_note = _reference(fun_of, leaves, var, tangents, out_var, ctx, jit)
-    ctx.references[("f" + suffix)] = fd_note
-
-    def label(mode):
-        return mode + suffix
-
-    def transform(mode):
-        return "eager" if "eager" in how[mode] else "jit"
-
-    multi = len(outs) != 1
+        jvps[mode] = _hand_jvps(lv, mode, how[mode])
+        not_applicable |= {k for k in lv.var if k not in jvps[mode]}
+    refs, fd_note = _reference(lv)
+    ctx.references["f" + suffix] = fd_note
     for mode in fwd_modes:
         start = len(ctx.rows)
-        primal_done = False
-        for k in var:
-            if k not in jvps[mode]:
-                ctx.rows.append(_na_row(label(mode), names[k], leaves[k], k, order, ctx))
-                continue
-            primal, tan = jvps[mode][k]
-            p_leaves, t_leaves = out_tree.flatten_up_to(primal), out_tree.flatten_up_to(tan)
-            if not primal_done:
-                _primal_rows(label("primal"), mode, p_leaves, outs, out_var, out_names, ctx)
-                primal_done = True
-            for j in out_var:
-                ref, noise = fd_ref[k][j]
-                dt = _dtype(outs[j])
-                atol, rtol = ctx.tols(_dtype(t_leaves[j]), dt)
-                hand = _np(t_leaves[j])
-                complex_ = np.iscomplexobj(ref) or np.iscomplexobj(hand)
-                hand, ref, noise = _views(hand, ref, noise)
-                row = compare(
-                    hand,
-                    ref,
-                    oracle=label(mode),
-                    path=names[k],
-                    rtol=rtol,
-                    atol=atol,
-                    noise=noise,
-                    method=("jvp" if mode == "fwd" else "linearize")
-                    + (f" → {out_names[j]}" if multi else "")
-                    + f" vs fd ({fd_note})"
-                    + (" (re, im)" if complex_ else ""),
-                    shape=np.shape(t_leaves[j]),
-                    order=k,
-                    dtype=dt,
-                )
-                if _dtype(t_leaves[j]) != _dtype(p_leaves[j]):
-                    row = _fail(
-                        row,
-                        f"tangent dtype {_dtype(t_leaves[j])} differs from the primal's "
-                        f"{_dtype(p_leaves[j])}",
-                    )
-                ctx.rows.append(row)
-        _set_transform(ctx, start, transform(mode))
-
-    if vjp is not None:
+        _fwd_rows(lv, mode, jvps[mode], refs, fd_note, order)
+        _set_transform(ctx, start, "eager" if "eager" in how[mode] else "jit")
+    if "rev" in ctx.modes and lv.var:
         start = len(ctx.rows)
-        primal, cts = vjp
-        _primal_rows(
-            label("primal"), "rev", out_tree.flatten_up_to(primal), outs, out_var, out_names, ctx
-        )
-        out_dtypes = [_dtype(outs[j]) for j in out_var]
-        for i, k in enumerate(var):
-            t = _np(tangents[k])
-            hand = np.real(np.sum(t * _np(cts[i])))
-            src = next((m for m in fwd_modes if k in jvps[m]), None)
-            if src is not None:
-                tan = out_tree.flatten_up_to(jvps[src][k][1])
-                ref = sum(
-                    (np.real(np.sum(np.conj(_np(tan[j])) * _np(cots[j]))) for j in out_var), 0.0
-                )
-                noise = None
-                method = f"⟨t, vjp(c)⟩ vs ⟨{'jvp' if src == 'fwd' else 'linearize'}(t), c⟩"
-            else:
-                ref = sum(
-                    (np.real(np.sum(np.conj(fd_ref[k][j][0]) * _np(cots[j]))) for j in out_var),
-                    0.0,
-                )
-                noise = sum((np.sum(np.abs(_np(cots[j])) * fd_ref[k][j][1]) for j in out_var), 0.0)
-                noise = np.asarray(noise)
-                method = f"⟨t, vjp(c)⟩ vs ⟨fd(t), c⟩ ({fd_note})"
-            atol, rtol = ctx.tols(_dtype(leaves[k]), *out_dtypes)
-            ctx.rows.append(
-                compare(
-                    np.asarray(hand),
-                    np.asarray(ref),
-                    oracle=label("rev"),
-                    path=names[k],
-                    rtol=rtol,
-                    atol=atol,
-                    noise=noise,
-                    method=method,
-                    shape=np.shape(leaves[k]),
-                    order=k,
-                    dtype=_dtype(leaves[k]),
-                    note="custom_vjp: checked against finite differences"
-                    if k in not_applicable
-                    else None,
-                )
-            )
-        _set_transform(ctx, start, transform("rev"))
-
+        _rev_rows(lv, refs, fd_note, not_applicable, how["rev"])
+        _set_transform(ctx, start, "eager" if "eager" in how["rev"] else "jit")
     if order > 1:
-        _recurse(f, args, names, order, suffix, ctx, fwd_modes, not_applicable)
-
-
-def _recurse(f, args, names, order, suffix, ctx, fwd_modes, not_applicable):
-    for mode in fwd_modes:
-        if not_applicable:
-            continue
-        g = functools.partial(_jvp_of, f, mode)
-        tangent_names = [f"tangent({n})" for n in names]
-        _check_level(g, (args, args), names + tangent_names, order - 1,
-                     f" of {'jvp' if mode == 'fwd' else 'lin'}{suffix}", ctx)  # fmt: skip
-    if "rev" in ctx.modes:
-        _check_level(functools.partial(_vjp_of, f), args, names, order - 1, f" of vjp{suffix}", ctx)
+        for mode in fwd_modes:
+            if not_applicable:
+                continue
+            g = functools.partial(_jvp_of, f, mode)
+            tangent_names = [f"tangent({n})" for n in names]
+            _check_level(g, (args, args), names + tangent_names, order - 1,
+                         f" of {'jvp' if mode == 'fwd' else 'lin'}{suffix}", ctx)  # fmt: skip
+        if "rev" in ctx.modes:
+            _check_level(functools.partial(_vjp_of, f), args, names, order - 1,
+                         f" of vjp{suffix}", ctx)  # fmt: skip
 
 
 def _jvp_of(f, mode, primals, tangents):
@@ -433,51 +397,63 @@ def _vjp_of(f, *args):
     return pullback(out)
 
 
-def _hand_jvps(fun_of, leaves, var, tangents, mode, how, jit) -> dict[int, tuple]:
-    """``{k: (primal_out, J t_k)}`` for every leaf with a forward mode (custom_vjp ones are left
-    out): one jitted program for all leaves, or, where one of them has no forward mode, one per
-    leaf."""
+# --- the hand side ------------------------------------------------------------------------------
+def _zeros_like(x):
+    return 0.0 * x if _is_scalar(x) else jnp.zeros_like(x)
 
-    def jvp(fk, x, t):
-        if mode == "fwd":
-            return jax.jvp(fk, (x,), (t,))
-        p, f_lin = jax.linearize(fk, x)
-        return p, f_lin(t)
+
+def _jvp(fun, xs, ts, mode):
+    if mode == "fwd":
+        return jax.jvp(fun, tuple(xs), tuple(ts))
+    p, f_lin = jax.linearize(fun, *xs)
+    return p, f_lin(*ts)
+
+
+def _hand_jvps(lv: _Level, mode: str, how: list) -> dict:
+    """``{k: (primal_out, J t_k)}`` for every leaf with a forward mode (custom_vjp ones are left
+    out), and ``{ALL_LEAVES: (primal_out, J t)}`` along the whole tangent where there is more than
+    one leaf: one program for all, or, where one leaf has no forward mode, one per leaf."""
+    leaves, tangents = lv.leaves, lv.tangents
 
     def build(ks, dense):
         def run(xs, ts):
             base = _with_all(leaves, ks, xs)
-            if not dense:  # the other leaves held fixed: their tangents are symbolic zeros
-                return [jvp(fun_of(base, k), x, t) for k, x, t in zip(ks, xs, ts, strict=True)]
 
-            # Every leaf varies; the tangent is t_k on leaf k and an explicit zero elsewhere.
-            def f_all(*xs):
-                return fun_of(_with_all(leaves, ks, xs), ks[0])(xs[0])
+            def f_all(*xs_):
+                return lv.f(*jax.tree_util.tree_unflatten(lv.treedef, _with_all(leaves, ks, xs_)))
 
-            zeros = [_zeros_like(x) for x in xs]
-            return [_jvp_dense(f_all, xs, _with(zeros, i, t), mode) for i, t in enumerate(ts)]
+            if dense:  # every leaf varies; the tangent is t_k on leaf k and an explicit zero
+                zeros = [_zeros_like(x) for x in xs]
+                res = [_jvp(f_all, xs, _with(zeros, i, t), mode) for i, t in enumerate(ts)]
+            else:  # the other leaves held fixed: their tangents are symbolic zeros
+                res = [_jvp(lv.fun_of(base, k), [x], [t], mode)
+                       for k, x, t in zip(ks, xs, ts, strict=True)]  # fmt: skip
+            if len(ks) > 1:
+                res.append(_jvp(f_all, xs, ts, mode))
+            return res
 
         return lambda _vectorize: run
 
     def attempt(ks):
         args = ([leaves[k] for k in ks], [tangents[k] for k in ks])
         try:
-            res = _call(build(ks, False), *args, how=how, jit=jit)
+            res = _call(build(ks, False), *args, how=how, jit=lv.jit)
         except Exception as e:
             # Some of JAX's JVP rules fail on a symbolic-zero tangent (lax.reduce of a tuple in
             # jax 0.10.2): then every leaf gets an explicit zero tangent, as in JAX's check.
             if _is_custom_vjp_error(e):
                 raise
-            res = _call(build(ks, True), *args, how=how, jit=jit)
-        return dict(zip(ks, res, strict=True))
+            res = _call(build(ks, True), *args, how=how, jit=lv.jit)
+        keys = list(ks) + ([ALL_LEAVES] if len(ks) > 1 else [])
+        return dict(zip(keys, res, strict=True))
 
     try:
-        return attempt(var)
+        return attempt(lv.var)
     except TypeError as e:
         if not _is_custom_vjp_error(e):
             raise
     found = {}
-    for k in var:
+    for k in lv.var:
         try:
             found.update(attempt([k]))
         except TypeError as e:
@@ -486,53 +462,33 @@ def _hand_jvps(fun_of, leaves, var, tangents, mode, how, jit) -> dict[int, tuple
     return found
 
 
-def _zeros_like(x):
-    return 0.0 * x if _is_scalar(x) else jnp.zeros_like(x)
-
-
-def _jvp_dense(f_all, xs, ts, mode):
-    """JVP of ``f_all(*xs)`` along the explicit tangents ``ts``."""
-    if mode == "fwd":
-        return jax.jvp(f_all, tuple(xs), tuple(ts))
-    p, f_lin = jax.linearize(f_all, *xs)
-    return p, f_lin(*ts)
-
-
-def _with_all(leaves, ks, xs):
-    new = list(leaves)
-    for k, x in zip(ks, xs, strict=True):
-        new[k] = x
-    return new
-
-
-def _hand_vjp(f, leaves, treedef, var, out_tree, cots, how, jit):
+def _hand_vjp(lv: _Level, cots: list, how: list):
     """``(primal_out, [Jᵀc restricted to leaf k for k in var])`` from one ``jax.vjp``, with JAX's
     conjugation: the pullback of ``conj(c)``."""
-    ct = jax.tree_util.tree_unflatten(out_tree, [np.conj(c) if _is_inexact(c) else c for c in cots])
+    ct = jax.tree_util.tree_unflatten(
+        lv.out_tree, [np.conj(c) if _is_inexact(c) else c for c in cots]
+    )
 
     def run(xs, ct):
         def fv(*xs):
-            return f(*jax.tree_util.tree_unflatten(treedef, _with_all(leaves, var, xs)))
+            return lv.f(*jax.tree_util.tree_unflatten(lv.treedef, _with_all(lv.leaves, lv.var, xs)))
 
         out, pullback = jax.vjp(fv, *xs)
         return out, pullback(ct)
 
-    return _call(lambda _vectorize: run, [leaves[k] for k in var], ct, how=how, jit=jit)
+    return _call(lambda _vectorize: run, [lv.leaves[k] for k in lv.var], ct, how=how, jit=lv.jit)
 
 
-# ------------------------------------------------------------------------------------------------
-# The finite-difference reference
-
-
-def _stencil(fun_of, leaves, var, h, vectorize):
-    """``{k: output pytree stacked over the steps (h, −h, h/2, −h/2) along t_k}``."""
-    steps = (h, -h, h / 2, -h / 2)
+# --- the reference -------------------------------------------------------------------------------
+def _stencil(lv: _Level, leaves, h, vectorize):
+    """``{k: output pytree stacked over the points OFFSETS·h along t_k}``."""
+    steps = tuple(o * h for o in fd.OFFSETS)
 
     def run(xs, ts):
-        base = _with_all(leaves, var, xs)
+        base = _with_all(leaves, lv.var, xs)
         result = []
-        for k, x, t in zip(var, xs, ts, strict=True):
-            fk = fun_of(base, k)
+        for k, x, t in zip(lv.var, xs, ts, strict=True):
+            fk = lv.fun_of(base, k)
             if vectorize and not (_is_scalar(leaves[k]) or _is_scalar(t)):
                 s = jnp.asarray(steps, dtype=jnp.result_type(x))
                 result.append(jax.vmap(lambda s, fk=fk, x=x, t=t: fk(x + s * t))(s))
@@ -550,131 +506,196 @@ def _stencil(fun_of, leaves, var, h, vectorize):
     return run
 
 
-def _reference(fun_of, leaves, var, tangents, out_var, ctx, jit):
-    """``({k: {j: (reference, noise)}}, description)``: every leaf's Richardson-extrapolated central
-    difference per output leaf, in the reference precision where ``f`` runs there, else in the
-    arguments' own precision (the description says which)."""
-    if not var:
-        return {}, "-"
-    dtypes = [_dtype(leaves[k]) for k in var]
-    h = ctx.eps
-    how: list = []
-    stacked = None
-    with tolerance.reference_precision(dtypes):
-        up = [tolerance.upcast(_as_array(x)) if _is_inexact(x) else x for x in leaves]
-        ts = [tolerance.upcast(_as_array(tangents[k])) for k in var]
-        try:
-            stacked = _call(
-                lambda v: _stencil(fun_of, up, var, h, v),
-                [up[k] for k in var],
-                ts,
-                how=how,
-                jit=jit,
-            )
-            note = "in " + ", ".join(sorted({str(tolerance.reference_dtype(d)) for d in dtypes}))
-        except Exception as e:  # f cannot run on upcast arguments: JAX's own precision
-            error = type(e).__name__
-    if stacked is None:
-        stacked = _call(
-            lambda v: _stencil(fun_of, leaves, var, h, v),
-            [leaves[k] for k in var],
-            [tangents[k] for k in var],
-            how=how,
-            jit=jit,
-        )
-        note = "in " + ", ".join(sorted({str(d) for d in dtypes}))
-        note += f"; f failed on upcast arguments ({error})"
-    result = {}
-    for k, st in zip(var, stacked, strict=True):
-        out_leaves = jax.tree_util.tree_leaves(st)
-        per_out = {}
-        for j in out_var:
-            y = out_leaves[j]
-            e = tolerance.eps(jnp.result_type(y))
-            v = _np(y)
-            d1 = _safe_sub(v[0], v[1]) / (2 * h)
-            d2 = _safe_sub(v[2], v[3]) / h
-            ref = (4 * d2 - d1) / 3
-            with np.errstate(invalid="ignore"):
-                scale = np.max(np.abs(np.where(np.isfinite(v), v, 0)), axis=0)
-                noise = 2 * np.abs(d1 - d2) + tolerance.FD_NOISE_FACTOR * e * scale / h
-            noise = np.where(np.isfinite(noise), noise, 0.0)
-            per_out[j] = (ref, noise)
-        result[k] = per_out
-    return result, note
-
-
 def _as_array(x):
     return x if _is_scalar(x) else jnp.asarray(x)
 
 
-def _safe_sub(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a − b`` with JAX's ``safe_sub`` semantics: equal infinities differ by 0."""
-    with np.errstate(invalid="ignore"):
-        return np.where(a == b, 0, a - b)
+def _reference(lv: _Level):
+    """``({k: {j: fd.Estimate}}, description)``: every leaf's Richardson-extrapolated difference
+    per output leaf, in the reference precision where ``f`` runs there, else in the arguments' own
+    precision (the description says which)."""
+    if not lv.var:
+        return {}, "-"
+    dtypes = [_dtype(lv.leaves[k]) for k in lv.var]
+    h = lv.ctx.eps
+    how: list = []
+    stacked, error = None, None
+    if any(tolerance.reference_dtype(d) != d for d in dtypes):
+        with tolerance.reference_precision(dtypes):
+            up = [tolerance.upcast(_as_array(x)) if _is_inexact(x) else x for x in lv.leaves]
+            ts = [tolerance.upcast(_as_array(lv.tangents[k])) for k in lv.var]
+            try:
+                stacked = _call(lambda v: _stencil(lv, up, h, v), [up[k] for k in lv.var], ts,
+                                how=how, jit=lv.jit)  # fmt: skip
+            except Exception as e:  # noqa: BLE001 — f refuses upcast arguments: JAX's precision
+                error = f"f failed on upcast arguments ({type(e).__name__})"
+    if stacked is None:
+        stacked = _call(lambda v: _stencil(lv, lv.leaves, h, v), [lv.leaves[k] for k in lv.var],
+                        [lv.tangents[k] for k in lv.var], how=how, jit=lv.jit)  # fmt: skip
+    result, computed = {}, set()
+    for k, st in zip(lv.var, stacked, strict=True):
+        out_leaves = jax.tree_util.tree_leaves(st)
+        per_out = {}
+        for j in lv.out_var:
+            y = out_leaves[j]
+            computed.add(str(np.asarray(y).dtype))
+            per_out[j] = fd.at_offsets(_np(y), h, eval_eps=fd.eps_of(y))
+        result[k] = per_out
+    note = "differences in " + ", ".join(sorted(computed))
+    if error:
+        note += f"; {error}, so in the arguments' own precision as JAX's"
+    elif not any(tolerance.reference_dtype(d) != d for d in dtypes):
+        note += " (no higher precision: the arguments' own, as JAX's)"
+    return result, note
 
 
-# ------------------------------------------------------------------------------------------------
-# Rows
+# --- rows ---------------------------------------------------------------------------------------
+def _source(ctx: _Context, note: str) -> str:
+    return (f"fd at eps={ctx.eps:g} and eps/2 along t, {note}: "
+            f"{fd.TRUNCATION_SAFETY:g}·|D(h) − D(h/2)|/3 + {fd.ROUNDOFF_FACTOR:g}·eps·|f|/h")  # fmt: skip
 
 
-def _primal_rows(oracle, mode, primal_leaves, outs, out_var, out_names, ctx):
+_CAP = "check_grads' own criterion size·(atol + rtol·|ref|)"
+
+
+def _fwd_rows(lv: _Level, mode, jvps: dict, refs: dict, fd_note: str, order: int) -> None:
+    ctx = lv.ctx
+    multi = len(lv.outs) != 1
+    primal_done = False
+    keys = list(lv.var) + ([ALL_LEAVES] if ALL_LEAVES in jvps else [])
+    for k in keys:
+        if k != ALL_LEAVES and k not in jvps:
+            ctx.rows.append(_na_row(lv.label(mode), lv.names[k], lv.leaves[k], k, order, ctx))
+            continue
+        primal, tan = jvps[k]
+        p_leaves, t_leaves = lv.out_tree.flatten_up_to(primal), lv.out_tree.flatten_up_to(tan)
+        if not primal_done:
+            _primal_rows(lv, lv.label("primal"), mode, p_leaves)
+            primal_done = True
+        for j in lv.out_var:
+            if k == ALL_LEAVES:
+                ests = [refs[kk][j] for kk in lv.var]
+                ref = sum(e.value for e in ests)
+                allowance = sum(e.allowance for e in ests)
+                path, order_k = ALL_LEAVES, len(lv.leaves)
+            else:
+                ref, allowance = refs[k][j].value, refs[k][j].allowance
+                path, order_k = lv.names[k], k
+            dt = _dtype(lv.outs[j])
+            t_dtype = _dtype(t_leaves[j])
+            atol, rtol = ctx.tols(t_dtype, dt)
+            hand = _np(t_leaves[j])
+            size = max(int(np.size(hand)), 1)
+            cap = size * (atol + rtol * np.abs(ref))
+            row = compare(
+                hand, ref, oracle=lv.label(mode), path=path, rtol=rtol, atol=atol,
+                allowance=allowance, bound_source=_source(ctx, fd_note), cap=cap, cap_name=_CAP,
+                defined=lv.defined[j] if np.shape(hand) == np.shape(ref) else None,
+                method=("jvp" if mode == "fwd" else "linearize")
+                + (" along t" if k == ALL_LEAVES else "")
+                + (f" → {lv.out_names[j]}" if multi else "") + " vs fd",
+                shape=np.shape(t_leaves[j]), order=order_k, dtype=dt, ref_name="the fd reference",
+            )  # fmt: skip
+            if t_dtype != _dtype(p_leaves[j]):
+                row = fail(row, f"tangent dtype {t_dtype} differs from the primal's "
+                           f"{_dtype(p_leaves[j])}")  # fmt: skip
+            ctx.rows.append(row)
+
+
+def _rev_rows(lv: _Level, refs: dict, fd_note: str, not_applicable: set, how: list) -> None:
+    ctx = lv.ctx
+    # outputs usable in the inner products: f defined there and every difference finite
+    usable = {j: lv.defined[j] & np.all([np.isfinite(refs[k][j].value) for k in lv.var], axis=0)
+              for j in lv.out_var}  # fmt: skip
+    masked = not all(u.all() for u in usable.values())
+    cots = list(lv.cots)
+    if masked:
+        for j in lv.out_var:
+            cots[j] = np.where(usable[j], _np(cots[j]), 0).astype(_dtype(cots[j]))
+            if _is_scalar(lv.cots[j]):
+                cots[j] = cots[j].item()
+    primal, cts = _hand_vjp(lv, cots, how)
+    _primal_rows(lv, lv.label("primal"), "rev", lv.out_tree.flatten_up_to(primal))
+    out_dtypes = [_dtype(lv.outs[j]) for j in lv.out_var]
+    hands, refs_k, allows = [], [], []
+    for i, k in enumerate(lv.var):
+        t = _np(lv.tangents[k])
+        hands.append(np.real(np.sum(t * _np(cts[i]))))
+        ref, allowance = 0.0, 0.0
+        for j in lv.out_var:
+            c = _np(cots[j])
+            est = refs[k][j]
+            value = np.where(usable[j], est.value, 0)
+            ref += np.real(np.sum(np.conj(value) * c))
+            allowance += np.sum(np.abs(c) * np.where(usable[j], est.allowance, 0))
+        refs_k.append(ref)
+        allows.append(allowance)
+    keys = list(enumerate(lv.var)) + ([(None, ALL_LEAVES)] if len(lv.var) > 1 else [])
+    for i, k in keys:
+        if k == ALL_LEAVES:
+            hand, ref, allowance = sum(hands), sum(refs_k), sum(allows)
+            path, order_k, dtypes = ALL_LEAVES, len(lv.leaves), [_dtype(lv.leaves[kk])
+                                                                 for kk in lv.var]  # fmt: skip
+        else:
+            hand, ref, allowance = hands[i], refs_k[i], allows[i]
+            path, order_k, dtypes = lv.names[k], k, [_dtype(lv.leaves[k])]
+        atol, rtol = ctx.tols(*dtypes, *out_dtypes)
+        note = "custom_vjp: checked against finite differences" if k in not_applicable else None
+        if masked:
+            note = "; ".join(
+                filter(
+                    None,
+                    [
+                        note,
+                        "outputs where f or its difference is not "
+                        "finite left out of ⟨·, c⟩ (cotangent zeroed there)",
+                    ],
+                )
+            )
+        row = compare(
+            np.asarray(hand), np.asarray(ref), oracle=lv.label("rev"), path=path, rtol=rtol,
+            atol=atol, allowance=np.asarray(allowance), bound_source=_source(ctx, fd_note),
+            cap=np.asarray(atol + rtol * abs(ref)), cap_name=_CAP,
+            defined=np.asarray(not (masked and not np.isfinite(hand))),
+            method="⟨t, vjp(c)⟩ vs ⟨fd(t), c⟩" if k != ALL_LEAVES else "⟨t, vjp(c)⟩ vs ⟨fd(t), c⟩ "
+            "along t", shape=np.shape(lv.leaves[k]) if k != ALL_LEAVES else (), order=order_k,
+            dtype=dtypes[0], note=note, ref_name="the fd reference",
+        )  # fmt: skip
+        ctx.rows.append(row)
+
+
+def _primal_rows(lv: _Level, oracle, mode, primal_leaves) -> None:
     method = {"fwd": "jvp", "lin": "linearize", "rev": "vjp"}[mode]
-    for j in out_var:
-        dt = _dtype(outs[j])
-        atol, rtol = ctx.tols(dt, _dtype(primal_leaves[j]))
-        hand, ref = _views(_np(primal_leaves[j]), _np(outs[j]))
-        note = None
-        if hand.shape == ref.shape:
-            # A value may be infinite (a max over an empty window is -inf): equal infinities agree.
-            # NaN never does.
-            same_inf = np.isinf(hand) & (hand == ref)
-            if same_inf.any():
-                hand, ref = np.where(same_inf, 0.0, hand), np.where(same_inf, 0.0, ref)
-                note = f"{int(same_inf.sum())} equal infinite value(s) compared equal"
-        ctx.rows.append(
+    for j in lv.out_var:
+        dt = _dtype(lv.outs[j])
+        atol, rtol = lv.ctx.tols(dt, _dtype(primal_leaves[j]))
+        hand, ref = _np(primal_leaves[j]), _np(lv.outs[j])
+        lv.ctx.rows.append(
             compare(
                 hand,
                 ref,
-                note=note,
                 oracle=oracle,
-                path=out_names[j],
+                path=lv.out_names[j],
                 rtol=rtol,
                 atol=atol,
+                cap=max(int(np.size(hand)), 1) * (atol + rtol * np.abs(ref)),
+                cap_name=_CAP,
+                defined=lv.defined[j] if np.shape(hand) == np.shape(ref) else None,
                 method=f"{method}'s primal vs f(*args)",
                 shape=np.shape(primal_leaves[j]),
                 order=-1,
                 dtype=_dtype(primal_leaves[j]),
                 ref_name="f(*args)",
-            )
+            )  # fmt: skip
         )
 
 
-def _na_row(oracle, path, leaf, k, order, ctx) -> Row:
+def _na_row(oracle, path, leaf, k, order, ctx):
     note = CUSTOM_VJP_NOTE
     if order > 1:
         note += f"; the order-{order} forward branch (jax.jvp of f) cannot be formed, skipped"
-    atol, rtol = ctx.tols(_dtype(leaf))
-    return Row(
-        oracle=oracle,
-        path=path,
-        shape=tuple(np.shape(leaf)),
-        dtype=str(_dtype(leaf)),
-        method="jvp",
-        n=0,
-        max_abs=math.nan,
-        max_rel=math.nan,
-        norm_rel=math.nan,
-        worst_index=None,
-        value=math.nan,
-        reference=math.nan,
-        rtol=rtol,
-        atol=atol,
-        ok=True,
-        status="not applicable",
-        note=note,
-        order=k,
-    )
+    return status_row(oracle, path, note, order=k, shape=np.shape(leaf), dtype=str(_dtype(leaf)),
+                      method="jvp")  # fmt: skip
 
 
 def _set_transform(ctx, start: int, transform: str) -> None:
@@ -684,9 +705,11 @@ def _set_transform(ctx, start: int, transform: str) -> None:
     ]
 
 
-def _fail(row: Row, problem: str) -> Row:
-    problem = f"{row.problem}; {problem}" if row.problem else problem
-    return dataclasses.replace(row, ok=False, status=None, problem=problem, margin=math.inf)
-
-
-__all__: Sequence[str] = ["CUSTOM_VJP_NOTE", "EPS", "MODES", "check_grads", "check_grads_report"]
+__all__: Sequence[str] = [
+    "ALL_LEAVES",
+    "CUSTOM_VJP_NOTE",
+    "EPS",
+    "MODES",
+    "check_grads",
+    "check_grads_report",
+]

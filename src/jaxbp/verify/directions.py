@@ -109,6 +109,8 @@ def directional_rows(state: State, ref: Reference, opts: FDOptions, leaves) -> t
             "not applicable (custom_vjp): forward mode of a custom_vjp function",
         )
         vals = run(False)
+    rounding_dir = _rounding_per_direction(state, layout, owner, elem, kind, row, projections)
+    fd_source = fd.describe(ref.eval_dtype, step="h = 2·step_factor·scale of the leaf")
     steps_arr = np.where(vals.steps > 0, vals.steps, 1.0)
     verdict = fd.verdict(vals.j0, vals.j_plus, vals.j_minus, vals.hand_diff, steps_arr, ref.eval_eps,
                          blocked=vals.blocked | (vals.steps[:, 0] <= 0))  # fmt: skip
@@ -141,28 +143,55 @@ def directional_rows(state: State, ref: Reference, opts: FDOptions, leaves) -> t
                                     math.nan, math.nan, math.nan, True, note=fwd_note, order=i,
                                     status="not applicable"))  # fmt: skip
                     continue
-                rows += _judged(state, oracle, i, sel, k, method, shape, scale, vals, verdict, elem)
+                rows += _judged(state, oracle, i, sel, k, method, shape, scale, vals, verdict,
+                                elem, rounding_dir, fd_source)  # fmt: skip
     return rows, meta
 
 
-def _judged(state, oracle, i, sel, kind, method, shape, scale, vals, verdict, elem) -> list[Row]:
+def _rounding_per_direction(state, layout, owner, elem, kind, row, projections) -> np.ndarray:
+    """The ``rounding`` allowance of each direction of a 16-bit leaf judged against the oracles
+    directly (no clean float32 run): Z·s at a coordinate, Σ|v|·Z·s along a projection."""
+    out = np.zeros(len(owner))
+    for d, i in enumerate(owner):
+        if i not in state.allowance:
+            continue
+        values = np.asarray(state.allowance[i][0], np.float64).ravel()
+        if kind[d] == 0:
+            out[d] = values[elem[d]]
+        else:
+            out[d] = float(np.abs(projections[row[d], layout.segment(i)]) @ values)
+    return out
+
+
+def _judged(state, oracle, i, sel, kind, method, shape, scale, vals, verdict, elem, rounding_dir,
+            fd_source) -> list[Row]:  # fmt: skip
     """The row of one leaf's coordinates or projections for one oracle (+ a non-smooth row)."""
     rtol = state.rtol_for(oracle, i)
     atol = rtol * scale
     hand_v = vals.hand[sel]
     out = []
+    given = state.atol_of(oracle, state.paths[i]) is not None
+    names, sources, allowance = [], [], np.zeros(int(sel.sum()))
     if oracle == "fwd":
-        ref, noise, keep = vals.tangent[sel], None, np.ones(int(sel.sum()), bool)
+        ref, keep = vals.tangent[sel], np.ones(int(sel.sum()), bool)
     else:
         keep = verdict.smooth[sel]
         ref = hand_v + verdict.error[sel]
-        # the measured truncation and round-off belong to the default tolerance; a given atol
-        # is taken as it is
-        given = state.atol_of("fd", state.paths[i]) is not None
-        noise = np.zeros(int(sel.sum())) if given else verdict.allowance[sel]
+        names.append("fd")
+        sources.append(fd_source)
+        allowance = allowance + verdict.allowance[sel]
+    if state.oracle_allowance and i in state.allowance:
+        names.append("rounding")
+        sources.append(state.allowance[i][1])
+        allowance = allowance + rounding_dir[sel]
+    # the measured allowances belong to the default tolerance; a given atol is taken as it is
+    kw = {}
+    if names and not given:
+        kw = dict(allowance=allowance[keep], allowance_name=" + ".join(names),
+                  bound_source="; ".join(sources))  # fmt: skip
     elements = elem[sel]
     row = state.row(hand_v[keep], ref[keep], oracle, i, method=method, shape=shape, atol=atol,
-                    noise=None if noise is None else noise[keep])  # fmt: skip
+                    **kw)  # fmt: skip
     row = _named(row, elements[keep], shape, kind)
     out.append(row)
     if oracle == "fd" and (~keep).any():
@@ -198,8 +227,13 @@ def _non_smooth_row(state, i, shape, hand_v, verdict, sel, keep, elements, kind)
         parts.append(f"{where}: one-sided F₋ = {fm[k]:.6e}, F₊ = {fp[k]:.6e}, hand {hand_v[k]:.6e} "
                      f"({inside})")  # fmt: skip
     more = f" (+{len(fm) - 3} more)" if len(fm) > 3 else ""
-    central = verdict.central[sel][~keep]
-    row = compare(hand_v, central, oracle="fd", path=state.paths[i], rtol=state.rtol_for("fd", i),
+    # shown: how far the hand value lies outside the one-sided slopes, against their truncation
+    lo, hi = np.minimum(fm, fp), np.maximum(fm, fp)
+    row = compare(hand_v, np.clip(hand_v, lo, hi), oracle="fd", path=state.paths[i],
+                  rtol=state.rtol_for("fd", i), atol=0.0, allowance=2 * trunc,
+                  allowance_name="one-sided truncation",
+                  bound_source="non-smooth: the hand value against the interval of the one-sided "
+                  "slopes F₋, F₊ at the finer step; never fails (rev and fwd judge it)",
                   method=f"{len(fm)} non-smooth", shape=shape, order=i, dtype=state.dtypes[i])  # fmt: skip
     row = _named(row, els, shape, kind)
     return dataclasses.replace(row, ok=True, status="non-smooth", margin=0.0,

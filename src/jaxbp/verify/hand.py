@@ -82,7 +82,25 @@ def leaf_problem(raw, param) -> tuple[np.ndarray | None, str | None]:
 
 @dataclasses.dataclass
 class State:
-    """What every row of one check needs: the leaves' names, dtypes, hand values, tolerances."""
+    """What every row of one check needs: the leaves' names, dtypes, hand values, tolerances.
+
+    Attributes:
+      paths: every leaf's display path.
+      dtypes: checked leaf → the parameter's dtype (shown in the rows).
+      idx: the checked leaves' flat indices.
+      hand: checked leaf → what the oracle rows judge (float64 host array): the hand result, or,
+        for a 16-bit leaf, its evaluation one precision up (:mod:`jaxbp.verify.rounding`).
+      usable: checked leaf → whether grad_fn returned an array of the right shape for it.
+      rtol_for: ``(oracle, i) → rtol`` (given, else the default of ``judged[i]``, or of the
+        parameter's dtype for ``rounding`` and the transformations).
+      atol_of: ``(oracle, path) → atol or None``.
+      low: checked leaf → the hand result as computed (what the transformations reproduce).
+      judged: checked leaf → the dtype the oracle rows judge ``hand`` in.
+      allowance: checked leaf → ``(array, source)``, the ``rounding`` allowance of a 16-bit leaf.
+      oracle_allowance: whether the oracle rows take that allowance too (no clean float32 run).
+      oracle_note: checked leaf → a note for the oracle rows, or None.
+      defined: whether the loss is finite at the point (else every oracle row is undefined).
+    """
 
     paths: tuple
     dtypes: dict
@@ -91,12 +109,37 @@ class State:
     usable: dict
     rtol_for: Callable
     atol_of: Callable
+    low: dict = dataclasses.field(default_factory=dict)
+    judged: dict = dataclasses.field(default_factory=dict)
+    allowance: dict = dataclasses.field(default_factory=dict)
+    oracle_allowance: bool = False
+    oracle_note: dict = dataclasses.field(default_factory=dict)
+    defined: bool = True
+
+    ORACLES = ("rev", "fwd", "fd")
 
     def row(self, hand, ref, oracle, i, *, transform="eager", tol_key=None, atol=None,
-            **kw) -> Row:  # fmt: skip
-        """compare() with this leaf's tolerances; ``atol`` is the default floor (None: leaf-scaled)."""
+            allowance=None, **kw) -> Row:  # fmt: skip
+        """compare() with this leaf's tolerances; ``atol`` is the default floor (None: leaf-scaled).
+
+        A 16-bit leaf's ``rounding`` row and its transformations (and its ``rev`` row, where it
+        has no clean float32 run) add the leaf's measured rounding allowance elementwise; the
+        directional rows add it themselves (:mod:`jaxbp.verify.directions`). The oracle rows are
+        undefined where the loss is."""
         key = tol_key or oracle
         given = self.atol_of(key, self.paths[i])
+        oracle_row = key in self.ORACLES
+        elementwise = key in ("rounding", "jit", "vmap") or (key == "rev" and self.oracle_allowance)
+        if allowance is None and given is None and elementwise and i in self.allowance:
+            values, source = self.allowance[i]
+            kw.setdefault("allowance_name", "rounding")
+            kw.setdefault("bound_source", source)
+            allowance = np.broadcast_to(values, np.shape(hand))
+        note = self.oracle_note.get(i) if oracle_row else None
+        if note:
+            kw["note"] = f"{kw['note']}; {note}" if kw.get("note") else note
+        if oracle_row and not self.defined:
+            kw["defined"] = np.zeros(np.shape(hand), bool)
         row = compare(
             hand,
             ref,
@@ -104,6 +147,7 @@ class State:
             path=self.paths[i],
             rtol=self.rtol_for(key, i),
             atol=atol if given is None else given,
+            allowance=allowance,
             order=i,
             dtype=self.dtypes[i],
             **kw,
@@ -111,7 +155,7 @@ class State:
         row = dataclasses.replace(row, transform=transform)
         if not self.usable[i]:
             row = dataclasses.replace(
-                row, ok=False, status="FAIL", margin=math.inf,
+                row, ok=False, status=None, margin=math.inf,
                 problem="no usable hand values (see the grad_fn row)",
             )  # fmt: skip
         return row

@@ -1,14 +1,27 @@
-"""What the verifier returns: one :class:`Row` per leaf per oracle, gathered in a :class:`Report`.
+"""What the verifier returns: one :class:`Row` per leaf per oracle, gathered in a :class:`Report`,
+and :func:`compare`, the one comparison every row of every check comes from.
 
-A row compares a *hand* array (the gradient, δ or VJP under test) with a *reference* array (an
-oracle's answer) elementwise, with the criterion of ``numpy.allclose`` (docs/derivation.md, V1)::
+A row compares a *hand* array (the gradient, δ, JVP or VJP under test) with a *reference* array
+(an oracle's answer) elementwise (docs/verify.md, "Error model"; eq. V1)::
 
-    |hand_i − ref_i| ≤ atol + rtol · |ref_i| (+ noise_i, finite differences only)
+    |hand_i − ref_i| ≤ bound_i = atol + rtol · |ref_i| + allowance_i      (capped, for check_grads)
 
-where, unless the caller gives ``atol``, the absolute floor scales with the leaf itself,
-``atol = rtol · max_i |ref_i|`` — a leaf whose gradient is 1e-9 everywhere is judged on its own
-scale, not on the scale of the largest leaf in the tree (the axis ``check_grads`` gets wrong).
-Any NaN or Inf, on either side, fails the row and is named with its index.
+The **allowance** is what the reference itself may be off by — the measured truncation and
+round-off of a finite difference (:mod:`jaxbp.verify.fd`), or the measured rounding spread of a
+low-precision result (:mod:`jaxbp.verify.rounding`) — and is zero against an exact derivative.
+Unless the caller gives ``atol``, the absolute floor scales with the leaf itself,
+``atol = rtol · max_i |ref_i|``: a leaf whose gradient is 1e-9 everywhere is judged on its own
+scale, not on the scale of the largest leaf in the tree.
+
+**What decided.** Each row shows, at its deciding element (the one with the largest
+error / bound), the ``error`` |hand − ref|, the ``bound`` it was judged against and the bound's
+``parts`` (``rtol·|ref|``, ``atol``, the allowance, a cap), and the verdict is exactly
+``error > bound`` — :class:`Row` refuses to be built otherwise, so a "pass" never sits beside an
+error above its shown bound. Elements where the reference is undefined are left out and counted
+in the note: where f itself is not finite at the point (``defined=False``: "undefined at this
+point"), or where the oracle is not finite although f is (autodiff's NaN through ``where``, a
+difference whose step leaves f's domain). NaN in the hand result where the reference is finite
+fails, naming the element; equal infinities agree; NaN never equals NaN.
 
 The rows are never cut short: every leaf of every oracle is compared, and :attr:`Report.failed`
 lists every failing path in tree order.
@@ -16,6 +29,7 @@ lists every failing path in tree order.
 
 from __future__ import annotations
 
+import cmath
 import dataclasses
 import json
 import math
@@ -37,37 +51,47 @@ from jaxbp.verify.tolerance import (  # noqa: F401  (re-exported: the policy liv
     tolerance_table,
 )
 
+JUDGED = ("pass", "FAIL")
+"""Statuses of rows that compared numbers; every other status never fails."""
+
+INFORMATIONAL = ("non-smooth", "not applicable", "undefined", "skipped")
+"""Statuses that carry a note instead of a verdict: ``non-smooth`` (finite differences found a
+kink), ``not applicable`` (the oracle cannot run on this function), ``undefined`` (f, or the
+oracle, is not finite at every compared element of the point), ``skipped``."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One comparison: one leaf (or δ, or quantity) against one oracle.
 
     Attributes:
-      oracle: who produced the reference (``rev``, ``fwd``, ``fd``, ``fd-kink``, ``probe``, …).
+      oracle: who produced the reference (``rev``, ``fwd``, ``fd``, ``probe``, …).
       path: the leaf's ``jax.tree_util.keystr`` path (``[0].W``), or a quantity's name (``δ[1]``).
       shape: the compared shape (for projections: the leaf's shape).
       dtype: the hand array's dtype.
       method: ``elementwise``, ``N projections``, …
       n: number of compared numbers.
-      max_abs: max |hand − ref|.
+      max_abs: max |hand − ref| over the compared elements.
       max_rel: max |hand − ref| / |ref| (0/0 = 0, x/0 = inf).
       norm_rel: ‖hand − ref‖₂ / ‖ref‖₂.
-      worst_index: index of the element nearest to (or furthest past) its tolerance.
+      worst_index: index of the deciding element: the largest error / bound.
       value: hand at ``worst_index``.
       reference: ref at ``worst_index``.
       rtol: the relative tolerance.
       atol: the absolute floor actually used (leaf-scaled unless given).
       ok: whether every element passed and everything was finite.
       problem: why it failed beyond the numbers (NaN/Inf, shape), else ``None``.
-      note: extra information (one-sided derivatives at a kink, counts), else ``None``.
+      note: extra information (one-sided derivatives at a kink, excluded elements), else ``None``.
       order: position of the leaf in tree order, for :attr:`Report.failed`.
-      margin: max over elements of |hand − ref| / tolerance (≤ 1 passes; inf with NaN/Inf).
+      margin: error / bound at the deciding element (≤ 1 passes; inf with a problem).
       transform: how the hand function was run: ``eager``, ``jit``, ``vmap`` (each member of a
         batch of parameter copies against its own eager result), …
-      status: ``pass`` / ``FAIL`` from ``ok``, unless set: ``non-smooth`` (finite differences
-        found a kink and both one-sided values are in the note; never fails) or
-        ``not applicable`` (the oracle cannot run on this function, e.g. forward mode of a
-        ``custom_vjp``; the note says why; never fails).
+      status: ``pass`` / ``FAIL`` from ``ok``, unless one of :data:`INFORMATIONAL` (never fails).
+      error: |hand − ref| at the deciding element.
+      bound: the bound that element was judged against (the verdict is ``error > bound``).
+      parts: the bound's parts at that element, ``((name, value), ...)``: ``rtol·|ref|``,
+        ``atol``, an allowance (``fd``, ``rounding``), and ``cap`` where a cap decided.
+      bound_source: where the allowance (and any cap) came from, in words.
     """
 
     oracle: str
@@ -91,26 +115,64 @@ class Row:
     margin: float = 0.0
     transform: str = "eager"
     status: str | None = None
+    error: float = math.nan
+    bound: float = math.nan
+    parts: tuple = ()
+    bound_source: str | None = None
 
     def __post_init__(self):
-        if self.status is None:
+        if self.status is None or self.status in JUDGED:
             object.__setattr__(self, "status", "pass" if self.ok else "FAIL")
+        elif self.status not in INFORMATIONAL:
+            raise ValueError(f"Row.status: unknown {self.status!r}")
+        # The invariant: the verdict of a judged row is exactly error > bound (or a problem).
+        if self.status == "pass" and (self.problem is not None or not self.error <= self.bound):
+            raise ValueError(
+                f"Row {self.oracle} {self.path}: 'pass' with error {self.error} and bound "
+                f"{self.bound}" + (f" and problem {self.problem!r}" if self.problem else "")
+            )
+        if self.status == "FAIL" and self.problem is None and not self.error > self.bound:
+            raise ValueError(
+                f"Row {self.oracle} {self.path}: 'FAIL' with error {self.error} ≤ bound "
+                f"{self.bound} and no problem"
+            )
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["shape"] = list(self.shape)
         d["worst_index"] = None if self.worst_index is None else list(self.worst_index)
+        d["parts"] = {name: value for name, value in self.parts}
         return d
 
 
-def _nonfinite(values: np.ndarray, who: str) -> str | None:
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        return None
-    flat = np.flatnonzero(bad.ravel())
-    idx = tuple(int(i) for i in np.unravel_index(int(flat[0]), values.shape))
-    kind = "NaN" if np.isnan(values.ravel()[flat[0]]) else "Inf"
-    return f"{kind} in {who} at {idx} ({flat.size} non-finite of {values.size})"
+def status_row(oracle, path, note, *, status="not applicable", order=0, transform="eager",
+               shape=(), dtype="-", method="-", problem=None) -> Row:  # fmt: skip
+    """A row that compares no numbers: an informational status (never fails), or ``FAIL`` with a
+    ``problem`` (the function could not run, a result of the wrong shape)."""
+    ok = status != "FAIL"
+    if not ok and problem is None:
+        raise ValueError("status_row: a failing row needs a problem")
+    nan = math.nan
+    return Row(oracle, path, tuple(shape), dtype, method, 0, nan, nan, nan, None, nan, nan, nan,
+               nan, ok, problem=problem, note=note, order=order, margin=0.0 if ok else math.inf,
+               transform=transform, status=None if status == "FAIL" else status,
+               error=math.inf if not ok else nan)  # fmt: skip
+
+
+def fail(row: Row, problem: str) -> Row:
+    """``row`` failed for ``problem`` as well as (or instead of) its numbers."""
+    problem = f"{row.problem}; {problem}" if row.problem else problem
+    return dataclasses.replace(row, ok=False, status=None, problem=problem, margin=math.inf)
+
+
+def _first(mask: np.ndarray) -> tuple:
+    flat = int(np.flatnonzero(mask.ravel())[0])
+    return tuple(int(i) for i in np.unravel_index(flat, mask.shape))
+
+
+def _count(mask: np.ndarray, what: str, n: int) -> str:
+    k = int(mask.sum())
+    return f"{what} at {_first(mask)}" + (f" ({k} of {n} elements)" if n > 1 else "")
 
 
 def compare(
@@ -121,6 +183,12 @@ def compare(
     path: str,
     rtol: float,
     atol: float | None = None,
+    allowance=None,
+    allowance_name: str = "fd",
+    bound_source: str | None = None,
+    cap=None,
+    cap_name: str | None = None,
+    defined=None,
     method: str = "elementwise",
     noise=None,
     shape: tuple | None = None,
@@ -138,79 +206,138 @@ def compare(
       path: the leaf's keystr path.
       rtol: relative tolerance.
       atol: absolute tolerance; ``None`` scales it with the leaf: ``rtol · max |ref|``.
+      allowance: optional per-element allowance of the reference (same shape, or a scalar): the
+        measured error of a finite difference, the rounding spread of a low-precision result.
+      allowance_name: how the allowance is named in the row's parts (``fd``, ``rounding``).
+      bound_source: where the allowance (and cap) came from, in words, for the row.
+      cap: optional per-element upper limit of the bound (``check_grads``: JAX's own criterion,
+        so that the row is never looser than it).
+      cap_name: what the cap is, in words (added to ``bound_source``).
+      defined: optional bool mask (broadcast to the shape): False where f itself is not finite at
+        the point; those elements are left out ("undefined at this point").
       method: how ``ref`` was obtained, shown in the table.
-      noise: optional per-element extra allowance (finite-difference round-off), same shape.
+      noise: the former name of ``allowance`` (kept for callers of earlier versions).
       shape: the shape to report (defaults to ``hand``'s).
       order: tree-order position.
       note: free text for the table.
-      ref_name: how to call the reference side in a NaN/Inf message (default: the oracle).
+      ref_name: how to call the reference side in a message (default: "the <oracle> oracle").
       dtype: the dtype to report (defaults to ``hand``'s).
     """
+    if allowance is None:
+        allowance = noise
     dtype = str(jnp.result_type(hand) if dtype is None else jnp.dtype(dtype))
-    h = np.asarray(hand, dtype=np.float64)
-    r = np.asarray(ref, dtype=np.float64)
+    complex_ = np.iscomplexobj(hand) or np.iscomplexobj(ref)
+    wide = np.complex128 if complex_ else np.float64  # complex: |·| is the modulus
+    h = np.asarray(hand).astype(wide)
+    r = np.asarray(ref).astype(wide)
     shape = tuple(np.shape(hand)) if shape is None else tuple(shape)
+    source = "; ".join(s for s in (bound_source, cap_name and f"at most {cap_name}") if s)
     if h.shape != r.shape:
         return Row(
             oracle, path, shape, dtype, method, int(h.size), math.inf, math.inf, math.inf, None,
             math.nan, math.nan, rtol, math.nan if atol is None else atol, False,
             problem=f"shape {h.shape} differs from the oracle's {r.shape}", note=note, order=order,
-            margin=math.inf,
+            margin=math.inf, error=math.inf,
         )  # fmt: skip
-    problems = [
-        p
-        for p in (
-            _nonfinite(h, "the hand result"),
-            _nonfinite(r, ref_name or f"the {oracle} oracle"),
+    n = int(h.size)
+    defined_ = np.ones(h.shape, bool) if defined is None else np.broadcast_to(defined, h.shape)
+    same_inf = np.isinf(h) & (h == r)  # equal infinities agree (a max over nothing is −inf)
+    h_ok = np.isfinite(h) | same_inf
+    r_ok = np.isfinite(r) | same_inf
+    undefined = ~defined_
+    no_ref = defined_ & ~r_ok
+    bad_hand = defined_ & r_ok & ~h_ok
+    compared = defined_ & r_ok & h_ok
+    notes = [note] if note else []
+    if undefined.any():
+        notes.append(_count(undefined, "undefined at this point (f is not finite)", n)
+                     + ": not compared there")  # fmt: skip
+    if no_ref.any():
+        notes.append(_count(no_ref, f"{ref_name or f'the {oracle} oracle'} is not finite", n)
+                     + " where f is: not compared there")  # fmt: skip
+    problem = None
+    if bad_hand.any():
+        kind = "NaN" if np.isnan(h[bad_hand]).any() else "Inf"
+        problem = (
+            _count(bad_hand, f"{kind} in the hand result", n) + " where the reference is finite"
         )
-        if p
-    ]
-    finite = np.isfinite(h) & np.isfinite(r)
-    hf, rf = np.where(finite, h, 0.0), np.where(finite, r, 0.0)
+
+    hf = np.where(compared & ~same_inf, h, 0.0)
+    rf = np.where(compared & ~same_inf, r, 0.0)
     diff = np.abs(hf - rf)
     scale = float(np.max(np.abs(rf), initial=0.0))
     atol_eff = rtol * scale if atol is None else float(atol)
-    tol = atol_eff + rtol * np.abs(rf)
-    if noise is not None:
-        tol = tol + np.where(finite, np.asarray(noise, np.float64), 0.0)
+    rel_part = rtol * np.abs(rf)
+    allow = np.zeros(h.shape) if allowance is None else np.broadcast_to(
+        np.where(np.isfinite(allowance), allowance, 0.0), h.shape).astype(np.float64)  # fmt: skip
+    bound = atol_eff + rel_part + allow
+    capped = np.zeros(h.shape, bool)
+    if cap is not None:
+        cap_ = np.broadcast_to(np.asarray(cap, np.float64), h.shape)
+        capped = cap_ < bound
+        bound = np.where(capped, cap_, bound)
     with np.errstate(divide="ignore", invalid="ignore"):
-        excess = np.where(diff == 0, 0.0, diff / tol)
+        ratio = np.where(diff == 0, 0.0, diff / bound)
         rel = np.where(diff == 0, 0.0, diff / np.abs(rf))
-    if problems:
-        worst = int(np.flatnonzero(~finite.ravel())[0])
-    elif h.size:
-        worst = int(np.argmax(excess.ravel()))
-    else:
-        worst = None
+    ratio = np.where(compared, ratio, -1.0)
     norm_r = float(np.linalg.norm(rf))
     norm_d = float(np.linalg.norm(diff))
     norm_rel = 0.0 if norm_d == 0 else (math.inf if norm_r == 0 else norm_d / norm_r)
-    ok = not problems and bool(np.all(diff <= tol))
-    if worst is None:
-        index, value, reference = None, math.nan, math.nan
+
+    if problem is not None:
+        worst = int(np.flatnonzero(bad_hand.ravel())[0])
+    elif compared.any():
+        worst = int(np.argmax(ratio.ravel()))
+    else:
+        worst = None
+    ok = problem is None and bool(np.all(diff[compared] <= bound[compared]))
+    status = None
+    if problem is None and n and not compared.any():
+        status = "undefined"
+    if worst is None or status == "undefined":
+        index = None if worst is None else tuple(int(i) for i in np.unravel_index(worst, h.shape))
+        value = reference = error = bound_w = math.nan
+        parts: tuple = ()
+        if n == 0:
+            error = bound_w = 0.0
     else:
         index = tuple(int(i) for i in np.unravel_index(worst, h.shape))
-        value, reference = float(h.ravel()[worst]), float(r.ravel()[worst])
+        value, reference = (
+            (complex if complex_ else float)(h.ravel()[worst]),
+            (complex if complex_ else float)(r.ravel()[worst]),
+        )
+        error = float(diff.ravel()[worst]) if problem is None else math.inf
+        bound_w = float(bound.ravel()[worst])
+        parts = (("rtol·|ref|", float(rel_part.ravel()[worst])), ("atol", atol_eff))
+        if allowance is not None:
+            parts += ((allowance_name, float(allow.ravel()[worst])),)
+        if capped.ravel()[worst]:
+            parts += (("cap", bound_w),)
     return Row(
         oracle=oracle,
         path=path,
         shape=shape,
         dtype=dtype,
         method=method,
-        n=int(h.size),
-        max_abs=float(np.max(diff, initial=0.0)) if not problems else math.inf,
-        max_rel=float(np.max(rel, initial=0.0)) if not problems else math.inf,
-        norm_rel=norm_rel if not problems else math.inf,
+        n=int(compared.sum()),
+        max_abs=float(np.max(diff, initial=0.0)) if problem is None else math.inf,
+        max_rel=float(np.max(rel[compared], initial=0.0)) if problem is None else math.inf,
+        norm_rel=norm_rel if problem is None else math.inf,
         worst_index=index,
         value=value,
         reference=reference,
         rtol=float(rtol),
         atol=float(atol_eff),
         ok=ok,
-        problem="; ".join(problems) or None,
-        note=note,
+        problem=problem,
+        note="; ".join(notes) or None,
         order=order,
-        margin=math.inf if problems else float(np.max(excess, initial=0.0)),
+        margin=math.inf if problem else (float(np.max(ratio, initial=0.0)) if n else 0.0),
+        status=status,
+        error=error,
+        bound=bound_w,
+        parts=parts,
+        bound_source=source or None,
     )
 
 
@@ -218,10 +345,23 @@ def _fmt(x: float) -> str:
     return f"{x:.2e}" if isinstance(x, float) and math.isfinite(x) else str(x)
 
 
+def format_parts(row: Row) -> str:
+    """The bound's parts as one string: ``rtol·|ref| 3.0e-05 + atol 1.0e-05 + fd 2.0e-09``."""
+    if not row.parts:
+        return "-"
+    terms = [f"{name} {value:.1e}" for name, value in row.parts if name != "cap"]
+    text = " + ".join(terms)
+    if any(name == "cap" for name, _ in row.parts):
+        text += f", capped at {row.bound:.1e}"
+    return text
+
+
 def _jsonable(obj: Any) -> Any:
     """Non-finite floats become strings ("nan", "inf", "-inf"), tuples lists: strict JSON."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, complex):
+        return [_jsonable(obj.real), _jsonable(obj.imag)]
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -238,14 +378,13 @@ COLUMNS = (
     ("shape", "shape"),
     ("dtype", "dtype"),
     ("method", "method"),
-    ("max abs", "max_abs"),
     ("max rel", "max_rel"),
-    ("norm rel", "norm_rel"),
     ("worst idx", "worst_index"),
     ("hand", "value"),
     ("oracle value", "reference"),
-    ("rtol", "rtol"),
-    ("atol", "atol"),
+    ("error", "error"),
+    ("bound", "bound"),
+    ("bound = …", "parts"),
     ("result", "ok"),
 )
 
@@ -254,27 +393,34 @@ def _cell(row: Row, attr: str) -> str:
     v = getattr(row, attr)
     if attr == "ok":
         return row.status
+    if attr == "parts":
+        return format_parts(row)
     if attr == "shape":
         return "x".join(map(str, v)) or "()"
     if attr == "worst_index":
         return "-" if v is None else ",".join(map(str, v)) or "()"
     if attr in ("value", "reference"):
-        return f"{v:.6e}" if math.isfinite(v) else str(v)
+        return f"{v:.6e}" if cmath.isfinite(v) else str(v)
     return _fmt(v) if isinstance(v, float) else str(v)
 
 
-def format_rows(rows: Sequence[Row]) -> str:
-    """A plain-text table, one line per row, then one line per problem or note."""
+def format_rows(rows: Sequence[Row], *, notes: bool = True) -> str:
+    """A plain-text table, one line per row; then (``notes``) one line per problem or note and
+    one line per distinct bound source."""
     header = [title for title, _ in COLUMNS]
     body = [[_cell(r, attr) for _, attr in COLUMNS] for r in rows]
     widths = [max(len(c) for c in col) for col in zip(header, *body, strict=False)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(c.ljust(w) for c, w in zip(b, widths, strict=True)).rstrip() for b in body]
-    for r in rows:
-        for label, text in (("problem", r.problem), ("note", r.note)):
-            if text:
-                lines.append(f"  {label}: {r.oracle} {r.path}: {text}")
+    if notes:
+        for r in rows:
+            for label, text in (("problem", r.problem), ("note", r.note)):
+                if text:
+                    lines.append(f"  {label}: {r.oracle} {r.path}: {text}")
+        sources = dict.fromkeys((r.oracle, r.bound_source) for r in rows if r.bound_source)
+        for oracle, source in sources:
+            lines.append(f"  bound of {oracle}: {source}")
     return "\n".join(lines)
 
 
@@ -286,9 +432,9 @@ class Failure(NamedTuple):
       oracle: who produced the reference (``rev``, ``fwd``, ``fd``, ``vjp``, …).
       transform: how the hand function ran (``eager``, ``jit``, ``vmap``, …).
       path: the leaf's path.
-      index: the worst element's index in the leaf (for a projection: None), or None.
-      error: max |hand − ref| over the row.
-      tolerance: the tolerance at the worst element.
+      index: the deciding element's index in the leaf (for a projection: None), or None.
+      error: |hand − ref| at that element (inf for a problem).
+      tolerance: the bound it was judged against (``error > tolerance``, or a problem).
       problem: NaN/Inf, shape or dtype mismatch, else None.
     """
 
@@ -307,6 +453,10 @@ class Failure(NamedTuple):
         return self.transform
 
 
+MESSAGE_ROWS = 12
+"""Failing rows shown in the table of an AssertionError's message (the report holds them all)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class Report:
     """The result of a verification: every row, never stopped at the first failure.
@@ -317,13 +467,20 @@ class Report:
       meta: the reproducible record: seed/key, steps, tolerances, dtypes, device, versions.
       warnings: what the verdicts do not show, one sentence each, printed under the title — e.g.
         that ``rev`` ran a custom rule inside ``loss_fn`` and so compared the rule with itself
-        (:mod:`jaxbp.verify.custom_rules`). They never fail the report.
+        (:mod:`jaxbp.verify.rules_in_loss`). They never fail the report.
     """
 
     title: str
     rows: tuple[Row, ...]
     meta: dict = dataclasses.field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "rows", tuple(self.rows))
+        object.__setattr__(self, "warnings", tuple(self.warnings))
+        for row in self.rows:
+            if not isinstance(row, Row):
+                raise TypeError(f"Report.rows: expected Row records, got {type(row).__name__}")
 
     @property
     def ok(self) -> bool:
@@ -350,10 +507,8 @@ class Report:
                 transform=r.transform,
                 path=r.path,
                 index=r.worst_index,
-                error=r.max_abs,
-                tolerance=r.atol + r.rtol * abs(r.reference)
-                if math.isfinite(r.reference)
-                else math.nan,
+                error=r.error,
+                tolerance=r.bound,
                 problem=r.problem,
             )
             for r in self.rows
@@ -391,24 +546,36 @@ class Report:
         kwargs.setdefault("indent", 2)
         return json.dumps(self.to_dict(), allow_nan=False, **kwargs)
 
+    def message(self) -> str:
+        """The failure message: each failing leaf once with its worst row (error against bound at
+        the deciding element, or the problem), then the table of at most :data:`MESSAGE_ROWS`
+        failing rows, worst first."""
+        if not self.rows:
+            return f"{self.title} failed: nothing was compared"
+        bad = [r for r in self.rows if not r.ok]
+        lines = [f"{self.title} failed at {len(self.failed)} leaf(s): {', '.join(self.failed)}"]
+        for path in self.failed:
+            rows = sorted((r for r in bad if r.path == path), key=lambda r: -r.margin)
+            w = rows[0]
+            if w.problem:
+                why = w.problem
+            else:
+                at = "" if w.worst_index is None else f" at {w.worst_index}"
+                why = f"error {w.error:.3e} > bound {w.bound:.3e}{at} ({format_parts(w)})"
+            also = sorted({r.oracle for r in rows[1:]} - {w.oracle})
+            lines.append(f"  {path}: {w.oracle} ({w.transform}): {why}"
+                         + (f"; also {', '.join(also)}" if also else ""))  # fmt: skip
+        shown = sorted(bad, key=lambda r: -r.margin)[:MESSAGE_ROWS]
+        lines.append(format_rows(shown, notes=False))
+        if len(bad) > len(shown):
+            lines.append(f"(+{len(bad) - len(shown)} more failing rows in the report)")
+        return "\n".join(lines)
+
     def raise_if_failed(self) -> None:
-        """Raises ``AssertionError`` naming every failing leaf and why."""
+        """Raises ``AssertionError`` naming every failing leaf once, with its worst row."""
         if self.ok:
             return
-        details = []
-        table = format_rows([r for r in self.rows if not r.ok])
-        for path in self.failed:
-            rows = [r for r in self.rows if r.path == path and not r.ok]
-            why = "; ".join(
-                f"{r.oracle}: " + (r.problem or f"max abs {r.max_abs:.3e} at {r.worst_index}")
-                for r in rows
-            )
-            details.append(f"{path} ({why})")
-        if not self.rows:
-            details.append("nothing was compared")
-        raise AssertionError(
-            f"{self.title} failed at {len(details)} leaf(s): " + "; ".join(details) + "\n" + table
-        )
+        raise AssertionError(self.message())
 
 
 def environment() -> dict:

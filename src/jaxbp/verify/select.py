@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-ORACLE_KEYS = ("rev", "fwd", "fd", "value", "jit", "vmap")
+ORACLE_KEYS = ("rev", "fwd", "fd", "value", "jit", "vmap", "rounding")
 """Keys a tolerance mapping may use for a whole oracle (or transformation, or the value row)."""
 
 

@@ -60,7 +60,7 @@ difference with the step eps^(1/3) · scale that balances truncation against rou
 FD_NOISE_FACTOR = 16.0
 """Round-off allowance of one central difference: FD_NOISE_FACTOR · eps · (|J₊| + |J₋|) / (2h)."""
 
-KINDS = ("analytic", "fd")
+KINDS = ("analytic", "fd", "rounding")
 
 
 def eps(dtype) -> float:
@@ -87,12 +87,15 @@ def default_rtol(dtype, kind: str = "analytic") -> float:
       dtype: the parameter's dtype (float16, bfloat16, float32, float64, or a complex dtype,
         which takes its real part's tolerance).
       kind: ``"analytic"`` (against an exact derivative: rev, fwd, δ probes, transformations,
-        identities) or ``"fd"`` (the floor against finite differences evaluated in the same
-        precision, used only where the reference has no higher precision).
+        identities), ``"fd"`` (the relative accuracy of a central difference evaluated in
+        ``dtype`` itself: the floor of the rule checks' fd rows where the reference has no higher
+        precision) or ``"rounding"`` (the floor of a 16-bit result's mean against its float32
+        evaluation, :mod:`jaxbp.verify.rounding`: one epsilon).
 
     Returns:
       analytic: float64 :data:`ANALYTIC_RTOL_F64`, float32 ``ANALYTIC_ULPS · eps``, 16-bit
-      ``ANALYTIC_ULPS_HALF · eps``; fd: ``FD_RTOL_FACTOR · eps^(2/3)``.
+      ``ANALYTIC_ULPS_HALF · eps``; fd: ``FD_RTOL_FACTOR · eps^(2/3)``; rounding: eps (16-bit),
+      else the analytic rtol.
     """
     real = _real(dtype)
     e = eps(real)
@@ -102,6 +105,8 @@ def default_rtol(dtype, kind: str = "analytic") -> float:
         return (ANALYTIC_ULPS_HALF if _is_half(real) else ANALYTIC_ULPS) * e
     if kind == "fd":
         return max(FD_RTOL_FACTOR * e ** (2.0 / 3.0), default_rtol(real, "analytic"))
+    if kind == "rounding":
+        return e if _is_half(real) else default_rtol(real, "analytic")
     raise ValueError(f"kind: expected one of {', '.join(KINDS)}, got {kind!r}")
 
 
@@ -193,6 +198,62 @@ def upcast(tree, *, only: Sequence | None = None):
         return jax.device_put(np.asarray(leaf).astype(up))
 
     return jax.tree.map(cast, tree)
+
+
+# --- check_grads' tolerances: JAX's, restated ---------------------------------------------------
+# jax.test_util.check_grads reads these from jax._src.public_test_util (2e-3 for float32, 1e-5 for
+# float64, ...); jaxbp.verify.check_grads takes the same numbers from here, so it imports nothing
+# private of JAX. Checked against jax 0.10.2 by tests/test_verify_tolerance.py.
+JAX_GRADIENT_TOLERANCE = {
+    "bfloat16": 1e-1,
+    "float16": 1e-2,
+    "float32": 2e-3,
+    "float64": 1e-5,
+    "complex64": 1e-3,
+    "complex128": 1e-5,
+}
+"""``check_grads``' default ``atol`` and ``rtol`` per dtype (JAX's ``default_gradient_tolerance``;
+8-bit float types: 1e-1, float4: 1)."""
+
+JAX_DEFAULT_TOLERANCE = {
+    "bool": 0.0,
+    "bfloat16": 1e-2,
+    "float16": 1e-3,
+    "float32": 1e-6,
+    "float64": 1e-15,
+    "complex64": 1e-6,
+    "complex128": 1e-15,
+}
+"""JAX's fallback for a dtype missing from a merged tolerance dict (its ``default_tolerance``;
+integer dtypes: 0)."""
+
+
+def jax_tolerance_table(given) -> float | dict:
+    """A ``check_grads`` ``atol`` / ``rtol`` argument merged as JAX merges it: ``None`` → the
+    defaults; a number → that number for every dtype; a ``{dtype: tol}`` dict → the defaults
+    updated with it."""
+    if given is None:
+        return dict(JAX_GRADIENT_TOLERANCE)
+    if not isinstance(given, dict):
+        return given
+    merged = dict(JAX_GRADIENT_TOLERANCE)
+    for k, v in given.items():
+        merged[str(np.dtype(k) if not isinstance(k, str) else jnp.dtype(k))] = v
+    return merged
+
+
+def jax_tolerance(dtype, table) -> float:
+    """The tolerance of ``dtype`` in a merged table (JAX's ``public_test_util.tolerance``)."""
+    if not isinstance(table, dict):
+        return float(table)
+    name = str(jax.dtypes.canonicalize_dtype(jnp.dtype(dtype)))
+    if name in table:
+        return float(table[name])
+    if name.startswith("float8") or name.startswith("float4"):
+        return 1.0 if name.startswith("float4") or "e8m0" in name else 1e-1
+    if jnp.issubdtype(jnp.dtype(name), jnp.integer) or name == "float0":
+        return 0.0
+    return float(JAX_DEFAULT_TOLERANCE[name])
 
 
 def tolerance_table(dtypes: Sequence = ("float16", "bfloat16", "float32", "float64")) -> list:

@@ -133,8 +133,8 @@ def _jit_rows(state, grad_c, tree, rest, treedef, value) -> list[Row]:
     for i in state.idx:
         if not state.usable[i]:
             continue
-        got, problem = leaf_problem(raw[i], np.zeros(state.hand[i].shape, state.dtypes[i]))
-        ref = state.hand[i]
+        got, problem = leaf_problem(raw[i], np.zeros(state.low[i].shape, state.dtypes[i]))
+        ref = state.low[i]
         row = state.row(got if got is not None else np.full(ref.shape, np.nan), ref, "eager", i,
                         transform="jit", tol_key="jit")  # fmt: skip
         if problem:

@@ -107,7 +107,7 @@ def _count_row(path: str, observed: int, *, what: str, order: int) -> Row:
         oracle="recompilation", path=path, shape=(), dtype="-", method=what, n=1,
         max_abs=float(observed), max_rel=float(observed), norm_rel=float(observed),
         worst_index=None, value=float(observed), reference=0.0, rtol=0.0, atol=0.0,
-        ok=observed == 0, order=order,
+        ok=observed == 0, order=order, error=float(observed), bound=0.0,
         problem=None if observed == 0 else f"{observed} unexpected {what} with unchanged shapes",
     )  # fmt: skip
 

@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxbp.verify import tolerance
 from jaxbp.verify.report import Row, compare
 from jaxbp.verify.rules.draws import _f64, _rtol_of
 from jaxbp.verify.rules.identities import (
@@ -46,7 +45,6 @@ class _Against(NamedTuple):
     rtols: dict  # the caller's {oracle: rtol}
     atols: dict  # the caller's {oracle: atol}
     r_an: list  # per float primal leaf: the default analytic rtol along its path
-    r_fd: list  # per float primal leaf: the default finite-difference rtol along its path
     r_out: list  # per float output leaf: the default rtol of its primal rows
     n: int
     B: int
@@ -175,11 +173,10 @@ def _eager_identity_rows(ag: _Against, hc: _Cotangents, hs_k: np.ndarray) -> lis
             for i, lab in enumerate(prob.labels)
         ]
     else:
-        eps_ref = max(tolerance.eps(tolerance.reference_dtype(d)) for d in ag.out.float_dtypes)
-        d1, allowance = _fd_identity(refs["fd"], hc.cs64, hs_k, n, eps_ref)
-        rows += _identity_rows(DOT_FD, hc, d1, ag.r_fd, method=f"{n} random pairs, J t by "
-                               "central differences of the reference", transform="eager",
-                               extra_noise=allowance)  # fmt: skip
+        d1, allowance, source = _fd_identity(refs["fd"], hc.cs64, hs_k, n)
+        rows += _identity_rows(DOT_FD, hc, d1, ag.r_an, method=f"{n} random pairs, J t by "
+                               "finite differences of the reference", transform="eager",
+                               extra_noise=allowance, source=source)  # fmt: skip
     rows += _zero_linearity_rows(hc, ag.r_an, set(), transform="eager")
     return rows
 

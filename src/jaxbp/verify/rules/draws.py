@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.verify import tolerance
+from jaxbp.verify import fd, tolerance
 from jaxbp.verify.rules.problem import _Problem
 
 
@@ -27,18 +27,21 @@ def _tangent_blocks(rng, prob: _Problem, n: int):
 
 
 def _steps(prob: _Problem) -> list[float]:
-    """h per float leaf: fd_step_factor(ref dtype) · rms(leaf) (an all-zero leaf: the rms of all
-    float leaves together, else 1)."""
-    sq = [np.asarray(x, np.float64) ** 2 for x in prob.floats]
-    total = float(np.sqrt(sum(float(s.sum()) for s in sq) / max(sum(s.size for s in sq), 1)))
-    steps = []
-    for x, s in zip(prob.floats, sq, strict=True):
-        ref = tolerance.reference_dtype(x.dtype)
-        rms = float(np.sqrt(s.mean())) if s.size else 0.0
-        tiny = float(jnp.finfo(ref).tiny)
-        scale = rms if rms > tiny else (total if total > tiny else 1.0)
-        steps.append(tolerance.fd_step_factor(ref) * scale)
-    return steps
+    """h per float leaf: :func:`jaxbp.verify.fd.base_step` of the leaf's rms in its reference
+    dtype (an all-zero leaf: the rms of all float leaves together, else 1) — the step rule of
+    every check."""
+    rms = [float(np.sqrt(np.mean(np.asarray(x, np.float64) ** 2))) if np.size(x) else 0.0
+           for x in prob.floats]  # fmt: skip
+    scales = fd.scales(np.asarray(rms))
+    return [float(fd.base_step(s, tolerance.reference_dtype(x.dtype)))
+            for s, x in zip(scales, prob.floats, strict=True)]  # fmt: skip
+
+
+def fd_estimates(values, hs: np.ndarray) -> list:
+    """Per float output leaf, :func:`jaxbp.verify.fd.at_offsets` of the reference program's
+    values (one list of output leaves per offset, each stacked over the tangents) with each
+    tangent's step ``hs``."""
+    return [fd.at_offsets([v[j] for v in values], hs) for j in range(len(values[0]))]
 
 
 def _up(values) -> list:

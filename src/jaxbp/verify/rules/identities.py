@@ -9,9 +9,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxbp.verify import tolerance
+from jaxbp.verify import fd
 from jaxbp.verify.report import Row, compare
-from jaxbp.verify.rules.draws import _f64
+from jaxbp.verify.rules.draws import fd_estimates
 from jaxbp.verify.rules.problem import _Problem
 from jaxbp.verify.rules.rows import LINEARITY, ZERO_COTANGENT
 
@@ -45,7 +45,7 @@ def _norm(a: np.ndarray) -> np.ndarray:
 
 
 def _identity_rows(oracle, hc: _Cotangents, jts64, rtol_default, *, method, transform,
-                   extra_noise=None, skip=()) -> list[Row]:  # fmt: skip
+                   extra_noise=None, source=None, skip=()) -> list[Row]:  # fmt: skip
     """⟨J t, c⟩ (from ``jts64``: per output leaf, (L·n, …)) against ⟨t, Jᵀc⟩ (the hand's);
     ``rtol_default`` per float primal leaf, ``extra_noise`` per tangent (the fd allowance)."""
     prob, n = hc.prob, hc.n
@@ -70,32 +70,31 @@ def _identity_rows(oracle, hc: _Cotangents, jts64, rtol_default, *, method, tran
             if extra_noise is not None:
                 noise = noise + extra_noise[sl]
         rows.append(compare(rhs, lhs[sl], oracle=oracle, path=label, rtol=rt, atol=atol,
-                            noise=noise, method=method, shape=prob.shapes[i],
-                            order=prob.orders[i], dtype=str(hc.hand[i].dtype),
-                            note=None))  # fmt: skip
+                            allowance=noise, allowance_name="round-off" if extra_noise is None
+                            else "round-off + fd", bound_source=_identity_source(rt, source),
+                            method=method, shape=prob.shapes[i], order=prob.orders[i],
+                            dtype=str(hc.hand[i].dtype), note=None))  # fmt: skip
         rows[-1] = dataclasses.replace(rows[-1], transform=transform)
     return rows
 
 
-def _fd_identity(fd, cs64, hs, n, eps_ref):
-    """From F(x ± h t), F(x ± h/2 t): J t ≈ D(h) per output leaf, and per tangent the
-    allowance round-off + (4/3)|⟨D(h) − D(h/2), c⟩|."""
-    fp, fm, fp2, fm2 = (_f64(v) for v in fd)
+def _identity_source(rtol, fd_source) -> str:
+    """The bound source of an identity row."""
+    text = (f"round-off of the two inner products: {rtol:.1e}·(‖J t‖‖c‖ + ‖t‖‖Jᵀc‖) "
+            "(Cauchy–Schwarz)")  # fmt: skip
+    return f"{text}; {fd_source}" if fd_source else text
+
+
+def _fd_identity(values, cs64, hs, n):
+    """From the reference's values at the points x + o·h·t (o in :data:`jaxbp.verify.fd.OFFSETS`):
+    J t ≈ R, Richardson's estimate, per output leaf, and per tangent the allowance of ⟨R, c⟩,
+    Σ|c|·(measured truncation + round-off) (:func:`jaxbp.verify.fd.at_offsets`), and its source."""
+    ests = fd_estimates(values, hs)
     K = hs.shape[0]
     reps = np.arange(K) % n
-
-    def per(a):  # broadcast the per-tangent step over a stacked leaf
-        return hs.reshape((K,) + (1,) * (a.ndim - 1))
-
-    d1 = [(p - m) / (2 * per(p)) for p, m in zip(fp, fm, strict=True)]
-    d2 = [(p - m) / per(p) for p, m in zip(fp2, fm2, strict=True)]
-    s1 = sum(_dot(d, c[reps]) for d, c in zip(d1, cs64, strict=True))
-    s2 = sum(_dot(d, c[reps]) for d, c in zip(d2, cs64, strict=True))
-    mag = sum(_dot(np.abs(p) + np.abs(m), np.abs(c[reps]))
-              for p, m, c in zip(fp, fm, cs64, strict=True))  # fmt: skip
-    roundoff = tolerance.FD_NOISE_FACTOR * eps_ref * mag / (2 * hs)
-    truncation = (4.0 / 3.0) * np.abs(s1 - s2)
-    return d1, roundoff + truncation
+    allowance = sum(_dot(e.allowance, np.abs(c[reps])) for e, c in zip(ests, cs64, strict=True))
+    source = fd.describe(ests[0].eval_dtype, step="h = 2·step_factor·rms of the leaf")
+    return [e.value for e in ests], allowance, source
 
 
 def _zero_linearity_rows(hc: _Cotangents, r_an, bad, *, transform) -> list[Row]:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 import jax
 import numpy as np
 
-from jaxbp.verify import tolerance
+from jaxbp.verify import fd, tolerance
 from jaxbp.verify.oracles import host_rng, resolve_key
 from jaxbp.verify.report import Report, compare
-from jaxbp.verify.rules.draws import _f64, _rtol_of, _steps, _tangent_blocks
+from jaxbp.verify.rules.draws import _f64, _rtol_of, _steps, _tangent_blocks, fd_estimates
 from jaxbp.verify.rules.problem import (
     _count,
     _Out,
@@ -135,7 +135,7 @@ def check_jvp(
                     method="vs f(*primals)", order=j - n_out),
             transform="jit"))  # fmt: skip
 
-    def per_input(oracle, ref_of, kind, method, noise_of=None):
+    def per_input(oracle, ref_of, kind, method, noise_of=None, source=None):
         result = []
         for i, label in enumerate(prob.labels):
             sl = slice(i * n, (i + 1) * n)
@@ -147,7 +147,8 @@ def check_jvp(
                 at = atols.get(oracle)
                 noise = noise_of(j, sl) if (noise_of is not None and at is None) else None
                 per_out.append(compare(hand_t[j][sl], ref_of(j, sl), oracle=oracle, path=label,
-                                       rtol=rt, atol=at, noise=noise, method=method,
+                                       rtol=rt, atol=at, allowance=noise, method=method,
+                                       bound_source=source if noise is not None else None,
                                        order=prob.orders[i]))  # fmt: skip
             if per_out:
                 labels_j = [lab for j, lab in enumerate(out_labels) if j not in bad_t]
@@ -168,20 +169,11 @@ def check_jvp(
                              order=prob.orders[i], transform="jit")
                  for i, lab in enumerate(prob.labels)]  # fmt: skip
     else:
-        fp, fm, fp2, fm2 = (_f64(v) for v in refs["fd"])
-        eps_ref = [tolerance.eps(tolerance.reference_dtype(d)) for d in out.float_dtypes]
-
-        def h_of(a):
-            return hs_k.reshape((K,) + (1,) * (a.ndim - 1))
-
-        d1 = [(p - m) / (2 * h_of(p)) for p, m in zip(fp, fm, strict=True)]
-        d2 = [(p - m) / h_of(p) for p, m in zip(fp2, fm2, strict=True)]
-        allowance = [tolerance.FD_NOISE_FACTOR * e * (np.abs(p) + np.abs(m)) / (2 * h_of(p))
-                     + (4.0 / 3.0) * np.abs(a - b)
-                     for e, p, m, a, b in zip(eps_ref, fp, fm, d1, d2, strict=True)]  # fmt: skip
-        rows += per_input(FD, lambda j, sl: d1[j][sl], "fd",
-                          f"{n} random tangents vs central differences",
-                          noise_of=lambda j, sl: allowance[j][sl])  # fmt: skip
+        ests = fd_estimates(refs["fd"], hs_k)
+        source = fd.describe(ests[0].eval_dtype, step="h = 2·step_factor·rms of the leaf")
+        rows += per_input(FD, lambda j, sl: ests[j].value[sl], "analytic",
+                          f"{n} random tangents vs finite differences",
+                          noise_of=lambda j, sl: ests[j].allowance[sl], source=source)  # fmt: skip
     # linearity, per input leaf
     for i, label in enumerate(prob.labels):
         per_out = []

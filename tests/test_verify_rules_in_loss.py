@@ -1,5 +1,5 @@
 """jaxbp.verify.check warns when loss_fn carries a custom rule: rev (and for a custom_jvp fwd) ran
-the rule, so only fd checks the hand gradient independently (jaxbp.verify.custom_rules)."""
+the rule, so only fd checks the hand gradient independently (jaxbp.verify.rules_in_loss)."""
 
 import functools
 import warnings
@@ -11,10 +11,10 @@ from jax import lax
 
 import jaxbp
 from jaxbp import verify
-from jaxbp.verify import custom_rules
+from jaxbp.verify import rules_in_loss
 from jaxbp.verify.check import _custom_rule_notes
-from jaxbp.verify.custom_rules import CustomRuleWarning
 from jaxbp.verify.report import Row
+from jaxbp.verify.rules_in_loss import CustomRuleWarning
 
 REV_NOTE = "reverse mode ran the custom_vjp rule of _loss (jaxbp/vjp.py:"
 INDEPENDENT = "fd is the independent check"
@@ -50,7 +50,7 @@ def _smooth_abs_jvp(primals, tangents):
 
 
 def _names(fn, *args, **kw):
-    return [(r.kind, r.name) for r in custom_rules.trace_custom_rules(fn, *args, **kw)]
+    return [(r.kind, r.name) for r in rules_in_loss.trace_custom_rules(fn, *args, **kw)]
 
 
 def test_jaxbp_loss_notes_every_rev_row_and_warns_in_the_report():
@@ -127,18 +127,18 @@ def test_rules_defined_in_jax_are_trusted_but_can_be_listed():
         return jnp.sum(jax.nn.relu(z) + jax.nn.softplus(z) + jax.nn.silu(z))
 
     assert _names(loss, z) == []
-    listed = custom_rules.trace_custom_rules(loss, z, include_jax=True)
+    listed = rules_in_loss.trace_custom_rules(loss, z, include_jax=True)
     assert ("custom_jvp", "relu") in [(r.kind, r.name) for r in listed]
     assert all(r.in_jax is True and r.primitive == "custom_jvp_call" for r in listed)
 
 
 def test_jaxbp_loss_is_found_by_name_and_place():
     params, x, y = _mlp()
-    (rule,) = custom_rules.trace_custom_rules(jaxbp.loss, params, x, y)
+    (rule,) = rules_in_loss.trace_custom_rules(jaxbp.loss, params, x, y)
     assert rule.kind == "custom_vjp" and rule.primitive == "custom_vjp_call"
     assert rule.name == "_loss" and rule.where.startswith("jaxbp/vjp.py:")
     assert rule.in_jax is False
-    assert custom_rules.trace_custom_rules(jaxbp.cost, params, x, y) == ()
+    assert rules_in_loss.trace_custom_rules(jaxbp.cost, params, x, y) == ()
 
 
 def test_a_custom_vjp_inside_jit_inside_scan_or_cond_is_found():
@@ -167,7 +167,7 @@ def test_a_custom_vjp_inside_jit_inside_scan_or_cond_is_found():
     assert report.ok, str(report)
     (rev,) = [r for r in report.rows if r.oracle == "rev"]
     assert rev.note.startswith("reverse mode ran the custom_vjp rule of cube (")
-    assert "test_verify_custom_rules.py:" in rev.note and INDEPENDENT in rev.note
+    assert "test_verify_rules_in_loss.py:" in rev.note and INDEPENDENT in rev.note
 
 
 def test_every_rule_once_in_program_order():
@@ -199,9 +199,9 @@ def test_a_custom_jvp_outside_jax_notes_rev_and_fwd():
 
 
 def test_a_row_note_is_appended_to_not_replaced():
-    (rule,) = custom_rules.trace_custom_rules(lambda w: jnp.sum(cube(w)), jnp.ones(2))
+    (rule,) = rules_in_loss.trace_custom_rules(lambda w: jnp.sum(cube(w)), jnp.ones(2))
     row = Row("rev", "w", (2,), "float64", "elementwise", 2, 0.0, 0.0, 0.0, (0,), 1.0, 1.0,
-              1e-12, 0.0, True, note="earlier note")  # fmt: skip
+              1e-12, 0.0, True, note="earlier note", error=0.0, bound=1e-12)  # fmt: skip
     (out,), (warning,) = _custom_rule_notes([row], (rule,), ("rev", "fd"))
     assert out.note.startswith("earlier note; reverse mode ran the custom_vjp rule of cube")
     assert out.ok and out.status == "pass" and "cube" in warning
