@@ -19,7 +19,7 @@ def test_passes_prints_tables_and_writes_json(tmp_path, capsys):
     assert out.startswith("jaxbp verify: sizes [5, 4, 3], activation relu")
     for section in ("[gradient]", "[sources]", "[deltas]", "[transforms]", "[backward_vjp]"):
         assert section in out
-    assert "worst error per oracle" in out and "wall time" in out
+    assert "deciding row per oracle" in out and "wall time" in out
     record = json.loads(path.read_text())
     assert record["ok"] is True and record["failed"] == {}
     assert record["config"]["activation"] == "relu" and record["config"]["l2"] == 0.2

@@ -290,3 +290,64 @@ def test_order_defaults_to_one_as_the_contract_says():
 
     assert inspect.signature(check_grads).parameters["order"].default == 1
     check_grads(lambda x: jnp.sum(jnp.sin(x)), (jnp.arange(3.0),))
+
+
+# --- the cases that once passed ours and failed JAX's (float32, x64 off: JAX's default) ---------
+def _x64_off_cases():
+    @jax.custom_jvp
+    def ten_plus_sin(x):
+        return 10.0 + jnp.sin(x)
+
+    @ten_plus_sin.defjvp
+    def _(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return ten_plus_sin(x), 1.05 * jnp.cos(x) * t  # 5 % too large
+
+    @jax.custom_vjp
+    def mul(x, y):
+        return x * y
+
+    def mul_bwd(res, g):
+        x, y = res
+        return g * y, 1.05 * g * x  # the cotangent of y 5 % off
+
+    mul.defvjp(lambda x, y: (x * y, (x, y)), mul_bwd)
+
+    @jax.custom_vjp
+    def linear(x, W, b):
+        return x @ W + b
+
+    def linear_bwd(res, g):
+        x, W = res
+        return g @ W.T, x.T @ g, 1.02 * g.sum(0)  # the bias gradient 2 % off
+
+    linear.defvjp(lambda x, W, b: (x @ W + b, (x, W)), linear_bwd)
+    rng = np.random.RandomState(3)
+    f32 = np.float32
+    return {
+        "custom_jvp 10 + sin(x), tangent 5 % large": (
+            ten_plus_sin, (rng.randn(4).astype(f32),), ("fwd", "rev")),
+        "custom_vjp x * y, rev only, y's cotangent 5 % off": (
+            mul, (rng.randn(3).astype(f32), rng.randn(3).astype(f32)), ("rev",)),
+        "custom_vjp linear layer, rev only, bias 2 % off": (
+            linear, (rng.randn(8, 3).astype(f32), rng.randn(3, 4).astype(f32),
+                     rng.randn(4).astype(f32)), ("rev",)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["custom_jvp 10 + sin(x), tangent 5 % large",
+                                  "custom_vjp x * y, rev only, y's cotangent 5 % off",
+                                  "custom_vjp linear layer, rev only, bias 2 % off"])  # fmt: skip
+def test_float32_with_x64_off_fails_where_jax_fails(name):
+    with jax.enable_x64(False):
+        f, args, modes = _x64_off_cases()[name]
+        with pytest.raises(AssertionError):
+            jax_check_grads(f, args, 1, modes=modes)
+        report = check_grads_report(f, args, 1, modes=modes)
+        assert not report.ok, str(report)
+        # the fd reference was taken in float64 and its round-off allowance computed with
+        # float64's epsilon: every fd part is far below the error
+        for row in report.rows:
+            if row.status == "FAIL" and row.problem is None:
+                assert dict(row.parts).get("fd", 0.0) < 1e-3 * row.error
+                assert "differences in float64" in row.bound_source

@@ -28,7 +28,7 @@ def test_every_section_passes_and_the_record_is_json():
     text = str(result)
     assert (
         "[gradient]" in text
-        and "worst error per oracle" in text
+        and "deciding row per oracle" in text
         and "PASS" in text.splitlines()[-1]
     )
     # above the budget of 40 the [0].W leaf (20 numbers) still fits; nothing is projected here
