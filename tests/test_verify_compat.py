@@ -351,3 +351,19 @@ def test_float32_with_x64_off_fails_where_jax_fails(name):
             if row.status == "FAIL" and row.problem is None:
                 assert dict(row.parts).get("fd", 0.0) < 1e-3 * row.error
                 assert "differences in float64" in row.bound_source
+
+
+def test_f_that_chooses_differently_one_precision_up_is_differenced_in_its_own():
+    # LAPACK orders this float32 matrix's eigenvalues differently in float64: differences taken
+    # one precision up would be of another function (the eigenvalues of linalg_test.py's
+    # testEigvalsGrad once failed so); the midpoint test sends them back to float32, as JAX's
+    a = (np.random.RandomState(29).randn(5, 5) * 3).astype(np.float32)
+    e32 = np.asarray(jnp.linalg.eigvals(jnp.asarray(a)))
+    e64 = np.asarray(jnp.linalg.eigvals(jnp.asarray(a, jnp.float64)))
+    assert np.max(np.abs(e32 - e64)) > 1.0  # another order
+    jax_check_grads(jnp.linalg.eigvals, (a,), 1, modes=["fwd", "rev"], rtol=0.1, atol=0.1)
+    report = check_grads_report(jnp.linalg.eigvals, (a,), 1, modes=["fwd", "rev"], rtol=0.1,
+                                atol=0.1)  # fmt: skip
+    assert report.ok, str(report)
+    assert "another function at this point" in report.meta["reference"]["f"]
+    assert "differences in complex64" in report.meta["reference"]["f"]

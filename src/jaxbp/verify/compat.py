@@ -529,6 +529,10 @@ def _reference(lv: _Level):
                                 how=how, jit=lv.jit)  # fmt: skip
             except Exception as e:  # noqa: BLE001 — f refuses upcast arguments: JAX's precision
                 error = f"f failed on upcast arguments ({type(e).__name__})"
+        if stacked is not None:
+            error = _not_the_same_function(lv, stacked)
+            if error:
+                stacked = None
     if stacked is None:
         stacked = _call(lambda v: _stencil(lv, lv.leaves, h, v), [lv.leaves[k] for k in lv.var],
                         [lv.tangents[k] for k in lv.var], how=how, jit=lv.jit)  # fmt: skip
@@ -547,6 +551,37 @@ def _reference(lv: _Level):
     elif not any(tolerance.reference_dtype(d) != d for d in dtypes):
         note += " (no higher precision: the arguments' own, as JAX's)"
     return result, note
+
+
+def _not_the_same_function(lv: _Level, stacked) -> str | None:
+    """Why f one precision up is not the function under test at this point, or None.
+
+    The midpoint of each pair of points, (f(x + h t) + f(x − h t)) / 2 = f(x) + O(h²), must
+    agree with f(*args) within the primal rows' tolerance. It does not where f makes a discrete
+    choice differently in the higher precision — LAPACK returns a nonsymmetric matrix's
+    eigenvalues in another order in float64 than in float32 — and then the differences, which
+    would be of another function, are taken in the arguments' own precision, as JAX's."""
+    for k, st in zip(lv.var, stacked, strict=True):
+        out_leaves = jax.tree_util.tree_leaves(st)
+        for j in lv.out_var:
+            v = _np(out_leaves[j])
+            mid = (v[0] + v[1]) / 2
+            f0 = _np(lv.outs[j])
+            if mid.shape != f0.shape:
+                continue
+            atol, rtol = lv.ctx.tols(_dtype(lv.outs[j]))
+            with np.errstate(invalid="ignore"):
+                off = (
+                    lv.defined[j]
+                    & np.isfinite(mid)
+                    & ~(np.abs(mid - f0) <= atol + rtol * np.abs(f0))
+                )
+            if off.any():
+                at = tuple(int(i) for i in np.argwhere(off)[0])
+                return (f"f one precision up is another function at this point "
+                        f"({lv.out_names[j]} at {at}: {_np(f0)[at]:.6g} in the arguments' "
+                        f"precision, {mid[at]:.6g} one up)")  # fmt: skip
+    return None
 
 
 # --- rows ---------------------------------------------------------------------------------------
