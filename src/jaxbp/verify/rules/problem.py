@@ -235,11 +235,14 @@ def _problem(primals: tuple, names, nondiff: tuple = (), hint: str = "") -> _Pro
             skipped.append(_status_row(SKIPPED, label, f"{dtype} leaf: {why}", order=k,
                                        shape=shape, dtype=str(dtype)))  # fmt: skip
     if not floats:
-        raise ValueError(
-            "primals: no floating-point leaf to differentiate (leaves: "
-            + ", ".join(f"{r.path} {r.dtype}" for r in skipped)
-            + ")"
-        )
+        listed = ", ".join(f"{r.path} {r.dtype}" for r in skipped)
+        if any("complex" in r.dtype for r in skipped):
+            raise TypeError(
+                f"primals: only complex leaves to differentiate ({listed}); the rule checks "
+                "compare real derivatives — check a complex function's rules with "
+                "jaxbp.verify.check_grads, which handles complex inputs and outputs as JAX's does"
+            )
+        raise ValueError(f"primals: no floating-point leaf to differentiate (leaves: {listed})")
     spec = _In(treedef, tuple(is_float), tuple(shapes), tuple(dtypes), positions, n_args,
                tuple((p, _Static(primals[p])) for p in sorted(nondiff)))  # fmt: skip
     return _Problem(spec, labels, orders, floats, given, consts, skipped)
