@@ -78,7 +78,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -294,21 +294,60 @@ def _is_custom_vjp_error(e: BaseException) -> bool:
     return isinstance(e, TypeError) and _CUSTOM_VJP_MESSAGE in str(e)
 
 
-def _call(build: Callable[[bool], Callable], *args, how: list, jit: bool):
-    """Runs ``build(jit)(*args)``: jitted and vectorised when ``jit`` (``build(True)`` vmaps where
-    ``build(False)`` loops); where that fails (a function that only runs eagerly, or cannot be
-    batched) or when not ``jit``, eagerly and looped, like JAX's check. Appends ``"jit"`` or
-    ``"eager"`` to ``how``."""
-    if jit:
+def _split_fixed(leaves, var) -> tuple[tuple, tuple]:
+    """``(spec, arrays)``: the leaves outside ``var`` as a hashable spec — arrays by position in
+    ``arrays`` (traced), other values (ints, strings, None) as they are (static)."""
+    spec, arrays = [], []
+    for k, x in enumerate(leaves):
+        if k in var:
+            spec.append(None)
+        elif isinstance(x, (jax.Array, np.ndarray)):
+            spec.append(("array", len(arrays)))
+            arrays.append(x)
+        else:
+            spec.append(("static", x))
+    return tuple(spec), tuple(arrays)
+
+
+def _rebuild(spec, arrays) -> list:
+    return [None if s is None else arrays[s[1]] if s[0] == "array" else s[1] for s in spec]
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted(body, f, treedef, spec, static):
+    """``body`` jitted for one function, tree, fixed-leaf spec and static options: a repeated
+    check of the same ``f`` at points of the same structure compiles nothing (the cache holds
+    the last 64 programs)."""
+
+    def run(arrays, *dynamic):
+        return body(f, treedef, _rebuild(spec, arrays), True, *static, *dynamic)
+
+    return jax.jit(run)
+
+
+def _call(body, lv: _Level, leaves, static: tuple, *dynamic, how: list):
+    """Runs ``body(f, treedef, leaves, vectorize, *static, *dynamic)``: jitted and vectorised
+    when the level is large (:data:`JIT_MIN_SIZE`; the program cached per ``f``, tree and
+    options); where that fails (a function that only runs eagerly, or cannot be batched) or for a
+    small level, eagerly and looped, like JAX's check. Appends ``"jit"`` or ``"eager"`` to
+    ``how``."""
+    if lv.jit:
+        spec, arrays = _split_fixed(leaves, lv.var)
         try:
-            out = jax.jit(build(True))(*args)
+            try:
+                program = _jitted(body, lv.f, lv.treedef, spec, static)
+            except TypeError:  # an unhashable f or leaf: a program for this call only
+                program = jax.jit(
+                    lambda a, *d: body(lv.f, lv.treedef, _rebuild(spec, a), True, *static, *d)
+                )
+            out = program(arrays, *dynamic)
         except Exception as e:
             if _is_custom_vjp_error(e):
                 raise
         else:
             how.append("jit")
             return out
-    out = build(False)(*args)
+    out = body(lv.f, lv.treedef, leaves, False, *static, *dynamic)
     how.append("eager")
     return out
 
@@ -337,9 +376,6 @@ class _Level:
         size = sum(np.size(self.leaves[k]) for k in self.var)
         size += sum(np.size(self.outs[j]) for j in self.out_var)
         self.jit = size >= JIT_MIN_SIZE
-
-    def fun_of(self, base, k):
-        return lambda xk: self.f(*jax.tree_util.tree_unflatten(self.treedef, _with(base, k, xk)))
 
     def label(self, mode: str) -> str:
         return mode + self.suffix
@@ -409,41 +445,43 @@ def _jvp(fun, xs, ts, mode):
     return p, f_lin(*ts)
 
 
+def _f_of(f, treedef, leaves, ks):
+    """``(*xs) ↦ f(*args)`` with the leaves ``ks`` replaced by ``xs``."""
+    return lambda *xs: f(*jax.tree_util.tree_unflatten(treedef, _with_all(leaves, ks, xs)))
+
+
+def _jvps_body(f, treedef, leaves, _vectorize, ks, mode, dense, xs, ts):
+    """Every leaf's JVP (tangent t_k on leaf k alone) and, with several leaves, the JVP along the
+    whole tangent."""
+    f_all = _f_of(f, treedef, leaves, ks)
+    if dense:  # every leaf varies; the tangent is t_k on leaf k and an explicit zero elsewhere
+        zeros = [_zeros_like(x) for x in xs]
+        res = [_jvp(f_all, xs, _with(zeros, i, t), mode) for i, t in enumerate(ts)]
+    else:  # the other leaves held fixed: their tangents are symbolic zeros
+        base = _with_all(leaves, ks, xs)
+        res = [_jvp(_f_of(f, treedef, base, [k]), [x], [t], mode)
+               for k, x, t in zip(ks, xs, ts, strict=True)]  # fmt: skip
+    if len(ks) > 1:
+        res.append(_jvp(f_all, xs, ts, mode))
+    return res
+
+
 def _hand_jvps(lv: _Level, mode: str, how: list) -> dict:
     """``{k: (primal_out, J t_k)}`` for every leaf with a forward mode (custom_vjp ones are left
     out), and ``{ALL_LEAVES: (primal_out, J t)}`` along the whole tangent where there is more than
     one leaf: one program for all, or, where one leaf has no forward mode, one per leaf."""
     leaves, tangents = lv.leaves, lv.tangents
 
-    def build(ks, dense):
-        def run(xs, ts):
-            base = _with_all(leaves, ks, xs)
-
-            def f_all(*xs_):
-                return lv.f(*jax.tree_util.tree_unflatten(lv.treedef, _with_all(leaves, ks, xs_)))
-
-            if dense:  # every leaf varies; the tangent is t_k on leaf k and an explicit zero
-                zeros = [_zeros_like(x) for x in xs]
-                res = [_jvp(f_all, xs, _with(zeros, i, t), mode) for i, t in enumerate(ts)]
-            else:  # the other leaves held fixed: their tangents are symbolic zeros
-                res = [_jvp(lv.fun_of(base, k), [x], [t], mode)
-                       for k, x, t in zip(ks, xs, ts, strict=True)]  # fmt: skip
-            if len(ks) > 1:
-                res.append(_jvp(f_all, xs, ts, mode))
-            return res
-
-        return lambda _vectorize: run
-
     def attempt(ks):
-        args = ([leaves[k] for k in ks], [tangents[k] for k in ks])
+        xs, ts = [leaves[k] for k in ks], [tangents[k] for k in ks]
         try:
-            res = _call(build(ks, False), *args, how=how, jit=lv.jit)
+            res = _call(_jvps_body, lv, leaves, (tuple(ks), mode, False), xs, ts, how=how)
         except Exception as e:
             # Some of JAX's JVP rules fail on a symbolic-zero tangent (lax.reduce of a tuple in
             # jax 0.10.2): then every leaf gets an explicit zero tangent, as in JAX's check.
             if _is_custom_vjp_error(e):
                 raise
-            res = _call(build(ks, True), *args, how=how, jit=lv.jit)
+            res = _call(_jvps_body, lv, leaves, (tuple(ks), mode, True), xs, ts, how=how)
         keys = list(ks) + ([ALL_LEAVES] if len(ks) > 1 else [])
         return dict(zip(keys, res, strict=True))
 
@@ -462,48 +500,40 @@ def _hand_jvps(lv: _Level, mode: str, how: list) -> dict:
     return found
 
 
+def _vjp_body(f, treedef, leaves, _vectorize, var, xs, ct):
+    out, pullback = jax.vjp(_f_of(f, treedef, leaves, var), *xs)
+    return out, pullback(ct)
+
+
 def _hand_vjp(lv: _Level, cots: list, how: list):
     """``(primal_out, [Jᵀc restricted to leaf k for k in var])`` from one ``jax.vjp``, with JAX's
     conjugation: the pullback of ``conj(c)``."""
     ct = jax.tree_util.tree_unflatten(
         lv.out_tree, [np.conj(c) if _is_inexact(c) else c for c in cots]
     )
-
-    def run(xs, ct):
-        def fv(*xs):
-            return lv.f(*jax.tree_util.tree_unflatten(lv.treedef, _with_all(lv.leaves, lv.var, xs)))
-
-        out, pullback = jax.vjp(fv, *xs)
-        return out, pullback(ct)
-
-    return _call(lambda _vectorize: run, [lv.leaves[k] for k in lv.var], ct, how=how, jit=lv.jit)
+    xs = [lv.leaves[k] for k in lv.var]
+    return _call(_vjp_body, lv, lv.leaves, (tuple(lv.var),), xs, ct, how=how)
 
 
 # --- the reference -------------------------------------------------------------------------------
-def _stencil(lv: _Level, leaves, h, vectorize):
-    """``{k: output pytree stacked over the points OFFSETS·h along t_k}``."""
+def _stencil_body(f, treedef, leaves, vectorize, var, h, xs, ts):
+    """``[output pytree stacked over the points OFFSETS·h along t_k for k in var]``."""
     steps = tuple(o * h for o in fd.OFFSETS)
-
-    def run(xs, ts):
-        base = _with_all(leaves, lv.var, xs)
-        result = []
-        for k, x, t in zip(lv.var, xs, ts, strict=True):
-            fk = lv.fun_of(base, k)
-            if vectorize and not (_is_scalar(leaves[k]) or _is_scalar(t)):
-                s = jnp.asarray(steps, dtype=jnp.result_type(x))
-                result.append(jax.vmap(lambda s, fk=fk, x=x, t=t: fk(x + s * t))(s))
-            elif isinstance(x, jax.core.Tracer) or isinstance(t, jax.core.Tracer):
-                vals = [fk(x + s * t) for s in steps]
-                result.append(
-                    jax.tree.map(lambda *v: jnp.stack([jnp.asarray(u) for u in v]), *vals)
-                )
-            else:  # eager: the points and the stack on the host, as JAX's numerical_jvp
-                x, t = (x, t) if _is_scalar(x) and _is_scalar(t) else (np.asarray(x), np.asarray(t))
-                vals = [fk(x + s * t) for s in steps]
-                result.append(jax.tree.map(lambda *v: np.stack([np.asarray(u) for u in v]), *vals))
-        return result
-
-    return run
+    base = _with_all(leaves, var, xs)
+    result = []
+    for k, x, t in zip(var, xs, ts, strict=True):
+        fk = _f_of(f, treedef, base, [k])
+        if vectorize and not (_is_scalar(leaves[k]) or _is_scalar(t)):
+            s = jnp.asarray(steps, dtype=jnp.result_type(x))
+            result.append(jax.vmap(lambda s, fk=fk, x=x, t=t: fk(x + s * t))(s))
+        elif isinstance(x, jax.core.Tracer) or isinstance(t, jax.core.Tracer):
+            vals = [fk(x + s * t) for s in steps]
+            result.append(jax.tree.map(lambda *v: jnp.stack([jnp.asarray(u) for u in v]), *vals))
+        else:  # eager: the points and the stack on the host, as JAX's numerical_jvp
+            x, t = (x, t) if _is_scalar(x) and _is_scalar(t) else (np.asarray(x), np.asarray(t))
+            vals = [fk(x + s * t) for s in steps]
+            result.append(jax.tree.map(lambda *v: np.stack([np.asarray(u) for u in v]), *vals))
+    return result
 
 
 def _as_array(x):
@@ -525,8 +555,8 @@ def _reference(lv: _Level):
             up = [tolerance.upcast(_as_array(x)) if _is_inexact(x) else x for x in lv.leaves]
             ts = [tolerance.upcast(_as_array(lv.tangents[k])) for k in lv.var]
             try:
-                stacked = _call(lambda v: _stencil(lv, up, h, v), [up[k] for k in lv.var], ts,
-                                how=how, jit=lv.jit)  # fmt: skip
+                stacked = _call(_stencil_body, lv, up, (tuple(lv.var), h),
+                                [up[k] for k in lv.var], ts, how=how)  # fmt: skip
             except Exception as e:  # noqa: BLE001 — f refuses upcast arguments: JAX's precision
                 error = f"f failed on upcast arguments ({type(e).__name__})"
         if stacked is not None:
@@ -534,8 +564,9 @@ def _reference(lv: _Level):
             if error:
                 stacked = None
     if stacked is None:
-        stacked = _call(lambda v: _stencil(lv, lv.leaves, h, v), [lv.leaves[k] for k in lv.var],
-                        [lv.tangents[k] for k in lv.var], how=how, jit=lv.jit)  # fmt: skip
+        stacked = _call(_stencil_body, lv, lv.leaves, (tuple(lv.var), h),
+                        [lv.leaves[k] for k in lv.var], [lv.tangents[k] for k in lv.var],
+                        how=how)  # fmt: skip
     result, computed = {}, set()
     for k, st in zip(lv.var, stacked, strict=True):
         out_leaves = jax.tree_util.tree_leaves(st)
@@ -561,7 +592,7 @@ def _not_the_same_function(lv: _Level, stacked) -> str | None:
     choice differently in the higher precision — LAPACK returns a nonsymmetric matrix's
     eigenvalues in another order in float64 than in float32 — and then the differences, which
     would be of another function, are taken in the arguments' own precision, as JAX's."""
-    for k, st in zip(lv.var, stacked, strict=True):
+    for st in stacked:
         out_leaves = jax.tree_util.tree_leaves(st)
         for j in lv.out_var:
             v = _np(out_leaves[j])
