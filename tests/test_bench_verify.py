@@ -35,7 +35,7 @@ def test_bench_verify_returns_the_documented_keys(result):
     assert result["sizes"] == list(TINY_SIZES) and result["batch"] == 4
     assert result["dtype"] == "float32" and result["activation"] == "sigmoid"
     assert result["n_params"] == 8 * 6 + 6 + 6 * 3 + 3
-    assert result["target_network"] is False and result["target"] == 0.5
+    assert result["target_network"] is False and result["target"] == 1.0
 
 
 def test_bench_verify_numbers_are_positive_and_finite(result):
