@@ -35,8 +35,12 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="warm rounds at most (default 3)")
     ap.add_argument("--budget", type=float, default=120.0, help="warm-round budget, seconds")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--first", choices=("jaxbp", "check_grads"), default="jaxbp",
-                    help="which checker runs first cold (measure both)")
+    ap.add_argument(
+        "--first",
+        choices=("jaxbp", "check_grads"),
+        default="jaxbp",
+        help="which checker runs first cold (measure both)",
+    )
     a = ap.parse_args(argv)
     sizes = tuple(int(s) for s in a.sizes.split(","))
 

@@ -19,14 +19,17 @@ Three sources of error can separate a correct h from r, and each has its own ter
    tolerance reflects the hand result alone. Where no higher precision exists (float64, or
    float32 on a TPU) the reference shares the dtype and the same ``rtol`` covers both.
 3. **Finite differences**: truncation (∝ h² for a central difference, ∝ h⁴ after Richardson
-   extrapolation) and round-off (∝ eps · |J| / h). Neither is guessed: the step ladder of
-   :mod:`jaxbp.verify.fd` estimates the truncation error of each difference from the ladder
-   itself, and the round-off from the loss values (``noise``), so :func:`jaxbp.verify.check`'s
-   fd rows add those measured terms to the analytic tolerance of (1). The step is
-   :func:`step_factor` of the dtype the loss is evaluated in, times the leaf's scale. The rule
-   checks of :mod:`jaxbp.verify.rules`, which difference a function once per direction, use
-   :data:`FD_RTOL_FACTOR` · eps_ref^(2/3) as their floor where the reference has no higher
-   precision.
+   extrapolation) and round-off (∝ eps · |f| / h). Neither is guessed: :func:`jaxbp.verify.fd.
+   central`, the one routine behind every fd row of every check, measures the truncation of each
+   difference from the step ladder itself and the round-off from the function values, with the
+   epsilon of the dtype the values were computed in, and the row adds them to its bound as its
+   ``fd`` part. The step is :func:`step_factor` of the dtype f is evaluated in, times the leaf's
+   scale (``check_grads``: JAX's ``eps`` along its tangent).
+
+A 16-bit hand result has a fourth source, its own rounding through the computation, which scales
+with the magnitude of the terms and not of the result: :mod:`jaxbp.verify.rounding` judges it
+one precision up and against a measured spread (the ``rounding`` part). ``check_grads`` keeps
+JAX's tolerances (:data:`JAX_GRADIENT_TOLERANCE`) and caps each bound at JAX's own criterion.
 
 The constants below are the whole policy; docs/verify.md tabulates them per dtype.
 """

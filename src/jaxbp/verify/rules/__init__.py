@@ -50,13 +50,14 @@ The oracles (row ``oracle`` names; also the keys of ``rtol`` / ``atol`` dicts):
 Error model (:mod:`jaxbp.verify.tolerance`): the references run one precision up
 (``reference_precision`` on ``upcast`` primals), the hand rule on the original primals; ``rtol``
 follows the dtypes JAX would give (the primal leaf's, and the outputs' a row passes through —
-never the dtype the rule returned); ``atol`` scales with each leaf. Finite-difference rows take
-the analytic rtol where the reference is one precision up (the fd floor ``default_rtol(dtype,
-"fd")`` where it is not) and compare with the central difference D(h), step
-``h = fd_step_factor(ref_dtype) · rms(leaf)`` (relative to the leaf's scale, no floor of 1; an
-all-zero leaf takes the rms of all the float leaves, else 1), adding to the tolerance the
-round-off allowance FD_NOISE_FACTOR · eps_ref · (|f₊| + |f₋|) / 2h and the truncation estimate
-(4/3)·|D(h) − D(h/2)| (Richardson: exact for an h² error).
+never the dtype the rule returned); ``atol`` scales with each leaf. Finite-difference rows compare
+with Richardson's estimate from :func:`jaxbp.verify.fd.at_offsets` — the one routine of every
+check — at the steps h and h/2 (``h = fd.base_step`` of the leaf's rms in its reference dtype; an
+all-zero leaf takes the rms of all the float leaves, else 1), adding to the bound the measured
+truncation and round-off (the ``fd`` part). The dot-product identities add the round-off of the
+two inner products, rtol · (‖J t‖‖c‖ + ‖t‖‖Jᵀc‖) (Cauchy–Schwarz). Every row shows the bound
+that decided it (:func:`jaxbp.verify.compare`). Complex primals are refused by name: these checks
+compare real derivatives; :func:`jaxbp.verify.check_grads` handles complex functions.
 
 Random vectors are drawn on the host with NumPy from ``key`` (reproducible; no random kernel is
 compiled per shape). The directions are evaluated inside ``jax.jit`` programs keyed on the
