@@ -367,3 +367,27 @@ def test_f_that_chooses_differently_one_precision_up_is_differenced_in_its_own()
     assert report.ok, str(report)
     assert "another function at this point" in report.meta["reference"]["f"]
     assert "differences in complex64" in report.meta["reference"]["f"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"atol": "x"}, TypeError, r"atol: expected a float or a \{dtype: tol\} dict, got 'x'"),
+        ({"rtol": -1.0}, ValueError, r"rtol: expected a finite tolerance ≥ 0, got -1.0"),
+        ({"order": "1"}, ValueError, r"order: expected an integer ≥ 1, got '1'"),
+        ({"order": 0}, ValueError, r"order: expected an integer ≥ 1, got 0"),
+        ({"eps": 0.0}, ValueError, r"eps: expected a finite step > 0, got 0.0"),
+        ({"modes": ("bwd",)}, ValueError, r"modes: unknown mode\(s\) \['bwd'\]"),
+    ],
+)
+def test_a_bad_argument_is_named_with_the_value_received(kwargs, error, message):
+    kwargs = {"order": 1, **kwargs}
+    with pytest.raises(error, match=message):
+        check_grads(jnp.sin, (np.ones(2),), **kwargs)
+
+
+def test_bad_function_and_args_are_named():
+    with pytest.raises(TypeError, match="f: expected a callable, got str 'sin'"):
+        check_grads("sin", (np.ones(2),), 1)
+    with pytest.raises(TypeError, match=r"args: expected a tuple of arguments, got ndarray"):
+        check_grads(jnp.sin, np.ones(2), 1)
