@@ -31,6 +31,7 @@ from jaxbp.bench import methods as bench_methods
 from jaxbp.bench.configs import GEMM_TARGET_CONFIGS, MNIST_LENET
 from jaxbp.bench.timing import Timing, interleaved, paired_ratio
 from jaxbp.cli import main
+from jaxbp.cli.bench import render_targets
 
 # --- flop count and configurations ---------------------------------------------------------
 
@@ -195,6 +196,23 @@ def test_targets_compare_against_the_issues_thresholds():
         ("hand / PyTorch step time", "tiny"): True,
         ("time to 97 % / sklearn fit", "digits"): False,
     }
+
+
+def test_targets_print_in_the_products_terms():
+    """``jaxbp bench`` prints each target met or UNMET against its threshold; the tracker issue
+    that set it stays in the JSON (``issue``), out of the text."""
+    configs = [
+        {"name": "mnist", "ratios": {"hand/autodiff": 0.97, "hand/hand_bf16": 1.5}, "methods": {}},
+        {"name": "cnn", "kind": "cnn", "ratios": {"hand/autodiff": 1.01}},
+    ]
+    got = targets(configs, None)
+    assert {t["issue"] for t in got} == {5, 12, 13}
+    assert render_targets(got) == [
+        "targets:",
+        "  UNMET hand / jax.grad step time    mnist   0.970 (target ≤ 0.95)",
+        "  UNMET bf16 / float32 step time     mnist   0.667 (target ≤ 0.5)",
+        "  met   hand / jax.grad step time    cnn     1.010 (target ≤ 1.05)",
+    ]
 
 
 # --- every method trains the same network ----------------------------------------------------
@@ -417,7 +435,7 @@ def test_bench_cli_cnn_writes_the_documented_json(tmp_path, capsys):
     assert result["command"].startswith("jaxbp bench --configs cnn --methods")
     text = capsys.readouterr().out
     assert "cnn: 28x28x1 conv5x5x6 pool2 conv5x5x16 pool2 784-120-84-10, batch 256" in text
-    assert "targets (issue 12):" in text and "no convolutional network" in text
+    assert "\ntargets:\n" in text and "no convolutional network" in text
 
 
 def test_devices_scale_the_mlp_configurations_and_pass_over_the_cnn():

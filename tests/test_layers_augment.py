@@ -45,10 +45,11 @@ def test_check_layer_passes(max_shift, shape):
 def test_forward_is_the_definition_and_backward_its_transpose():
     s, x = 2, x_of((6, 5, 7, 3))
     layer = RandomShift(s)
-    y, offsets = layer.forward((), x, key=jax.random.key(1), train=True)
-    assert offsets.shape == (6, 2) and int(jnp.max(jnp.abs(offsets))) <= s
+    y, cache = layer.forward((), x, key=jax.random.key(1), train=True)
+    offsets, shape = cache
+    assert offsets.shape == (6, 2) and int(jnp.max(jnp.abs(offsets))) <= s and shape == x.shape
     dy = x_of(x.shape, seed=2)
-    grads, dx = layer.backward((), offsets, dy)
+    grads, dx = layer.backward((), cache, dy)
     assert grads == ()
     for i, (u, v) in enumerate(np.asarray(offsets)):
         np.testing.assert_array_equal(y[i], translated(np.asarray(x[i]), u, v))
@@ -61,7 +62,7 @@ def test_forward_is_the_definition_and_backward_its_transpose():
 def test_offsets_cover_every_translation_and_each_example_draws_its_own():
     s, m = 1, 4000
     x = jnp.ones((m, 4, 4, 1), F64)
-    _, offsets = RandomShift(s).forward((), x, key=jax.random.key(0), train=True)
+    _, (offsets, _) = RandomShift(s).forward((), x, key=jax.random.key(0), train=True)
     pairs, counts = np.unique(np.asarray(offsets), axis=0, return_counts=True)
     assert len(pairs) == (2 * s + 1) ** 2  # all nine (u, v), the identity among them
     p = 1 / len(pairs)
@@ -70,14 +71,14 @@ def test_offsets_cover_every_translation_and_each_example_draws_its_own():
 
 def test_keys_decide_and_evaluation_is_the_identity():
     layer, x = RandomShift(1), x_of((16, 8, 8, 1))
-    first = layer.forward((), x, key=jax.random.key(3), train=True)[1]
-    again = layer.forward((), x, key=jax.random.key(3), train=True)[1]
-    other = layer.forward((), x, key=jax.random.key(4), train=True)[1]
+    first = layer.forward((), x, key=jax.random.key(3), train=True)[1][0]
+    again = layer.forward((), x, key=jax.random.key(3), train=True)[1][0]
+    other = layer.forward((), x, key=jax.random.key(4), train=True)[1][0]
     assert jnp.array_equal(first, again) and not jnp.array_equal(first, other)
     for y, cache in (layer.forward((), x), RandomShift(0).forward((), x, train=True)):
-        assert cache is None and y is x
-        assert layer.backward((), None, x)[1] is x
-    with pytest.raises(ValueError, match="^RandomShift: key must be a PRNG key"):
+        assert cache == (None, x.shape) and y is x  # no offsets; x's shape, for dy's check
+        assert layer.backward((), cache, x)[1] is x
+    with pytest.raises(ValueError, match=r"^RandomShift\(max_shift=1\): key must be a PRNG key"):
         layer.forward((), x, train=True)
 
 
@@ -89,8 +90,8 @@ def test_bad_arguments_are_named():
         RandomShift(8).init(jax.random.key(0), (8, 9, 1))
     with pytest.raises(ValueError, match=r"in_shape must have 3 axes"):
         RandomShift(1).init(jax.random.key(0), (64,))
-    with pytest.raises(ValueError, match=r"RandomShift: x must be a batch \(m, H, W, C\)"):
-        RandomShift(1).forward((), jnp.ones((8, 8, 1)), key=jax.random.key(0), train=True)
+    with pytest.raises(ValueError, match=r"max_shift 2 must be smaller.*x of shape \(3, 2, 8, 1\)"):
+        RandomShift(2).forward((), jnp.ones((3, 2, 8, 1)))
 
 
 # --- mutation: the backward translated the same way as the forward ----------------------------
@@ -104,7 +105,7 @@ def test_mutation_same_direction_is_caught_and_named():
     def backward_same_way(params, cache, dy):
         from jaxbp.layers.augment import _translate
 
-        return (), _translate(dy, s - cache, s)
+        return (), _translate(dy, s - cache[0], s)
 
     report = layers.check_layer(
         layer._replace(backward=backward_same_way), (), x_of((4, 6, 6, 1)),

@@ -197,7 +197,7 @@ def test_col2im_is_the_transpose_of_patches():
     rng = np.random.default_rng(4)
     for (H, W, C), k, s, padding in IM2COL_GEOMETRIES:
         kernel, strides = pair(k, "k", "test"), pair(s, "s", "test")
-        pads, out = window_geometry((H, W), kernel, strides, padding, "test", "kernel")
+        pads, out = window_geometry((H, W), kernel, strides, padding, "test", "kernel", "a")
         padded = tuple(n + lo + hi for n, (lo, hi) in zip((H, W), pads, strict=True))
         a = jnp.asarray(rng.standard_normal((2, *padded, C)))
         X = jnp.asarray(rng.standard_normal((2, *out, kernel[0] * kernel[1], C)))
@@ -337,7 +337,7 @@ def test_small_input_is_fine_with_same_padding():
 
 def test_unbatched_input_is_named():
     layer, params, _, x = make((5, 5, 1), 2, 3, 1, "VALID")
-    with pytest.raises(ValueError, match=r"Conv2D: x must be a batch \(m, H, W, C\) of rank 4"):
+    with pytest.raises(ValueError, match=r"VALID\): x must have shape \(m, H, W, 1\), got shape"):
         layer.forward(params, x[0])
 
 

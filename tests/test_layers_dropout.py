@@ -43,11 +43,11 @@ def test_check_layer_passes(shape, train, transforms):
 def test_forward_and_backward_use_the_cached_mask():
     layer = Dropout(0.25)
     x = x_of((6, 7))
-    y, mask = layer.forward((), x, key=jax.random.key(1), train=True)
-    assert mask.dtype == jnp.bool_ and mask.shape == x.shape
+    y, (mask, shape) = layer.forward((), x, key=jax.random.key(1), train=True)
+    assert mask.dtype == jnp.bool_ and mask.shape == x.shape == shape
     assert jnp.array_equal(y, jnp.where(mask, x / 0.75, 0.0))  # kept entries scaled by 1/(1−rate)
     dy = x_of((6, 7), seed=2)
-    grads, dx = layer.backward((), mask, dy)
+    grads, dx = layer.backward((), (mask, shape), dy)
     assert grads == ()
     assert jnp.array_equal(dx, jnp.where(mask, dy / 0.75, 0.0))  # δ ⊙ mask/(1 − rate)
 
@@ -56,7 +56,7 @@ def test_mask_statistics():
     """rate is the fraction DROPPED (stax's rate was the fraction kept)."""
     rate, n = 0.3, 200_000
     x = jnp.ones((n,), F64)
-    y, mask = Dropout(rate).forward((), x, key=jax.random.key(0), train=True)
+    y, (mask, _) = Dropout(rate).forward((), x, key=jax.random.key(0), train=True)
     dropped = 1 - float(jnp.mean(mask))
     sigma = (rate * (1 - rate) / n) ** 0.5
     assert abs(dropped - rate) < 5 * sigma, dropped
@@ -66,9 +66,9 @@ def test_mask_statistics():
 
 def test_keys_decide_the_mask():
     layer, x = Dropout(0.5), x_of((8, 16))
-    first = layer.forward((), x, key=jax.random.key(3), train=True)[1]
-    again = layer.forward((), x, key=jax.random.key(3), train=True)[1]
-    other = layer.forward((), x, key=jax.random.key(4), train=True)[1]
+    first = layer.forward((), x, key=jax.random.key(3), train=True)[1][0]
+    again = layer.forward((), x, key=jax.random.key(3), train=True)[1][0]
+    other = layer.forward((), x, key=jax.random.key(4), train=True)[1][0]
     assert jnp.array_equal(first, again)  # a fixed key: deterministic
     assert not jnp.array_equal(first, other)  # another key: another mask
 
@@ -76,22 +76,25 @@ def test_keys_decide_the_mask():
 def test_sequential_gives_two_dropouts_different_masks():
     model = layers.Sequential(Dropout(0.5), Dropout(0.5))
     params, _ = model.init(jax.random.key(0), (64,))
-    _, (mask1, mask2) = model.forward(params, x_of((4, 64)), key=jax.random.key(1), train=True)
+    _, caches = model.forward(params, x_of((4, 64)), key=jax.random.key(1), train=True)
+    (mask1, _), (mask2, _) = caches
     assert not jnp.array_equal(mask1, mask2)
 
 
 def test_identity_in_eval_mode_and_at_rate_zero():
     x = x_of((3, 4))
     y, cache = Dropout(0.5).forward((), x, train=False)
-    assert y is x and cache is None
+    assert y is x and cache == (None, (3, 4))  # no mask; x's shape, for dy's check
     y, cache = Dropout(0.0).forward((), x, key=jax.random.key(0), train=True)
-    assert y is x and cache is None
+    assert y is x and cache == (None, (3, 4))
     dy = x_of((3, 4), seed=1)
-    assert Dropout(0.5).backward((), None, dy)[1] is dy
+    assert Dropout(0.5).backward((), cache, dy)[1] is dy
 
 
 def test_train_without_key_is_named():
-    with pytest.raises(ValueError, match="Dropout: key must be a PRNG key when train=True"):
+    with pytest.raises(
+        ValueError, match=r"^Dropout\(rate=0.5\): key must be a PRNG key when train=True"
+    ):
         Dropout(0.5).forward((), x_of((2, 3)), train=True)
 
 

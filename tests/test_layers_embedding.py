@@ -95,7 +95,9 @@ def test_bad_arguments_are_named():
     params, _ = layer.init(jax.random.key(0), ())
     with pytest.raises(ValueError, match="x must be an integer array of indices, got dtype float"):
         layer.forward(params, jnp.array([0.0, 1.0]))
-    with pytest.raises(ValueError, match=r"x must be a batch \(m, …\) of indices, got shape \(\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(m, …\), got shape \(\); x is a batch"
+    ):
         layer.forward(params, jnp.array(1))
 
 

@@ -260,7 +260,9 @@ def test_bad_in_shape_is_named(in_shape, needle):
 
 
 def test_unbatched_input_is_named():
-    with pytest.raises(ValueError, match=r"MaxPool2D: x must be a batch \(m, H, W, C\)"):
+    with pytest.raises(
+        ValueError, match=r"^MaxPool2D\(\(2, 2\), VALID\): x must have shape \(m, H, W, C\)"
+    ):
         MaxPool2D(2).forward((), jnp.ones((4, 4, 1)))
 
 

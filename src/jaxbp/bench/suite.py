@@ -57,10 +57,10 @@ TARGET_HAND_VS_TORCH = 1.0
 TARGET_PEAK_FRACTION = 0.85
 TARGET_TTA_VS_SKLEARN = 1.0
 TARGET_BF16_VS_FLOAT32 = 0.5
-"""Issue 13: the bf16 step at most half the float32 step on the compute-bound configurations."""
+"""The bf16 step at most half the float32 step on the compute-bound configurations."""
 BF16_TARGET_CONFIGS = ("mnist", "wide")
 TARGET_CNN_HAND_VS_AUTODIFF = 1.05
-"""Issue 12: the hand-derived CNN step no slower than ``jax.grad``'s, within 5 %."""
+"""The hand-derived CNN step no slower than ``jax.grad``'s, within 5 %."""
 
 
 ISA_FLAGS = (
@@ -234,8 +234,11 @@ def bench_config(
 
 
 def targets(configs: Sequence[dict], tta: dict | None) -> list[dict]:
-    """Issue 5's targets (and issue 12's for the CNN), each with its measured value and whether
-    it is met."""
+    """The performance targets, each with its measured value and whether it is met.
+
+    Each also records, as ``issue``, the tracker issue that set it (a field of the JSON schema,
+    docs/benchmarks.md): 5 for the MLPs' step, peak and time-to-accuracy targets, 12 for the
+    CNN's, 13 for bf16's."""
     out = []
 
     def add(target, config, value, threshold, met, issue=5):

@@ -52,7 +52,15 @@ import jax
 import jax.numpy as jnp
 
 from jaxbp.layers import init as init_lib
-from jaxbp.layers.base import Layer, check_shape, positive_int
+from jaxbp.layers.base import (
+    Layer,
+    check_array,
+    check_dy,
+    check_params,
+    check_shape,
+    positive_int,
+    shape_text,
+)
 from jaxbp.losses import softmax
 
 PROJECTIONS = ("q", "k", "v")
@@ -73,7 +81,9 @@ def SelfAttention(heads: int, features: int, *, causal: bool = False, dtype=jnp.
       dtype: the parameters' dtype.
 
     Raises:
-      ValueError: ``heads`` or ``features`` not a positive int, or ``features % heads != 0``.
+      ValueError: ``heads`` or ``features`` not a positive int, or ``features % heads != 0``;
+        (from ``forward``) an ``x`` not (m, T, d_in) with the d_in of ``params['Wq']``, or
+        ``params`` of the wrong shapes; (from ``backward``) a ``dy`` not (m, T, features).
     """
     positive_int(heads, "heads", "SelfAttention")
     positive_int(features, "features", "SelfAttention")
@@ -88,7 +98,7 @@ def SelfAttention(heads: int, features: int, *, causal: bool = False, dtype=jnp.
     name = f"SelfAttention({heads}, {features}{', causal' if causal else ''})"
 
     def init(key, in_shape):
-        t, d_in = check_shape(in_shape, 2, "SelfAttention")
+        t, d_in = check_shape(in_shape, 2, name)
         keys = jax.random.split(key, 4)
         params = {}
         for p, k in zip(PROJECTIONS, keys[:3], strict=True):
@@ -107,14 +117,20 @@ def SelfAttention(heads: int, features: int, *, causal: bool = False, dtype=jnp.
     def merge(a):  # (m, T, H, d_h) → (m, T, features)
         return a.reshape(*a.shape[:-2], features)
 
+    def check(params):
+        """d_in, once the parameters' shapes agree on it (and on ``features``)."""
+        check_params(params, {"Wq": (features, "d_in")}, name)
+        d_in = params["Wq"].shape[1]
+        patterns = {f"W{p}": (features, d_in) for p in PROJECTIONS}
+        patterns |= {f"b{p}": (features,) for p in BIASED}
+        check_params(params, {**patterns, "Wo": (features, features), "bo": (features,)}, name)
+        return d_in
+
     def forward(params, x, *, key=None, train=False):
         del key, train
-        d_in = params["Wq"].shape[1]
-        if jnp.ndim(x) != 3 or jnp.shape(x)[-1] != d_in:
-            raise ValueError(
-                f"{name}: x must be a batch (m, T, d_in) of rank 3 with d_in = {d_in}, got "
-                f"shape {jnp.shape(x)}"
-            )
+        d_in = check(params)
+        note = f"d_in = {d_in}, from params['Wq'] of shape {shape_text(params['Wq'].shape)}"
+        check_array(x, "x", ("m", "T", d_in), name, note)
         q, k, v = (
             split(x @ params[f"W{p}"].T + (params[f"b{p}"] if p in BIASED else 0))
             for p in PROJECTIONS
@@ -130,7 +146,9 @@ def SelfAttention(heads: int, features: int, *, causal: bool = False, dtype=jnp.
         return y, (x, q, k, v, p, o)
 
     def backward(params, cache, dy):
+        check(params)
         x, q, k, v, p, o = cache
+        check_dy(dy, (*x.shape[:2], features), name)
         grads = {
             "Wo": jnp.einsum("mtf,mtg->fg", dy, o),  # δᵀ O
             "bo": jnp.sum(dy, axis=(0, 1)),

@@ -15,7 +15,8 @@ by the opposite offset, which is the backward pass::
 
 The pixels pushed out of the image get no error; the zeros moved in pass none back. Both
 directions are one zero padding by s and a slice of H × W per example, at (s − u, s − v) forward
-and (s + u, s + v) backward. The offsets are the cache.
+and (s + u, s + v) backward. The cache is the offsets (``None`` for the identity) and x's shape,
+which ``dy`` must have.
 
 Placed first in a network it augments the training data: a fresh translation of every example
 every step, drawn from the step's key, so the hand and autodiff gradients see the same images.
@@ -26,8 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxbp.layers.base import Layer, check_shape
-from jaxbp.layers.conv import check_batch
+from jaxbp.layers.base import Layer, cached_shape, check_array, check_dy, check_shape
 
 
 def _translate(x, corner, s: int):
@@ -53,40 +53,46 @@ def RandomShift(max_shift: int) -> Layer:
 
     Raises:
       ValueError: ``max_shift`` not an int ≥ 0; (from ``init``) an input that is not (H, W, C)
-        or with s ≥ H or s ≥ W; (from ``forward``) ``train=True`` without a ``key``.
+        or with s ≥ H or s ≥ W; (from ``forward``) such an ``x`` (m, H, W, C), or
+        ``train=True`` without a ``key``; (from ``backward``) a ``dy`` not of x's shape.
     """
     if isinstance(max_shift, bool) or not isinstance(max_shift, int) or max_shift < 0:
         raise ValueError(f"RandomShift: max_shift must be an int ≥ 0, got {max_shift!r}")
     s = max_shift
+    name = f"RandomShift(max_shift={s})"
+
+    def check_size(shape, what: str):
+        if s >= min(shape[-3:-1]):
+            raise ValueError(
+                f"{name}: max_shift {s} must be smaller than the image's height and width, "
+                f"got {what} {shape}"
+            )
 
     def init(key, in_shape):
         del key
-        shape = check_shape(in_shape, 3, "RandomShift")
-        if s >= min(shape[:2]):
-            raise ValueError(
-                f"RandomShift: max_shift {s} must be smaller than the image's height and width, "
-                f"got in_shape {shape}"
-            )
+        shape = check_shape(in_shape, 3, name)
+        check_size(shape, "in_shape")
         return (), shape
 
     def forward(params, x, *, key=None, train=False):
         del params
-        check_batch(x, "RandomShift")
+        check_size(check_array(x, "x", ("m", "H", "W", "C"), name), "x of shape")
         if not train or s == 0:
-            return x, None
+            return x, (None, x.shape)
         if key is None:
             raise ValueError(
-                "RandomShift: key must be a PRNG key when train=True (the offsets are drawn "
-                "from it), got None"
+                f"{name}: key must be a PRNG key when train=True (the offsets are drawn from "
+                "it), got None"
             )
         offsets = jax.random.randint(key, (x.shape[0], 2), -s, s + 1)  # (u, v) per example
-        return _translate(x, s - offsets, s), offsets  # y[h, w] = x[h − u, w − v]
+        return _translate(x, s - offsets, s), (offsets, x.shape)  # y[h, w] = x[h − u, w − v]
 
     def backward(params, cache, dy):
         del params
-        offsets = cache
+        offsets, x_shape = cache
+        check_dy(dy, cached_shape(x_shape), name)
         if offsets is None:  # evaluation mode or s = 0: y = x
             return (), dy
         return (), _translate(dy, s + offsets, s)  # ∂E/∂x[h, w] = δ[h + u, w + v]
 
-    return Layer(init, forward, backward, name=f"RandomShift(max_shift={s})")
+    return Layer(init, forward, backward, name=name)

@@ -30,11 +30,17 @@ Conventions:
   not depend on them).
 - Keys are explicit and keyword-only: ``forward(..., key=k, train=True)`` for dropout;
   :func:`jaxbp.layers.Sequential` splits one key among its layers.
+- Inputs are checked: ``forward`` checks ``x`` (and the parameters' shapes), ``backward``
+  checks that ``dy`` has the shape of the output ``forward`` returned, and a mismatch is a
+  ``ValueError`` naming the layer, the argument and both shapes (:func:`check_array`) — never an
+  error from inside XLA, nor a gradient of the wrong shape. The checks read ``.shape`` only, so
+  they run once, when ``jit`` traces, and cost nothing in the compiled step; under ``vmap`` they
+  see the per-example shapes that the layer's code sees.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -112,3 +118,105 @@ def pair(value, name: str, layer: str) -> tuple[int, int]:
             f"{layer}: {name} must be an int or a pair of ints, got {value!r}"
         ) from None
     return positive_int(a, name, layer), positive_int(b, name, layer)
+
+
+ANY_AXES = "…"
+"""In a shape pattern of :func:`check_array`: any number of axes (none included)."""
+
+
+def shape_text(shape) -> str:
+    """A shape or a pattern as Python writes a tuple: ``(m, H, W, 3)``, ``(3,)``."""
+    parts = [str(d) for d in shape]
+    return "(" + ", ".join(parts) + ("," if len(parts) == 1 else "") + ")"
+
+
+def _fits(shape: Shape, pattern) -> bool:
+    if ANY_AXES in pattern:  # stands for as many free axes as the shape has to spare
+        i = pattern.index(ANY_AXES)
+        free = len(shape) - (len(pattern) - 1)
+        if free < 0:
+            return False
+        pattern = (*pattern[:i], *(ANY_AXES,) * free, *pattern[i + 1 :])
+    return len(shape) == len(pattern) and all(
+        isinstance(want, str) or want == got for want, got in zip(pattern, shape, strict=True)
+    )
+
+
+def check_array(value, arg: str, pattern, layer: str, note: str = "") -> Shape:
+    """``value``'s shape, once checked against ``pattern``.
+
+    A layer calls this on each array it is handed, so that a mismatch is reported by the layer
+    in its own terms rather than by XLA in a primitive's (or, worse, not at all: a backward that
+    broadcasts a wrong-shaped ``dy`` returns gradients of the wrong shape). It reads ``.shape``
+    only, which a tracer has too: under ``jit`` it runs once, at trace time, and costs nothing in
+    the compiled program; under ``vmap`` it checks the per-example shapes the layer's code sees.
+
+    Args:
+      value: the array received.
+      arg: its name in the call: ``x``, ``dy``, ``params['W']``.
+      pattern: the shape required: an int is a required size, a name (``"m"``, ``"H"``) any
+        size, :data:`ANY_AXES` any number of axes.
+      layer: the layer's name (its ``Layer.name``, e.g. ``Conv2D(4, (3, 3), SAME)``).
+      note: why that shape, appended to the message (e.g. which parameter fixes a size).
+
+    Raises:
+      TypeError: ``value`` is not an array.
+      ValueError: ``{layer}: {arg} must have shape {pattern}, got shape {shape}[; {note}]``.
+    """
+    if not (hasattr(value, "shape") and hasattr(value, "dtype")):
+        raise TypeError(f"{layer}: {arg} must be an array, got {type(value).__name__}")
+    shape = tuple(value.shape)
+    if not _fits(shape, tuple(pattern)):
+        raise ValueError(
+            f"{layer}: {arg} must have shape {shape_text(pattern)}, got shape "
+            f"{shape_text(shape)}" + (f"; {note}" if note else "")
+        )
+    return shape
+
+
+def check_dy(dy, shape, layer: str) -> None:
+    """``backward``'s check: ``dy`` = ∂E/∂y has the shape of the output ``forward`` returned.
+
+    ``shape`` is that output's shape as the layer knows it from its cache; ``None`` (a shape
+    cached as Python ints that came back from ``jit`` as traced values) checks only that ``dy``
+    is an array.
+    """
+    if shape is None:
+        check_array(dy, "dy", (ANY_AXES,), layer)
+        return
+    check_array(dy, "dy", shape, layer, "dy = ∂E/∂y has the shape of forward's output y")
+
+
+def cached_shape(shape) -> Shape | None:
+    """A shape a layer keeps in its cache, as ints; ``None`` when the cache came back from
+    ``jit`` and is now traced (its values unknown while tracing)."""
+    try:
+        return tuple(int(d) for d in shape)
+    except TypeError:  # jax.errors.ConcretizationTypeError is one
+        return None
+
+
+def check_params(params, patterns: Mapping[str, Any], layer: str, arg: str = "params") -> None:
+    """``params`` is a dict holding each key of ``patterns`` with an array of that shape (a
+    :func:`check_array` pattern), or a dict checked the same way (a nested dict of patterns).
+
+    Parameters of another layer, or of the same layer built for another input, would otherwise
+    compute silently wrong shapes or fail inside XLA.
+
+    Raises:
+      TypeError: ``params`` is not a dict, or a leaf is not an array.
+      ValueError: a key missing, or ``params['W']`` (say) of the wrong shape, naming both shapes.
+    """
+    keys = ", ".join(map(repr, patterns))
+    if not isinstance(params, Mapping):
+        raise TypeError(
+            f"{layer}: {arg} must be a dict with keys {keys}, got {type(params).__name__}"
+        )
+    if any(k not in params for k in patterns):
+        got = ", ".join(map(repr, params)) or "none"
+        raise ValueError(f"{layer}: {arg} must have keys {keys}, got keys {got}")
+    for key, pattern in patterns.items():
+        if isinstance(pattern, Mapping):
+            check_params(params[key], pattern, layer, f"{arg}[{key!r}]")
+        else:
+            check_array(params[key], f"{arg}[{key!r}]", pattern, layer)

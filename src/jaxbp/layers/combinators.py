@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import jax
 
-from jaxbp.layers.base import Layer, check_shape
+from jaxbp.layers.base import Layer, check_shape, shape_text
 
 
 def _split(key, n: int):
@@ -30,8 +30,10 @@ def Sequential(*layers: Layer) -> Layer:
     split into one key per layer, so that two dropout layers never share a mask.
 
     Raises:
-      TypeError: an argument that is not a :class:`Layer`.
-      ValueError: no layers.
+      TypeError: an argument that is not a :class:`Layer`; (from ``forward`` / ``backward``)
+        ``params`` or the cache not a tuple or list of one entry per layer.
+      ValueError: no layers; (from ``forward`` / ``backward``) ``params`` or the cache with
+        another number of entries. Each layer checks its own ``x`` and ``dy``.
     """
     if not layers:
         raise ValueError("Sequential: needs at least one layer, got none")
@@ -49,7 +51,22 @@ def Sequential(*layers: Layer) -> Layer:
             params.append(p)
         return tuple(params), shape
 
+    name = "Sequential(" + ", ".join(layer.name for layer in layers) + ")"
+
+    def check_entries(value, arg: str):
+        """``params`` and caches hold one entry per layer (a tuple, or a list from a file)."""
+        if not isinstance(value, (tuple, list)):
+            raise TypeError(
+                f"{name}: {arg} must be a tuple of {len(layers)} entries (one per layer), got "
+                f"{type(value).__name__}"
+            )
+        if len(value) != len(layers):
+            raise ValueError(
+                f"{name}: {arg} must have {len(layers)} entries (one per layer), got {len(value)}"
+            )
+
     def forward(params, x, *, key=None, train=False):
+        check_entries(params, "params")
         caches = []
         for layer, p, k in zip(layers, params, _split(key, len(layers)), strict=True):
             x, cache = layer.forward(p, x, key=k, train=train)
@@ -57,6 +74,8 @@ def Sequential(*layers: Layer) -> Layer:
         return x, tuple(caches)
 
     def backward(params, cache, dy):
+        check_entries(params, "params")
+        check_entries(cache, "cache")
         grads = [None] * len(layers)
         delta = dy
         for i in reversed(range(len(layers))):  # δ_{l−1} from δ_l, top to bottom (eq. L5)
@@ -68,7 +87,6 @@ def Sequential(*layers: Layer) -> Layer:
             layer.update_state(p, c) for layer, p, c in zip(layers, params, cache, strict=True)
         )
 
-    name = "Sequential(" + ", ".join(layer.name for layer in layers) + ")"
     return Layer(init, forward, backward, update_state, name)
 
 
@@ -77,27 +95,34 @@ def Residual(layer: Layer) -> Layer:
 
     Raises:
       TypeError: ``layer`` is not a :class:`Layer`.
-      ValueError (from ``init``): ``F`` changes the shape.
+      ValueError: (from ``init``) ``F`` changes the shape; (from ``forward``) F(x) not of x's
+        shape. F checks its own ``x`` and ``dy`` (which has F's output shape, x's).
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"Residual: layer must be a jaxbp.layers.Layer, got {type(layer).__name__}")
+    name = f"Residual({layer.name})"
 
     def init(key, in_shape):
-        shape = check_shape(in_shape, None, "Residual")
+        shape = check_shape(in_shape, None, name)
         params, out_shape = layer.init(key, shape)
         if tuple(out_shape) != shape:
             raise ValueError(
-                f"Residual: {layer.name} maps shape {shape} to {tuple(out_shape)}; "
+                f"{name}: {layer.name} maps shape {shape} to {tuple(out_shape)}; "
                 "y = x + F(x) needs F to keep the shape"
             )
         return params, shape
 
     def forward(params, x, *, key=None, train=False):
         fx, cache = layer.forward(params, x, key=key, train=train)
+        if fx.shape != x.shape:
+            raise ValueError(
+                f"{name}: {layer.name} maps x of shape {shape_text(x.shape)} to "
+                f"{shape_text(fx.shape)}; y = x + F(x) needs F to keep the shape"
+            )
         return x + fx, cache
 
     def backward(params, cache, dy):
         grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx  # the identity path's δ plus F's (eq. L6)
 
-    return Layer(init, forward, backward, layer.update_state, f"Residual({layer.name})")
+    return Layer(init, forward, backward, layer.update_state, name)

@@ -63,7 +63,16 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxbp.layers import init as init_lib
-from jaxbp.layers.base import Layer, check_shape, pair, positive_int
+from jaxbp.layers.base import (
+    Layer,
+    check_array,
+    check_dy,
+    check_params,
+    check_shape,
+    pair,
+    positive_int,
+    shape_text,
+)
 
 PADDINGS = ("VALID", "SAME")
 ALGORITHMS = ("auto", "conv", "im2col")
@@ -86,18 +95,19 @@ def axis_pads(size: int, k: int, s: int, padding: str) -> tuple[int, int]:
     return total // 2, total - total // 2
 
 
-def window_geometry(spatial, window, strides, padding: str, layer: str, what: str):
+def window_geometry(spatial, window, strides, padding: str, layer: str, what: str, given: str):
     """Pads and output size per spatial axis: ``(((lo, hi), …), (H_out, …))``.
 
     Raises:
-      ValueError: a VALID window larger than the input (naming ``what``, the window's argument).
+      ValueError: a VALID window larger than the input, naming ``what`` (the window's argument)
+        and ``given`` (the input, e.g. ``x of shape (2, 4, 8, 1)``).
     """
     pads, out = [], []
     for size, k, s in zip(spatial, window, strides, strict=True):
         if padding == "VALID" and k > size:
             raise ValueError(
                 f"{layer}: {what} {tuple(window)} is larger than the VALID input's spatial "
-                f"shape {tuple(spatial)}"
+                f"shape {tuple(spatial)}, got {given}"
             )
         lo, hi = axis_pads(size, k, s, padding)
         pads.append((lo, hi))
@@ -168,11 +178,6 @@ def col2im(d_patches, kernel, strides, padded_spatial):
     return total
 
 
-def check_batch(x, layer: str) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{layer}: x must be a batch (m, H, W, C) of rank 4, got shape {x.shape}")
-
-
 def Conv2D(
     features: int,
     kernel_size,
@@ -206,8 +211,10 @@ def Conv2D(
 
     Raises:
       ValueError: naming the argument — a non-positive size, a bad padding string, scheme or
-        algorithm;
-        from ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID kernel.
+        algorithm; from ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID
+        kernel; from ``forward``, an ``x`` that is not (m, H, W, C_in) with the C_in of
+        ``params['W']``, or ``params`` of the wrong shapes; from ``backward``, a ``dy`` of
+        another shape than forward's output (:mod:`jaxbp.layers.base`, "Inputs are checked").
 
     Example:
       >>> layer = Conv2D(4, 3, strides=2, padding="SAME")
@@ -224,8 +231,18 @@ def Conv2D(
             f"{name}: algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}"
         )
 
-    def geometry(spatial):
-        return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "kernel_size")
+    stride_text = "" if (sh, sw) == (1, 1) else f", strides={(sh, sw)}"
+    algorithm_text = "" if algorithm == "auto" else f", {algorithm}"
+    name = f"{name}({features}, {(kh, kw)}{stride_text}, {padding}{algorithm_text})"
+
+    def geometry(shape, given):
+        spatial = shape[-3:-1]
+        return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "kernel_size", given)
+
+    def check(params):
+        """C_in, after checking the parameters' shapes."""
+        check_params(params, {"W": (kh, kw, "C_in", features), "b": (features,)}, name)
+        return params["W"].shape[2]
 
     def use_im2col(out_spatial) -> bool:
         if algorithm == "auto":
@@ -237,15 +254,17 @@ def Conv2D(
 
     def init(key, in_shape):
         H, W_, C = check_shape(in_shape, 3, name)
-        _, (Ho, Wo) = geometry((H, W_))
+        _, (Ho, Wo) = geometry((H, W_, C), f"in_shape {(H, W_, C)}")
         fan_in, fan_out = kh * kw * C, kh * kw * features
         W = init_lib.weight(key, (kh, kw, C, features), fan_in, fan_out, scheme, dtype)
         return {"W": W, "b": jnp.zeros((features,), dtype)}, (Ho, Wo, features)
 
     def forward(params, x, *, key=None, train=False):
         del key, train
-        check_batch(x, name)
-        pads, out_spatial = geometry(x.shape[1:3])
+        c_in = check(params)
+        note = f"C_in = {c_in}, from params['W'] of shape {shape_text(params['W'].shape)}"
+        check_array(x, "x", ("m", "H", "W", c_in), name, note)
+        pads, out_spatial = geometry(x.shape, f"x of shape {shape_text(x.shape)}")
         # lax convolutions need one dtype; promote as Dense's x @ Θᵀ does (float32 weights on
         # float64 data give float64), and hand each gradient back in its own leaf's dtype.
         dtype = jnp.result_type(x, params["W"])
@@ -268,10 +287,14 @@ def Conv2D(
         return z + params["b"], x
 
     def backward(params, cache, dy):
+        check(params)
+        pads, out_spatial = geometry(
+            cache.shape, f"the cached x of shape {shape_text(cache.shape)}"
+        )
+        check_dy(dy, (cache.shape[0], *out_spatial, features), name)
         dtype = jnp.result_type(cache, params["W"], dy)
         a, delta, W = cache.astype(dtype), dy.astype(dtype), params["W"].astype(dtype)
         spatial = a.shape[1:3]
-        pads, out_spatial = geometry(spatial)
         if use_im2col(out_spatial):
             return backward_im2col(params, a, delta, W, pads, out_spatial, cache.dtype)
         r = [
@@ -325,11 +348,4 @@ def Conv2D(
         grads = {"W": dW.astype(params["W"].dtype), "b": db.astype(params["b"].dtype)}
         return grads, dx.astype(dx_dtype)
 
-    stride_text = "" if (sh, sw) == (1, 1) else f", strides={(sh, sw)}"
-    algorithm_text = "" if algorithm == "auto" else f", {algorithm}"
-    return Layer(
-        init,
-        forward,
-        backward,
-        name=f"{name}({features}, {(kh, kw)}{stride_text}, {padding}{algorithm_text})",
-    )
+    return Layer(init, forward, backward, name=name)

@@ -20,7 +20,15 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from jaxbp.layers import init as init_lib
-from jaxbp.layers.base import Layer, check_shape, positive_int
+from jaxbp.layers.base import (
+    ANY_AXES,
+    Layer,
+    check_array,
+    check_dy,
+    check_params,
+    check_shape,
+    positive_int,
+)
 
 
 def Dense(features: int, *, scheme: str = "he", dtype=jnp.float32) -> Layer:
@@ -33,6 +41,7 @@ def Dense(features: int, *, scheme: str = "he", dtype=jnp.float32) -> Layer:
     """
     positive_int(features, "features", "Dense")
     init_lib.check_scheme(scheme, "Dense")
+    name = f"Dense({features})"
 
     def init(key, in_shape):
         shape = check_shape(in_shape, None, "Dense")
@@ -42,15 +51,24 @@ def Dense(features: int, *, scheme: str = "he", dtype=jnp.float32) -> Layer:
         W = init_lib.weight(key, (features, n_in), n_in, features, scheme, dtype)
         return {"W": W, "b": jnp.zeros((features,), dtype)}, (*shape[:-1], features)
 
+    def check(params):
+        check_params(params, {"W": (features, "n_in"), "b": (features,)}, name)
+        return params["W"].shape[1]
+
     def forward(params, x, *, key=None, train=False):
         del key, train
+        n_in = check(params)
+        note = f"n_in = {n_in}, from params['W'] of shape {params['W'].shape}"
+        check_array(x, "x", ("m", ANY_AXES, n_in), name, note)
         return x @ params["W"].T + params["b"], x
 
     def backward(params, cache, dy):
+        check(params)
         x = cache
+        check_dy(dy, (*x.shape[:-1], features), name)
         dW = jnp.einsum("...o,...i->oi", dy, x)  # Δ = Σ_i δ_i a_iᵀ
         db = jnp.sum(dy.reshape(-1, dy.shape[-1]), axis=0)
         dx = dy @ params["W"]  # Θᵀ δ, row-wise
         return {"W": dW, "b": db}, dx
 
-    return Layer(init, forward, backward, name=f"Dense({features})")
+    return Layer(init, forward, backward, name=name)

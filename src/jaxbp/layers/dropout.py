@@ -17,7 +17,8 @@ in its cache::
 
 y is linear in a for a fixed mask, so this is the exact VJP of the forward pass with that mask;
 :func:`jaxbp.layers.check_layer` passes the same ``key`` to every call so that the forward pass
-it differentiates is that fixed function.
+it differentiates is that fixed function. The cache is the mask (``None`` where the layer is
+the identity) and x's shape, which ``dy`` must have.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxbp.layers.base import Layer, check_shape
+from jaxbp.layers.base import ANY_AXES, Layer, cached_shape, check_array, check_dy, check_shape
 
 
 def Dropout(rate: float) -> Layer:
@@ -40,7 +41,8 @@ def Dropout(rate: float) -> Layer:
       rate: the probability of dropping an entry, in [0, 1).
 
     Raises:
-      ValueError: ``rate`` outside [0, 1); (from ``forward``) ``train=True`` without a ``key``.
+      ValueError: ``rate`` outside [0, 1); (from ``forward``) ``train=True`` without a ``key``;
+        (from ``backward``) a ``dy`` not of x's shape.
     """
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not math.isfinite(rate):
         raise ValueError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
@@ -50,30 +52,33 @@ def Dropout(rate: float) -> Layer:
         )
     rate = float(rate)
     keep = 1.0 - rate
+    name = f"Dropout(rate={rate})"
 
     def init(key, in_shape):
         del key
-        return (), check_shape(in_shape, None, "Dropout")
+        return (), check_shape(in_shape, None, name)
 
     def forward(params, x, *, key=None, train=False):
         del params
+        check_array(x, "x", ("m", ANY_AXES), name)
         if not train:
-            return x, None
+            return x, (None, x.shape)
         if key is None:
             raise ValueError(
-                "Dropout: key must be a PRNG key when train=True (the mask is drawn from it), "
+                f"{name}: key must be a PRNG key when train=True (the mask is drawn from it), "
                 "got None"
             )
         if rate == 0:
-            return x, None
+            return x, (None, x.shape)
         mask = jax.random.bernoulli(key, keep, x.shape)  # True: kept
-        return jnp.where(mask, x / keep, 0), mask
+        return jnp.where(mask, x / keep, 0), (mask, x.shape)
 
     def backward(params, cache, dy):
         del params
-        mask = cache
+        mask, x_shape = cache
+        check_dy(dy, cached_shape(x_shape), name)
         if mask is None:  # evaluation mode or rate 0: y = a
             return (), dy
         return (), jnp.where(mask, dy / keep, 0)  # δ ⊙ mask / (1 − rate)
 
-    return Layer(init, forward, backward, name=f"Dropout(rate={rate})")
+    return Layer(init, forward, backward, name=name)

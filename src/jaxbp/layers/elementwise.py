@@ -8,14 +8,15 @@ multiplies by f′(z^(l)) elementwise, with the same f′ (and kink convention) 
 from __future__ import annotations
 
 from jaxbp.activations import ACTIVATIONS, get_activation
-from jaxbp.layers.base import Layer, check_shape
+from jaxbp.layers.base import ANY_AXES, Layer, check_array, check_dy, check_shape
 
 
 def Elementwise(activation: str) -> Layer:
     """The activation ``activation`` (a name of :data:`jaxbp.activations.ACTIVATIONS`) as a layer.
 
     Raises:
-      ValueError: an unknown name, listing the valid ones.
+      ValueError: an unknown name, listing the valid ones; (from ``backward``) a ``dy`` not of
+        x's shape.
     """
     act = get_activation(activation)
 
@@ -25,12 +26,14 @@ def Elementwise(activation: str) -> Layer:
 
     def forward(params, x, *, key=None, train=False):
         del params, key, train
+        check_array(x, "x", ("m", ANY_AXES), act.name)
         a = act.f(x)
         return a, (x, a)
 
     def backward(params, cache, dy):
         del params
         z, a = cache
+        check_dy(dy, z.shape, act.name)
         return (), dy * act.f_prime(z, a)  # δ ⊙ f′(z)   (eq. B2)
 
     return Layer(init, forward, backward, name=act.name)

@@ -28,16 +28,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxbp.layers.base import Layer, check_shape, positive_int
+from jaxbp.layers.base import (
+    ANY_AXES,
+    Layer,
+    check_array,
+    check_dy,
+    check_params,
+    check_shape,
+    positive_int,
+)
 
 
 def _check_indices(x, num: int, layer: str):
-    if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
-        raise ValueError(
-            f"{layer}: x must be an integer array of indices, got dtype {jnp.result_type(x)}"
-        )
-    if jnp.ndim(x) < 1:
-        raise ValueError(f"{layer}: x must be a batch (m, …) of indices, got shape {jnp.shape(x)}")
+    check_array(x, "x", ("m", ANY_AXES), layer, "x is a batch of integer indices")
+    if not jnp.issubdtype(x.dtype, jnp.integer):
+        raise ValueError(f"{layer}: x must be an integer array of indices, got dtype {x.dtype}")
     if isinstance(x, jax.core.Tracer):  # under jit / vmap: the values are not known here
         return
     values = np.asarray(x)
@@ -62,24 +67,33 @@ def Embedding(num: int, features: int, *, dtype=jnp.float32) -> Layer:
       num: the number of rows (the vocabulary size).
       features: the length of each vector.
       dtype: the table's dtype.
+
+    Raises:
+      ValueError: ``num`` or ``features`` not a positive int; (from ``forward``) an ``x`` that
+        is not a batch of integer indices in [0, num) (the values checked only outside ``jit``),
+        or ``params['W']`` not (num, features); (from ``backward``) a ``dy`` not
+        (*x.shape, features).
     """
     positive_int(num, "num", "Embedding")
     positive_int(features, "features", "Embedding")
     name = f"Embedding({num}, {features})"
 
     def init(key, in_shape):
-        shape = check_shape(in_shape, None, "Embedding")
+        shape = check_shape(in_shape, None, name)
         W = jax.random.normal(key, (num, features), dtype) / jnp.sqrt(features).astype(dtype)
         return {"W": W}, (*shape, features)
 
     def forward(params, x, *, key=None, train=False):
         del key, train
+        check_params(params, {"W": (num, features)}, name)
         _check_indices(x, num, name)
         x = jnp.clip(x, 0, num - 1)  # a no-op for valid indices; see the module docstring
         return params["W"][x], x
 
     def backward(params, cache, dy):
+        check_params(params, {"W": (num, features)}, name)
         x = cache
+        check_dy(dy, (*x.shape, features), name)
         dW = jnp.zeros_like(params["W"]).at[x].add(dy)  # Σ of δ over positions with x = k
         return {"W": dW}, None  # no δ_in for an index
 

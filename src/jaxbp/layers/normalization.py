@@ -45,7 +45,15 @@ import math
 
 import jax.numpy as jnp
 
-from jaxbp.layers.base import Layer, check_shape
+from jaxbp.layers.base import (
+    ANY_AXES,
+    Layer,
+    check_array,
+    check_dy,
+    check_params,
+    check_shape,
+    shape_text,
+)
 
 STATE = ("mean", "var")
 
@@ -61,12 +69,21 @@ def _check_number(value, name: str, layer: str, *, low: float, high: float | Non
     return float(value)
 
 
-def _check_x(x, n_features: int, min_rank: int, layer: str, what: str):
-    if jnp.ndim(x) < min_rank or jnp.shape(x)[-1] != n_features:
-        raise ValueError(
-            f"{layer}: x must be {what} with {n_features} features on the last axis, got shape "
-            f"{jnp.shape(x)}"
-        )
+def _features(params, state: bool, layer: str) -> int:
+    """The number of features C, once ``params``'s shapes agree on it: scale, offset and (for
+    ``state``) the running statistics, one entry per feature."""
+    check_params(params, {"scale": ("C",)}, layer)
+    c = params["scale"].shape[0]
+    patterns = {"offset": (c,), **({"state": {k: (c,) for k in STATE}} if state else {})}
+    check_params(params, patterns, layer)
+    return c
+
+
+def _check_x(params, x, lead: tuple, state: bool, layer: str) -> None:
+    """``params`` agree on C (:func:`_features`), and ``x`` has ``lead`` axes, then C."""
+    c = _features(params, state, layer)
+    note = f"{c} features, from params['scale'] of shape {shape_text((c,))}"
+    check_array(x, "x", (*lead, c), layer, note)
 
 
 def _normalise_backward(scale, x_hat, inv_std, dy, axes, n):
@@ -102,9 +119,9 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32
 
     def init(key, in_shape):
         del key
-        shape = check_shape(in_shape, None, "BatchNorm")
+        shape = check_shape(in_shape, None, name)
         if not shape:
-            raise ValueError("BatchNorm: in_shape needs a channel axis, got ()")
+            raise ValueError(f"{name}: in_shape needs a channel axis, got ()")
         c = shape[-1]
         params = {
             "scale": jnp.ones((c,), dtype),
@@ -115,7 +132,7 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32
 
     def forward(params, x, *, key=None, train=False):
         del key
-        _check_x(x, params["scale"].shape[0], 2, "BatchNorm", "a batch (m, …, C)")
+        _check_x(params, x, ("m", ANY_AXES), True, name)
         axes = tuple(range(x.ndim - 1))
         state = params["state"]
         if train:
@@ -139,6 +156,8 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32
 
     def backward(params, cache, dy):
         x_hat, inv_std = cache["x_hat"], cache["inv_std"]
+        _features(params, True, name)
+        check_dy(dy, x_hat.shape, name)
         axes = tuple(range(dy.ndim - 1))
         scale = params["scale"]
         grads = {"scale": jnp.sum(dy * x_hat, axis=axes), "offset": jnp.sum(dy, axis=axes)}
@@ -177,18 +196,19 @@ def LayerNorm(*, epsilon: float = 1e-5, dtype=jnp.float32) -> Layer:
       dtype: the parameters' dtype.
     """
     epsilon = _check_number(epsilon, "epsilon", "LayerNorm", low=0.0, high=None, open_low=True)
+    name = f"LayerNorm(epsilon={epsilon})"
 
     def init(key, in_shape):
         del key
-        shape = check_shape(in_shape, None, "LayerNorm")
+        shape = check_shape(in_shape, None, name)
         if not shape:
-            raise ValueError("LayerNorm: in_shape needs a feature axis, got ()")
+            raise ValueError(f"{name}: in_shape needs a feature axis, got ()")
         d = shape[-1]
         return {"scale": jnp.ones((d,), dtype), "offset": jnp.zeros((d,), dtype)}, shape
 
     def forward(params, x, *, key=None, train=False):
         del key, train
-        _check_x(x, params["scale"].shape[0], 1, "LayerNorm", "an array (…, d)")
+        _check_x(params, x, (ANY_AXES,), False, name)
         mu = jnp.mean(x, axis=-1, keepdims=True)
         var = jnp.mean(jnp.square(x - mu), axis=-1, keepdims=True)
         inv_std = 1 / jnp.sqrt(var + epsilon)
@@ -197,9 +217,11 @@ def LayerNorm(*, epsilon: float = 1e-5, dtype=jnp.float32) -> Layer:
 
     def backward(params, cache, dy):
         x_hat, inv_std = cache
+        _features(params, False, name)
+        check_dy(dy, x_hat.shape, name)
         lead = tuple(range(dy.ndim - 1))
         grads = {"scale": jnp.sum(dy * x_hat, axis=lead), "offset": jnp.sum(dy, axis=lead)}
         dx = _normalise_backward(params["scale"], x_hat, inv_std, dy, -1, dy.shape[-1])
         return grads, dx
 
-    return Layer(init, forward, backward, name=f"LayerNorm(epsilon={epsilon})")
+    return Layer(init, forward, backward, name=name)

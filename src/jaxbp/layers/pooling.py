@@ -42,8 +42,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxbp.layers.base import Layer, check_shape, pair
-from jaxbp.layers.conv import check_batch, check_padding, window_geometry
+from jaxbp.layers.base import Layer, check_array, check_dy, check_shape, pair, shape_text
+from jaxbp.layers.conv import check_padding, window_geometry
 
 
 class _Pool(NamedTuple):
@@ -53,6 +53,7 @@ class _Pool(NamedTuple):
     strides: tuple[int, int]  # (sh, sw)
     init: Callable  # (key, in_shape) -> ((), out_shape)
     reduce: Callable  # (x, init_value, op) -> z, lax.reduce_window over the windows
+    out_shape: Callable  # x's shape -> the output's (m, Ho, Wo, C)
     offsets: Callable  # (x_shape, z_shape) -> (padded shape, pads, {(p, q): index}, crop)
     name: str  # the layer's description
 
@@ -62,28 +63,33 @@ def _pool(kind: str, window, strides, padding) -> _Pool:
     kh, kw = pair(window, "window", name)
     sh, sw = pair((kh, kw) if strides is None else strides, "strides", name)
     padding = check_padding(padding, name)
+    geometry_text = f"{(kh, kw)}" + ("" if (sh, sw) == (kh, kw) else f", strides={(sh, sw)}")
+    name = f"{name}({geometry_text}, {padding})"
 
-    def geometry(spatial):
-        return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "window")
+    def geometry(spatial, given):
+        return window_geometry(spatial, (kh, kw), (sh, sw), padding, name, "window", given)
 
     def init(key, in_shape):
         del key
         H, W, C = check_shape(in_shape, 3, name)
-        _, (Ho, Wo) = geometry((H, W))
+        _, (Ho, Wo) = geometry((H, W), f"in_shape {(H, W, C)}")
         return (), (Ho, Wo, C)
 
     def reduce(x, init_value, op):
         # init_value a NumPy constant: concrete under jit, so lax recognises the max / sum
         # monoid and its (differentiable) reduce_window_max / reduce_window_sum.
-        check_batch(x, name)
-        pads, _ = geometry(x.shape[1:3])
+        pads, _ = geometry(x.shape[1:3], f"x of shape {shape_text(x.shape)}")
         return lax.reduce_window(
             x, init_value, op, (1, kh, kw, 1), (1, sh, sw, 1), ((0, 0), *pads, (0, 0))
         )
 
+    def out_shape(x_shape):
+        _, (Ho, Wo) = geometry(x_shape[1:3], f"the cached x of shape {shape_text(x_shape)}")
+        return (x_shape[0], Ho, Wo, x_shape[3])
+
     def offsets(x_shape, y_shape):
         """Padded input shape, pads, and for each window offset (p, q) its strided index."""
-        pads, _ = geometry(x_shape[1:3])
+        pads, _ = geometry(x_shape[1:3], f"the cached x of shape {shape_text(x_shape)}")
         (lo_h, hi_h), (lo_w, hi_w) = pads
         padded = (x_shape[0], x_shape[1] + lo_h + hi_h, x_shape[2] + lo_w + hi_w, x_shape[3])
         Ho, Wo = y_shape[1:3]
@@ -105,8 +111,7 @@ def _pool(kind: str, window, strides, padding) -> _Pool:
         )
         return padded, pads, index, crop
 
-    geometry_text = f"{(kh, kw)}" + ("" if (sh, sw) == (kh, kw) else f", strides={(sh, sw)}")
-    return _Pool((kh, kw), (sh, sw), init, reduce, offsets, f"{name}({geometry_text}, {padding})")
+    return _Pool((kh, kw), (sh, sw), init, reduce, out_shape, offsets, name)
 
 
 def _placed(v, padded_shape, p: int, q: int, strides: tuple[int, int]):
@@ -140,18 +145,22 @@ def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
 
     Raises:
       ValueError: naming the argument — a non-positive size, a bad padding string; from
-        ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window.
+        ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window; from
+        ``forward``, such an ``x`` (m, H, W, C); from ``backward``, a ``dy`` of another shape
+        than forward's output.
     """
     pool = _pool("Max", window, strides, padding)
 
     def forward(params, x, *, key=None, train=False):
         del params, key, train
+        check_array(x, "x", ("m", "H", "W", "C"), pool.name)
         y = pool.reduce(x, np.array(-np.inf, x.dtype), lax.max)
         return y, (x, y)
 
     def backward(params, cache, dy):
         del params
         x, y = cache
+        check_dy(dy, y.shape, pool.name)
         padded, pads, index, crop = pool.offsets(x.shape, y.shape)
         a = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
         taken = jnp.zeros(y.shape, bool)  # has this window's δ been routed yet?
@@ -175,19 +184,23 @@ def AvgPool2D(window, strides=None, padding: str = "VALID") -> Layer:
 
     Raises:
       ValueError: naming the argument — a non-positive size, a bad padding string; from
-        ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window.
+        ``init``, an ``in_shape`` that is not (H, W, C) or smaller than a VALID window; from
+        ``forward``, such an ``x`` (m, H, W, C); from ``backward``, a ``dy`` of another shape
+        than forward's output.
     """
     pool = _pool("Avg", window, strides, padding)
     kh, kw = pool.size
 
     def forward(params, x, *, key=None, train=False):
         del params, key, train
+        check_array(x, "x", ("m", "H", "W", "C"), pool.name)
         y = pool.reduce(x, np.array(0, x.dtype), lax.add) / (kh * kw)
         return y, x.shape
 
     def backward(params, cache, dy):
         del params
         x_shape = cache
+        check_dy(dy, pool.out_shape(x_shape), pool.name)
         padded, _, index, crop = pool.offsets(x_shape, dy.shape)
         share = dy / (kh * kw)
         parts = [(offset, share) for offset in index]

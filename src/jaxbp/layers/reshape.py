@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from jaxbp.layers.base import Layer, check_shape
+from jaxbp.layers.base import ANY_AXES, Layer, check_array, check_dy, check_shape
 
 
 def Flatten() -> Layer:
@@ -21,10 +21,12 @@ def Flatten() -> Layer:
 
     def forward(params, x, *, key=None, train=False):
         del params, key, train
+        check_array(x, "x", ("m", ANY_AXES), "Flatten")
         return x.reshape(x.shape[0], -1), x.shape
 
     def backward(params, cache, dy):
         del params
+        check_dy(dy, (cache[0], math.prod(cache[1:])), "Flatten")
         return (), dy.reshape(cache)
 
     return Layer(init, forward, backward, name="Flatten")
