@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module ``jaxbp.cli.<name>`` exposing
 ``add_parser(subparsers)`` and ``run(args) -> int``. Bad arguments raise :class:`UsageError`,
-which :func:`main` turns into one line on stderr and exit code 2 — never a traceback.
+which :func:`main` turns into one line on stderr and exit code 2; an output that cannot be
+written (:class:`WriteFailed`, or any ``OSError`` that escapes a subcommand) is one line and exit
+code :data:`EXIT_IO` — never a traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +21,15 @@ SUBCOMMANDS = ("demo", "bench", "verify", "train", "predict")
 
 class UsageError(Exception):
     """Bad command-line input: reported as one line, exit code 2."""
+
+
+class WriteFailed(Exception):
+    """An output that could not be written after the work (disk full, permission or file system
+    lost): reported as one line, exit code :data:`EXIT_IO`."""
+
+
+EXIT_IO = 74
+"""Exit code of an output that could not be written: ``EX_IOERR`` of BSD's sysexits.h."""
 
 
 _ROLE = re.compile(r":(?:[a-z]+:)?[a-z]+:`~?([^`<]*?)(?:\s*<[^>]*>)?`")  # :func:`x`, :class:`~a.B`
@@ -158,6 +169,14 @@ def _main(argv: list[str] | None) -> int:
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except WriteFailed as e:
+        print(f"error: {_one_line(str(e))}", file=sys.stderr)
+        return EXIT_IO
+    except BrokenPipeError:
+        raise  # the reader of stdout went away: main's quiet exit
+    except OSError as e:  # a file a subcommand failed to read or write: a fault, not a bug
+        print(f"error: {_one_line(describe_os_error(e))}", file=sys.stderr)
+        return EXIT_IO
     except ValueError as e:
         if not is_input_error(e):
             raise  # a bug: keep its traceback
@@ -180,6 +199,17 @@ def is_input_error(e: BaseException) -> bool:
         if cls is not None and isinstance(e, cls):
             return True
     return False
+
+
+def describe_os_error(e: OSError) -> str:
+    """``PATH: strerror`` (``PATH -> OTHER: …`` for a rename) of an ``OSError``; its own text
+    when it names no file."""
+    if e.filename is None:
+        return str(e)
+    path = str(e.filename)
+    if e.filename2 is not None:
+        path += f" -> {e.filename2}"
+    return f"{path}: {e.strerror or e}"
 
 
 def _one_line(text: str) -> str:

@@ -11,6 +11,10 @@ Both read every data format jaxbp train reads (CSV, NPZ, IDX with --labels, .mat
 run's label column; predict also takes a CSV of features only, or IDX images without labels.
 The training split's feature scaling is applied inside: give the raw features. A multi-seed run
 uses its best-validation seed unless --seed says otherwise. Library: jaxbp.experiment.load_run.
+
+Neither writes inside a run directory or over an input (--data, --labels), and an existing
+output is replaced only with --overwrite. Exit codes: 0 done; 2 bad input (one line, nothing
+written); 74 an output that could not be written (disk full, permission or file system lost).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import argparse
 import csv
 import io
 import json
+import os
 from pathlib import Path
 
-from jaxbp.cli import UsageError, cache
+from jaxbp.cli import UsageError, WriteFailed, cache
+
+EVALUATION = ("evaluation.json", "confusion_matrix.png")
+"""What ``evaluate --out DIR`` writes into DIR."""
 
 
 def _common(p) -> None:
@@ -53,8 +61,11 @@ def add_parser(sub) -> None:
                 "--out", metavar="FILE.csv", help="write the labels here (default stdout)"
             )
             p.add_argument("--proba", action="store_true", help="add one probability per class")
+            replaced = "an existing --out file"
         else:
             p.add_argument("--out", metavar="DIR", help="write evaluation.json and the PNG here")
+            replaced = "evaluation.json and confusion_matrix.png already in --out"
+        p.add_argument("--overwrite", action="store_true", help=f"replace {replaced}")
         cache.add_flag(p)
         p.set_defaults(run=runner)
 
@@ -84,19 +95,73 @@ def _load(args, *, need_labels: bool):
     return model, x, y
 
 
-def _check_out_file(out) -> Path:
-    path = Path(out)
+def _same(a, b) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file (links included)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet)
+        return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_targets(args, folder: Path, targets: list[Path], command: str) -> None:
+    """Refuses output ``targets`` in ``folder`` that lie inside a run directory (the run read, or
+    any other), are an input of the command, or exist without --overwrite (UsageError)."""
+    from jaxbp.experiment.plan import enclosing_run_dir
+
+    run = Path(args.run_dir).resolve()
+    inside = run if run in (folder.resolve(), *folder.resolve().parents) else None
+    inside = inside or enclosing_run_dir(folder)
+    if inside is not None:
+        raise UsageError(
+            f"--out: {args.out} is inside the run directory {inside}; jaxbp {command} never "
+            "writes into a run directory, name a place outside it"
+        )
+    for target in targets:
+        for flag, given in (("--data", args.data), ("--labels", args.labels)):
+            if given is not None and _same(target, given):
+                raise UsageError(
+                    f"--out: {target} is the {flag} file; jaxbp {command} never writes over its "
+                    "input"
+                )
+    existing = [t for t in targets if t.exists()]
+    if existing and not args.overwrite:
+        names = " and ".join(str(t) for t in existing)
+        verb, it = ("exists", "it") if len(existing) == 1 else ("exist", "them")
+        raise UsageError(f"--out: {names} already {verb}; pass --overwrite to replace {it}")
+
+
+def _check_out_file(args) -> Path:
+    from jaxbp.files import check_writable
+
+    path = Path(args.out)
     if path.is_dir():
         raise UsageError(f"--out: {path} is a directory; name a CSV file")
     if not path.parent.is_dir():
         raise UsageError(f"--out: no folder {str(path.parent)!r} to write {path.name} into")
-    return path
+    _check_targets(args, path.parent, [path], "predict")
+    try:
+        return check_writable(path)
+    except ValueError as e:
+        raise UsageError(f"--out: {e}") from None
+
+
+def _check_out_dir(args) -> Path:
+    from jaxbp.files import check_creatable_dir
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out: {out} exists and is not a directory")
+    _check_targets(args, out, [out / name for name in EVALUATION], "evaluate")
+    try:
+        return check_creatable_dir(out)
+    except ValueError as e:
+        raise UsageError(f"--out: {e}") from None
 
 
 def predict(args) -> int:
     from jaxbp.files import write_atomic
 
-    out = _check_out_file(args.out) if args.out else None
+    out = _check_out_file(args) if args.out else None
     model, x, _ = _load(args, need_labels=False)
     labels = model.predict(x)
     buffer = io.StringIO()
@@ -115,7 +180,7 @@ def predict(args) -> int:
     try:
         write_atomic(out, buffer.getvalue())
     except OSError as e:
-        raise UsageError(f"--out: cannot write {out} ({e.strerror or e})") from None
+        raise WriteFailed(f"could not write {out} (the predictions): {e.strerror or e}") from None
     print(f"wrote {len(labels)} predictions to {out}")
     return 0
 
@@ -123,9 +188,7 @@ def predict(args) -> int:
 def evaluate(args) -> int:
     from jaxbp.files import write_atomic
 
-    out = Path(args.out) if args.out else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a directory")
+    out = _check_out_dir(args) if args.out else None
     model, x, y = _load(args, need_labels=True)
     e = model.evaluate(x, y)
     width = max(len(n) for n in model.class_names)
@@ -153,16 +216,17 @@ def evaluate(args) -> int:
         "class_names": list(model.class_names),
         "confusion_matrix": e.confusion_matrix.tolist(),
     }
+    title = f"confusion matrix on {Path(args.data).name} ({100 * e.accuracy:.2f} % correct)"
+    path = out
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "evaluation.json", json.dumps(report, indent=2) + "\n")
-        plots.plot_confusion(
-            out / "confusion_matrix.png",
-            e.confusion_matrix,
-            model.class_names,
-            title=f"confusion matrix on {Path(args.data).name} ({100 * e.accuracy:.2f} % correct)",
-        )
+        path = out / EVALUATION[0]
+        write_atomic(path, json.dumps(report, indent=2) + "\n")
+        path = out / EVALUATION[1]
+        plots.plot_confusion(path, e.confusion_matrix, model.class_names, title=title)
     except OSError as err:
-        raise UsageError(f"--out: cannot write into {out} ({err.strerror or err})") from None
-    print(f"wrote evaluation.json and confusion_matrix.png to {out}/")
+        raise WriteFailed(
+            f"could not write {path} (the evaluation): {err.strerror or err}"
+        ) from None
+    print(f"wrote {' and '.join(EVALUATION)} to {out}/")
     return 0

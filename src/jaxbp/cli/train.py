@@ -25,6 +25,22 @@ from jaxbp.experiment.config import (
     read_toml,
 )
 
+EPILOG = """\
+A run directory belongs to one run: a second jaxbp train into it is refused while the first
+runs. A run killed there (kill -9, a power cut) leaves a stale lock: --resume continues it from
+its checkpoint, --overwrite starts it again. --epochs may grow on --resume with --schedule
+constant; a decaying schedule spans the run's length, so there it must stay.
+
+exit codes:
+  0    the run finished
+  1    training stopped: a NaN loss or a failed shadow check (the message says how to restart)
+  2    bad input, a run directory in use or not this run's: one line, nothing written
+  74   a file could not be written or read mid-run (disk full, permission or file system lost):
+       one line naming it and the --resume command that continues from the last checkpoint
+  130  interrupted (Ctrl-C): the --resume command that continues it
+"""
+"""What ``jaxbp train --help`` says after the options: who owns a run directory, exit codes."""
+
 
 def flag(name: str) -> str:
     """The command-line flag of a config field or run argument: ``batch_size`` → ``--batch-size``."""
@@ -74,6 +90,7 @@ def add_parser(sub) -> None:
         "train",
         help="train a classifier on a real dataset with hand-derived gradients",
         description=__doc__,
+        epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
@@ -162,19 +179,23 @@ def restart_command(e) -> str:
     return shlex.join(words)
 
 
-def say_where_resume_starts(out) -> None:
-    """'resuming DIR from its checkpoint at epoch N' (nothing if the checkpoint cannot be read:
-    the run then refuses it, naming why)."""
-    from pathlib import Path
+def announce(event) -> None:
+    """``on_start`` of the run: once it holds its directory, the stale lock it took over (a
+    note on stderr) and 'resuming DIR from its checkpoint at epoch N'."""
+    if event.took_over is not None:
+        print(
+            f"note: {event.run_dir} was left by {event.took_over.describe()}, which is no longer "
+            "running; this run takes it over",
+            file=sys.stderr,
+            flush=True,
+        )
+    if event.resumed:
+        print(f"resuming {event.run_dir} from its checkpoint at epoch {event.start}", flush=True)
 
-    from jaxbp import checkpoint
-    from jaxbp.experiment.plan import CHECKPOINT
 
-    try:
-        epoch = checkpoint.read_meta(Path(out) / CHECKPOINT)["epoch"]
-    except (checkpoint.CheckpointError, KeyError, TypeError):
-        return
-    print(f"resuming {out} from its checkpoint at epoch {epoch}", flush=True)
+def resume_command(run_dir) -> str:
+    """The command line that continues the run in ``run_dir`` from its checkpoint."""
+    return shlex.join(["jaxbp", "train", "--out", str(run_dir), "--resume"])
 
 
 class Progress:
@@ -217,10 +238,12 @@ class Progress:
 
 
 def run(args) -> int:
+    from jaxbp.cli import WriteFailed
     from jaxbp.data import DataError
     from jaxbp.distributed import initialize
     from jaxbp.experiment import RunInterrupted, TrainingStopped
     from jaxbp.experiment import run as run_experiment
+    from jaxbp.experiment.runner import RunWriteError
 
     try:  # before anything starts JAX
         info = initialize(args.coordinator_address, args.num_processes, args.process_id)
@@ -231,21 +254,27 @@ def run(args) -> int:
     if info.process_id > 0 and not args.resume:
         overwrite = True  # process 0 owns --out; the others write to a scratch directory
     config = config_from_args(args)
-    if args.resume and info.process_id == 0:
-        say_where_resume_starts(config.out)
     progress = Progress()
     try:
         summary = run_experiment(
-            config, callbacks=[progress], resume=args.resume, overwrite=overwrite
+            config,
+            callbacks=[progress],
+            resume=args.resume,
+            overwrite=overwrite,
+            on_start=announce,
         )
     except ConfigError as e:
         raise usage_error(e) from None
     except DataError as e:
         raise UsageError(str(e)) from None
+    except RunWriteError as e:
+        progress.close()
+        if e.epoch is None:
+            raise WriteFailed(str(e)) from None
+        raise WriteFailed(f"{e} — resume with: {resume_command(e.run_dir)}") from None
     except RunInterrupted as e:
         progress.close()
-        command = shlex.join(["jaxbp", "train", "--out", str(e.run_dir), "--resume"])
-        print(f"{e}; continue with: {command}", file=sys.stderr)
+        print(f"{e}; continue with: {resume_command(e.run_dir)}", file=sys.stderr)
         return 130
     except TrainingStopped as e:
         progress.close()

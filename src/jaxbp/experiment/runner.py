@@ -1,24 +1,29 @@
 """One training run, from a :class:`TrainConfig` to a run directory: :func:`run`.
 
 :func:`run` resolves the config, loads and splits the data, checks the run directory (and the
-checkpoint, when resuming) before writing anything, then builds the mesh, places the data,
+checkpoint, when resuming) before writing anything, then builds the mesh, takes the run
+directory (its lock, :data:`LOCK`, held until the run ends however it ends), places the data,
 builds the optimizer and the gradient source, initialises every seed, trains, checks the hand
 gradients against autodiff (``shadow_every``), checkpoints and evaluates. ``jaxbp train`` calls
 exactly this function, so a config gives the same bits from Python and from the command line.
+A file that cannot be written mid-run (disk full, permission or file system lost) raises
+:class:`RunWriteError`, naming the file and the checkpoint to resume from.
 
 Files of a run directory (:data:`OUTPUTS`): ``config.toml`` (fully resolved), ``metrics.jsonl``
-(one line per epoch), ``summary.json``, the plots, ``checkpoint.npz`` (the training state, for
-``resume``), ``best.npz`` (the training state at the epoch of the highest validation accuracy, mean over
+(one line per epoch, each appended whole; a torn last line is dropped on resume),
+``summary.json``, the plots, ``checkpoint.npz`` (the training state, for ``resume``),
+``best.npz`` (the training state at the epoch of the highest validation accuracy, mean over
 seeds — or of the lowest training cost without a validation split; same format, kept beside
-the last) and
-``model.npz`` (the final parameters of every seed with the training split's
+the last) and ``model.npz`` (the final parameters of every seed with the training split's
 feature scaling and class names, for :func:`jaxbp.experiment.load_run`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +36,7 @@ from jaxbp.experiment.plan import (
     BEST,
     CHECKPOINT,
     CONFIG,
+    LOCK,
     METRICS,
     MODEL,
     MODEL_FORMAT,
@@ -39,17 +45,24 @@ from jaxbp.experiment.plan import (
     SUMMARY,
     TENSORBOARD,
     Plan,
+    check_config,
+    check_contents,
+    leftovers,
     load_data,
+    lock_refusal,
     plan,
+    received,
     remove_outputs,
     resume_config,
 )
-from jaxbp.files import write_atomic
+from jaxbp.files import Lock, LockError, LockOwner, acquire_lock, append_line, write_atomic
 
 __all__ = [
     "OUTPUTS",
     "EpochEnd",
     "RunInterrupted",
+    "RunStart",
+    "RunWriteError",
     "Summary",
     "TrainingStopped",
     "load_data",
@@ -207,6 +220,96 @@ def _device_count(array) -> int:
         return 1
 
 
+class RunStart(NamedTuple):
+    """What ``on_start`` of :func:`run` receives once the run directory is this run's (its
+    lock taken) and the checkpoint to resume is loaded, just before the first epoch.
+
+    Attributes:
+      run_dir: the run directory (a default name is final only now).
+      start: the epoch training starts from (the checkpoint's when resuming, else 0).
+      epochs: the run's total number of epochs.
+      resumed: whether the run continues a checkpoint.
+      took_over: the :class:`jaxbp.files.LockOwner` of the stale lock this run took over (a
+        run killed in this directory), or None.
+    """
+
+    run_dir: Path
+    start: int
+    epochs: int
+    resumed: bool
+    took_over: LockOwner | None = None
+
+
+class RunWriteError(OSError):
+    """A file of the run directory could not be written mid-run — disk full, permission or
+    file system lost: an ``OSError`` (``errno``, ``strerror``, ``filename`` of the cause) whose
+    message names the file, what it was to hold and the last checkpoint on disk.
+
+    Attributes:
+      path: the file; what: what it was to hold; run_dir: the run directory; epoch: the epoch
+        of the last checkpoint written (``resume`` continues there), or None when there is none.
+    """
+
+    def __init__(self, cause: OSError, path: Path, what: str, run_dir: Path, epoch: int | None):
+        super().__init__(cause.errno, cause.strerror or str(cause), str(path))
+        self.path, self.what, self.run_dir, self.epoch = Path(path), what, run_dir, epoch
+
+    def __str__(self) -> str:
+        text = f"could not write {self.path} ({self.what}): {self.strerror}"
+        if self.epoch is None:
+            return f"{text}; no checkpoint was written, so the run cannot be resumed"
+        return f"{text}; the last checkpoint is epoch {self.epoch}"
+
+
+class _Writes:
+    """The run directory's files as this run writes them: :meth:`to` turns an ``OSError`` into a
+    :class:`RunWriteError` naming the file, what it holds and the checkpoint on disk."""
+
+    def __init__(self, run_dir: Path, epoch: int | None):
+        self.run_dir = run_dir
+        self.epoch = epoch
+        """The epoch of the last checkpoint on disk (None: none yet)."""
+
+    @contextlib.contextmanager
+    def to(self, name: str | None, what: str):
+        """Yields the path of file ``name`` of the run directory. ``name`` None: several files
+        (the plots, the removal of leftovers), and the error names the one that failed."""
+        path = self.run_dir / name if name is not None else self.run_dir
+        try:
+            yield path
+        except RunWriteError:
+            raise
+        except OSError as e:
+            failed = path if name is not None or e.filename is None else Path(e.filename)
+            raise RunWriteError(e, failed, what, self.run_dir, self.epoch) from e
+
+
+def _check_arguments(config, out, callbacks, resume, overwrite, on_start) -> list:
+    """:func:`run`'s arguments checked, naming the one at fault; the callbacks as a list."""
+    if config is not None:
+        check_config(config)
+    if out is not None and not isinstance(out, (str, os.PathLike)):
+        raise TypeError(f"out: expected a path (str or os.PathLike), got {received(out)}")
+    for name, value in (("resume", resume), ("overwrite", overwrite)):
+        if not isinstance(value, bool):
+            raise TypeError(f"{name}: expected True or False, got {received(value)}")
+    if on_start is not None and not callable(on_start):
+        raise TypeError(f"on_start: expected a callable, got {received(on_start)}")
+    if callbacks is None:
+        return []
+    if (
+        callable(callbacks)
+        or isinstance(callbacks, (str, bytes))
+        or not hasattr(callbacks, "__iter__")
+    ):
+        raise TypeError(f"callbacks: expected a sequence of callables, got {received(callbacks)}")
+    callbacks = list(callbacks)
+    for i, callback in enumerate(callbacks):
+        if not callable(callback):
+            raise TypeError(f"callbacks[{i}]: expected a callable, got {received(callback)}")
+    return callbacks
+
+
 def run(
     config: TrainConfig | None,
     out=None,
@@ -214,24 +317,40 @@ def run(
     callbacks: Sequence[Callable[[EpochEnd], None]] | None = None,
     resume: bool = False,
     overwrite: bool = False,
+    on_start: Callable[[RunStart], None] | None = None,
 ) -> Summary:
     """Trains ``config`` into a run directory and evaluates it on the test split.
+
+    The run directory belongs to this run from start to end: a lock file in it (:data:`LOCK`)
+    names the process; a second run into it is refused while that process lives. A process
+    killed there leaves a *stale* lock, which ``resume`` and ``overwrite`` take over (and
+    ``on_start`` reports); a default name is reserved atomically, so that runs started in the
+    same second get names of their own.
 
     Args:
       config: the run's configuration (resolved here); with ``resume`` and None, the run
         directory's own ``config.toml``.
-      out: the run directory (overrides ``config.out``; default ``runs/<data>-<timestamp>``).
+      out: the run directory (overrides ``config.out``; default ``runs/<data>-<timestamp>``,
+        or ``…-2``, ``…-3`` … when taken).
       callbacks: each called with an :class:`EpochEnd` after every epoch (e.g. a progress bar).
-      resume: continue the run in ``out`` from its checkpoint; the config must hash the same
-        (``epochs`` may grow).
+      resume: continue the run in ``out`` from its checkpoint; the config must hash the same.
+        ``epochs`` may grow (or shrink, not below the checkpoint's epoch) under a constant
+        learning-rate schedule; a decaying schedule spans the run's length, and a run that
+        stopped early trains no further, so there ``epochs`` must stay.
       overwrite: replace a run already in ``out`` (only files a run writes may be there).
+      on_start: called with a :class:`RunStart` once the run directory is this run's and the
+        checkpoint loaded, before the first epoch (on the process that writes the directory).
 
     Returns:
       The :class:`Summary`; its values are those written to summary.json.
 
     Raises:
-      ConfigError: a bad field, run directory or checkpoint, before anything is written.
+      TypeError: an argument of the wrong type, naming it and the value received.
+      ConfigError: a bad field, a run directory in use or not this run's to take, or a
+        checkpoint that cannot be continued — before anything is written.
       jaxbp.data.DataError: bad data, naming the file, before anything is written.
+      RunWriteError: a file of the run directory could not be written (disk full, permission or
+        file system lost), naming it and the last checkpoint to resume from.
       TrainingStopped: a NaN loss or a failed shadow check during training.
       RunInterrupted: Ctrl-C (a ``KeyboardInterrupt``) during training, naming the checkpoint
         to resume from.
@@ -242,22 +361,150 @@ def run(
       >>> 0 <= s["test_accuracy"] <= 1
       True
     """
+    callbacks = _check_arguments(config, out, callbacks, resume, overwrite, on_start)
     if config is None:
         if not resume or out is None:
             raise ConfigError("config", "needed unless resuming a run directory (out)")
         config = resume_config(out)
     if out is not None:
-        config = dataclasses.replace(config, out=str(out))
+        config = dataclasses.replace(config, out=os.fspath(out))
     if resume and config.out is None:
         raise ConfigError("resume", "name the run directory to continue ({out})")
     if resume and not (Path(config.out) / CHECKPOINT).is_file():
         raise ConfigError(
             "resume", f"no checkpoint {Path(config.out) / CHECKPOINT} to continue from"
         )
-    return _execute(plan(config, resume=resume, overwrite=overwrite), list(callbacks or ()))
+    return _execute(plan(config, resume=resume, overwrite=overwrite), callbacks, on_start)
 
 
-def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by step
+def _reserve(first: Path) -> Path:
+    """The first of ``first``, ``first-2``, ``first-3`` … that this process creates (``mkdir``
+    without ``exist_ok``: atomic, so two processes never get the same one)."""
+    first.parent.mkdir(parents=True, exist_ok=True)
+    candidate, n = first, 2
+    while True:
+        try:
+            candidate.mkdir()
+        except FileExistsError:
+            candidate, n = first.with_name(f"{first.name}-{n}"), n + 1
+            continue
+        return candidate
+
+
+def _claim(p: Plan) -> tuple[Path, Lock]:
+    """Makes the run directory this run's: creates it (a default name: the first free one) and
+    takes its lock, then checks again what :func:`plan` saw — another process may have
+    written there since. A refusal leaves the directory as it was.
+
+    Returns:
+      The run directory and its :class:`jaxbp.files.Lock`.
+
+    Raises:
+      ConfigError: the directory is in use, left by a killed run (without ``resume`` /
+        ``overwrite``), or holds what this run may not replace.
+      RunWriteError: the directory or its lock cannot be created.
+    """
+    run_dir = p.run_dir
+    try:
+        if p.auto_named:
+            run_dir = _reserve(run_dir)
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        lock = acquire_lock(run_dir / LOCK, take_stale=p.overwrite or not p.fresh)
+    except LockError as e:
+        raise lock_refusal(run_dir, e.state, e.owner, take_stale=False) from None
+    except OSError as e:
+        epoch = None if p.fresh else checkpoint_epoch(run_dir)
+        raise RunWriteError(e, run_dir / LOCK, "the run's lock", run_dir, epoch) from e
+    with _released_on_error(lock):
+        if p.fresh:
+            check_contents(run_dir, overwrite=p.overwrite)
+    return run_dir, lock
+
+
+@contextlib.contextmanager
+def _released_on_error(lock: Lock):
+    """Releases ``lock`` when the block raises (noting on the error a lock left behind)."""
+    try:
+        yield
+    except BaseException as error:
+        try:
+            lock.release()
+        except OSError as e:
+            error.add_note(f"the lock {lock.path} stays behind ({e.strerror or e}); it is stale")
+        raise
+
+
+def checkpoint_epoch(run_dir: Path) -> int | None:
+    """The epoch of the checkpoint in ``run_dir``, or None when there is none to read."""
+    from jaxbp import checkpoint
+
+    try:
+        return int(checkpoint.read_meta(Path(run_dir) / CHECKPOINT)["epoch"])
+    except (checkpoint.CheckpointError, KeyError, TypeError, ValueError):
+        return None
+
+
+def read_history(path: Path, epoch: int) -> list[dict]:
+    """metrics.jsonl's records of epochs 1 … ``epoch`` (the checkpoint's), to resume from.
+
+    A last line that does not parse — torn by a process or a disk that failed while appending
+    it — is dropped, and so are the records after the checkpoint (those epochs are trained
+    again: the checkpoint is the truth).
+
+    Raises:
+      ConfigError: (field ``resume``) a line before the last that is not a record, or records
+        missing for an epoch the checkpoint has completed.
+    """
+    pieces = path.read_bytes().split(b"\n") if path.is_file() else []
+    history = []
+    for i, piece in enumerate(pieces):
+        if not piece.strip():
+            continue
+        try:
+            record = json.loads(piece.decode("utf-8"))
+            if not isinstance(record, dict) or not isinstance(record.get("epoch"), int):
+                raise ValueError(f"no epoch in {record!r:.60}")
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            if not any(p.strip() for p in pieces[i + 1 :]):
+                break  # the torn last line
+            raise ConfigError(
+                "resume", f"{path}, line {i + 1}: not a metrics record ({e}); the file is damaged"
+            ) from None
+        if record["epoch"] <= epoch:
+            history.append(record)
+    if [h["epoch"] for h in history] != list(range(1, epoch + 1)):
+        have = ", ".join(str(h["epoch"]) for h in history) or "none"
+        raise ConfigError(
+            "resume",
+            f"{path} holds the records of epochs {have}, but the checkpoint has completed "
+            f"{epoch}; the run's history cannot be continued",
+        )
+    return history
+
+
+def _execute(p: Plan, callbacks, on_start=None) -> Summary:
+    """Executes a :func:`plan`: the run directory is taken (:func:`_claim`) before anything is
+    written to it, and released however the run ends."""
+    import jax
+
+    mesh = _mesh(p.config)  # refused before anything is written
+    if jax.process_index() > 0:  # multi-host: only process 0 writes the run directory
+        scratch = Path(tempfile.mkdtemp(prefix=f"jaxbp-process{jax.process_index()}-"))
+        return _train(p, p.run_dir, scratch, mesh, callbacks, None, None)
+    run_dir, lock = _claim(p)
+    with _released_on_error(lock):
+        summary = _train(p, run_dir, run_dir, mesh, callbacks, on_start, lock.replaced)
+    with _Writes(run_dir, summary["epochs"]).to(LOCK, "the run's lock, removed at the end"):
+        lock.release()
+    return summary
+
+
+def _train(  # noqa: C901 - the run, step by step
+    p: Plan, source: Path, run_dir: Path, mesh, callbacks, on_start, took_over
+) -> Summary:
+    """The run itself: resumes from ``source``'s checkpoint (``p.fresh``: starts afresh) and
+    writes into ``run_dir`` (the same, or scratch on the processes > 0 of a multi-host run)."""
     import jax
 
     c = p.config
@@ -274,7 +521,10 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     from jaxbp.optim import make_optimizer, needs_value_fn
 
     t_start = time.perf_counter()
-    ds, run_dir = p.dataset, p.run_dir
+    main = jax.process_index() == 0
+    if main:
+        c = dataclasses.replace(c, out=str(run_dir))  # a default name is final only now
+    ds = p.dataset
     dtype = jnp.dtype(c.dtype)
     k = ds.num_classes
     sizes = [ds.num_features, *c.hidden, k]
@@ -282,8 +532,6 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     n_train = ds.x_train.shape[0]
     batch = None if c.batch_size == "all" else c.batch_size
     steps_per_epoch = 1 if batch is None else n_train // batch
-    mesh = _mesh(c)
-    main = jax.process_index() == 0
     x, y, x_val, y_val = place(
         (
             np.asarray(ds.x_train, dtype),
@@ -302,13 +550,15 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         momentum=c.momentum,
         weight_decay=c.weight_decay,
     )
-    source = None
+    grad_source = None
     parallel = mesh.devices.size > 1 or c.precision != "float32"
     if parallel and c.model == "mlp":  # each minibatch split over the mesh: per-device Δ, one psum
         from jaxbp.distributed import data_parallel_source
 
-        source = data_parallel_source(mesh, precision=c.precision, base=T.gradient_source(c.grad))
-    model = network.build(c, ds.num_features, k, p.image_shape, dtype, source=source)
+        grad_source = data_parallel_source(
+            mesh, precision=c.precision, base=T.gradient_source(c.grad)
+        )
+    model = network.build(c, ds.num_features, k, p.image_shape, dtype, source=grad_source)
     if parallel and c.model == "cnn":
         model = network.sharded(model, mesh)
     loop = c.loop or ("steps" if c.model == "cnn" and _platform(mesh) == "cpu" else "scan")
@@ -336,21 +586,23 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     history: list[dict] = []
     start, elapsed_before, shadow_worst = 0, 0.0, None
     best = None  # (score, epoch) of best.npz: see _score
+    writes = _Writes(run_dir, None)
     if p.fresh and main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        remove_outputs(run_dir)
+        with writes.to(None, "the earlier run's files, removed to overwrite it"):
+            remove_outputs(run_dir)
     elif not p.fresh:
         try:  # nothing is written yet: a checkpoint of another model is the resume's fault
-            (state, stop), meta = checkpoint.load(run_dir / CHECKPOINT, (state, stop))
+            (state, stop), meta = checkpoint.load(source / CHECKPOINT, (state, stop))
         except checkpoint.CheckpointError as e:
             raise ConfigError("resume", str(e)) from None
         state, stop = place((state, stop), mesh)
         start = int(meta["epoch"])
+        writes.epoch = start
         elapsed_before = float(meta.get("wall_time_s", 0.0))
         shadow_worst = meta.get("shadow_max_rel_error")
-        if (run_dir / BEST).is_file():
+        if (source / BEST).is_file():
             try:  # a damaged best.npz does not block the resumption: the next best replaces it
-                best_meta = checkpoint.read_meta(run_dir / BEST)
+                best_meta = checkpoint.read_meta(source / BEST)
             except checkpoint.CheckpointError:
                 best_meta = {}
             if (
@@ -359,22 +611,29 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
                 and ("score" in best_meta or "val_accuracy" in best_meta)
             ):
                 best = (best_meta.get("score", best_meta.get("val_accuracy")), best_meta["epoch"])
-        if (run_dir / METRICS).is_file():
-            for text in (run_dir / METRICS).read_text().splitlines():
-                if text.strip() and json.loads(text)["epoch"] <= start:
-                    history.append(json.loads(text))
-    if not main:  # multi-host: only process 0 writes the run directory
-        run_dir = Path(tempfile.mkdtemp(prefix=f"jaxbp-process{jax.process_index()}-"))
+        history = read_history(source / METRICS, start)
+        if main:  # temporary files of writes a killed process left: this run holds the lock
+            with writes.to(None, "temporary files of interrupted writes, removed"):
+                for leftover in leftovers(run_dir):
+                    leftover.unlink()
+    # a run that stopped early (every seed) trains no further: its resumption re-evaluates
+    last_epoch = c.epochs if np.any(jax.device_get(stop.active)) else start
+    if on_start is not None:
+        on_start(RunStart(run_dir, start, c.epochs, not p.fresh, took_over))
     header = (
         f"jaxbp {jaxbp.__version__} train — fully resolved configuration of this run\n"
         f"config hash {p.hash}"
     )
-    write_atomic(run_dir / CONFIG, c.to_toml(header))
-    write_atomic(run_dir / METRICS, "".join(json.dumps(h) + "\n" for h in history))
+    with writes.to(CONFIG, "the run's configuration") as path:
+        write_atomic(path, c.to_toml(header))
+    with writes.to(METRICS, "the metrics of the epochs up to the checkpoint") as path:
+        write_atomic(path, "".join(json.dumps(h) + "\n" for h in history))
 
-    def save(epoch, wall, path=CHECKPOINT, **extra):
+    def save(epoch, wall, path=CHECKPOINT, what=None, **extra):
         meta = {
             "epoch": epoch,
+            "epochs": c.epochs,
+            "stopped": not np.any(jax.device_get(stop.active)),
             "config_hash": p.hash,
             "hashed_config": p.hashed,
             "seeds": seeds,
@@ -382,7 +641,10 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
             "shadow_max_rel_error": shadow_worst,
             **extra,
         }
-        checkpoint.save(run_dir / path, (state, stop), meta=meta)
+        with writes.to(path, what or f"the checkpoint of epoch {epoch}") as target:
+            checkpoint.save(target, (state, stop), meta=meta)
+        if path == CHECKPOINT:
+            writes.epoch = epoch
 
     if p.fresh:
         save(0, 0.0)
@@ -409,7 +671,7 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
     last_saved = start
     t_epoch = time.perf_counter()
     try:
-        epochs = T.fit(step, state, stop, (x, y, x_val, y_val), epochs=c.epochs, start=start)
+        epochs = T.fit(step, state, stop, (x, y, x_val, y_val), epochs=last_epoch, start=start)
         for e, new_state, new_stop, metrics in epochs:
             state, stop = new_state, new_stop  # the checkpoint writer reads these
             checked = None
@@ -423,15 +685,18 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
             line = report.metrics_line(e, metrics, now - t_epoch, checked)
             t_epoch = now
             history.append(line)
-            with open(run_dir / METRICS, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+            with writes.to(METRICS, f"the metrics of epoch {e}") as path:
+                append_line(path, json.dumps(line) + "\n")
             if e % c.checkpoint_every == 0 or e == c.epochs:
                 save(e, elapsed_before + now - t_start)
                 last_saved = e
             score, criterion = _score(line)
             if score is not None and (best is None or score > best[0]):
                 best = (score, e)
-                save(e, elapsed_before + now - t_start, BEST, score=score, criterion=criterion)
+                what = f"the best state (epoch {e})"
+                save(
+                    e, elapsed_before + now - t_start, BEST, what, score=score, criterion=criterion
+                )
             for callback in callbacks:
                 callback(EpochEnd(e, c.epochs, start, line, name))
     except (T.TrainingDiverged, shadow.ShadowError) as exc:
@@ -490,12 +755,15 @@ def _execute(p: Plan, callbacks) -> Summary:  # noqa: C901 - the run, step by st
         "config_hash": p.hash,
     }
     model = {"params": final, "mean": np.asarray(ds.mean), "scale": np.asarray(ds.scale)}
-    checkpoint.save(run_dir / MODEL, model, meta=model_meta)
+    with writes.to(MODEL, "the trained model") as path:
+        checkpoint.save(path, model, meta=model_meta)
     written = [CONFIG, METRICS, SUMMARY, CHECKPOINT, *([BEST] if best else []), MODEL]
     if c.tensorboard:
         written.append(TENSORBOARD)
     if c.plots and history:
-        written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
+        with writes.to(None, "the plots"):
+            written[3:3] = report.write_plots(run_dir, history, matrices, ds, c, PLOTS)
     summary["outputs"] = written
-    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    with writes.to(SUMMARY, "the summary") as path:
+        write_atomic(path, json.dumps(summary, indent=2) + "\n")
     return Summary(summary, run_dir, tuple(written), main)
