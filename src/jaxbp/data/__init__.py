@@ -24,6 +24,7 @@ from jaxbp.data.files import (
     LABEL_COLUMNS,
     DataError,
     Table,
+    check_path,
     file_format,
     load_csv,
     load_file,
@@ -33,19 +34,23 @@ from jaxbp.data.files import (
     read_idx,
 )
 from jaxbp.data.split import (
+    FEATURE_LIMIT,
     SCALINGS,
     Dataset,
     encode_labels,
     fingerprint,
     one_hot,
     prepare,
+    split_counts,
     standardiser,
     stratified_split,
     take,
+    training_rows,
 )
 
 __all__ = [
     "BUILTIN",
+    "FEATURE_LIMIT",
     "LABEL_COLUMNS",
     "SCALINGS",
     "SYNTHETIC",
@@ -65,9 +70,11 @@ __all__ = [
     "one_hot",
     "prepare",
     "read_idx",
+    "split_counts",
     "standardiser",
     "stratified_split",
     "take",
+    "training_rows",
 ]
 
 
@@ -108,10 +115,23 @@ def load_dataset(
       A :class:`Dataset`.
 
     Raises:
-      DataError: any problem with the arguments or the data, naming it.
+      DataError: any problem with the arguments or the data, naming it and the value received.
     """
     if (dataset is None) == (data is None):
-        raise DataError("give either a built-in dataset name or a data file, not both or neither")
+        raise DataError(
+            "dataset, data: give either a built-in dataset name or a data file, not both or "
+            f"neither; got dataset={dataset!r} and data={data!r}"
+        )
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise DataError(f"seed: expected an integer ≥ 0, got {type(seed).__name__} {seed!r}")
+    for arg, value in (
+        ("data", data),
+        ("test_data", test_data),
+        ("labels", labels),
+        ("test_labels", test_labels),
+    ):
+        if value is not None:
+            check_path(value, arg)
     if test_labels is not None and test_data is None:
         raise DataError("test_labels: only used with a test data file (--test-data)")
     if test_rows is not None and (data is None or test_data is not None):
@@ -122,13 +142,28 @@ def load_dataset(
         for flag, value in (("test_data", test_data), ("labels", labels)):
             if value is not None:
                 raise DataError(f"{flag}: only used with a data file (--data), not a built-in")
+        if label_column != "last":
+            raise DataError(
+                f"label_column: only used with a CSV data file, got {label_column!r} with the "
+                f"built-in dataset {dataset!r}"
+            )
         train, test = load_builtin(dataset, seed=seed, classes=classes, samples=samples)
         name = dataset
         if test is not None:
             description = "the dataset's own test split"
     else:
-        if classes is not None or samples is not None:
-            raise DataError("classes/samples: only the synthetic built-in datasets take them")
+        for arg, value in (("classes", classes), ("samples", samples)):
+            if value is not None:
+                raise DataError(
+                    f"{arg}: only the synthetic built-in datasets ({', '.join(SYNTHETIC)}) take "
+                    f"it, got {value!r} with the data file {data}"
+                )
+        kind = file_format(data)
+        if kind != "csv" and label_column != "last":
+            raise DataError(
+                f"label_column: only used with a CSV data file, got {label_column!r} with the "
+                f"{kind} file {data}"
+            )
         train = load_file(data, labels=labels, label_column=label_column)
         if test_data is not None:
             test = load_file(test_data, labels=test_labels, label_column=label_column)

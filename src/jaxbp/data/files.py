@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import math
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,18 +33,22 @@ class Table(NamedTuple):
       path: the file the examples came from (the features' file for IDX).
       lines: (m,) 1-based line number of each example in a text file, or None for binary files
         (errors then name the 0-based example index).
-      class_names: the class names the file itself declares (``.mat``: digits; NPZ:
-        ``class_names``), or None when classes are the distinct labels.
+      class_names: the classes the file itself declares, in their own type (``.mat``: the
+        digits 0–9; NPZ: ``class_names``, integers or strings), or None when classes are the
+        distinct labels.
       image_shape: (H, W, C) of one example when the file stores images (IDX, an NPZ ``x`` of
         (m, H, W) or (m, H, W, C)), the row holding its pixels in row-major order; else None.
+      columns: (n,) 1-based column of the text file each feature came from (the label column
+        skipped), or None for binary files (errors then name the 0-based feature index).
     """
 
     x: np.ndarray
     labels: np.ndarray
     path: str
     lines: np.ndarray | None = None
-    class_names: tuple[str, ...] | None = None
+    class_names: tuple | None = None
     image_shape: tuple[int, ...] | None = None
+    columns: np.ndarray | None = None
 
     def where(self, i: int) -> str:
         """Where example ``i`` lives, for an error message."""
@@ -51,14 +56,35 @@ class Table(NamedTuple):
             return f"{self.path}, line {int(self.lines[i])}"
         return f"{self.path}, example {i}"
 
+    def where_value(self, i: int, j: int) -> str:
+        """Where feature ``j`` of example ``i`` lives, for an error message: its line and
+        column in a text file, else its example and feature index."""
+        if self.columns is not None:
+            return f"{self.where(i)}, column {int(self.columns[j])}"
+        return f"{self.where(i)}, feature {j}"
+
 
 LABEL_COLUMNS = ("first", "last")
 """Named label-column positions for CSV files; an integer N (1-based) is accepted too."""
 
 
-def check_exists(path) -> Path:
-    """The path as a ``Path``; :class:`DataError` naming it when it is not a readable file."""
-    p = Path(path)
+def check_path(path, name: str = "path") -> Path:
+    """``path`` (a ``str`` or ``os.PathLike``) as a ``Path``.
+
+    Raises:
+      DataError: another type, naming the argument ``name`` and what it received.
+    """
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(
+            f"{name}: expected a file path (str or os.PathLike), got {type(path).__name__} {path!r}"
+        )
+    return Path(path)
+
+
+def check_exists(path, name: str = "path") -> Path:
+    """The path as a ``Path``; :class:`DataError` naming it when it is not a readable file (or
+    the argument ``name`` when it is not a path at all)."""
+    p = check_path(path, name)
     if not p.exists():
         raise DataError(f"{p}: no such file")
     if not p.is_file():
@@ -191,6 +217,7 @@ def load_csv(path, *, label_column="last") -> Table:
         _numeric_labels(labels, where),
         str(p),
         np.asarray(lines),
+        columns=np.asarray([c for c in range(1, n_fields + 1) if c - 1 != label_at]),
     )
 
 
@@ -271,31 +298,71 @@ def _array_labels(y: np.ndarray, path, m: int | None = None) -> np.ndarray:
     raise DataError(f"{path}: labels of dtype {y.dtype} are not class labels")
 
 
-def load_npz(path) -> Table:
-    """Loads a NumPy ``.npz`` archive with ``x`` (m, n) and ``y`` (m,), and optionally
-    ``class_names`` (K,), in which case ``y`` holds class indices 0 … K − 1.
+ZIP_MAGIC = b"PK\x03\x04"
+NPY_MAGIC = b"\x93NUMPY"
+"""The first bytes of a ``.npz`` archive (a zip file) and of a single ``.npy`` array."""
+
+
+PICKLED = (
+    "an array of Python objects (pickled), which jaxbp does not load: unpickling runs any code "
+    "a file holds; save numeric (or string) arrays"
+)
+"""Why an archive of object arrays is refused."""
+
+
+def _declared_classes(names: np.ndarray, path) -> tuple:
+    """An NPZ ``class_names`` array as a tuple of Python integers or strings, its own type.
 
     Raises:
-      DataError: missing file or key, wrong shapes, a non-finite feature (its index).
+      DataError: names of another dtype (floats, booleans): classes are integers or strings.
+    """
+    names = names.reshape(-1)
+    if names.dtype.kind in "iu":
+        return tuple(int(v) for v in names)
+    if names.dtype.kind in "US":
+        return tuple(str(v) for v in names.astype(str))
+    raise DataError(
+        f"{path}: class_names has dtype {names.dtype}; class names are integers or strings"
+    )
+
+
+def load_npz(path) -> Table:
+    """Loads a NumPy ``.npz`` archive with ``x`` (m, n) and ``y`` (m,), and optionally
+    ``class_names`` (K,) — integers or strings, kept as such — in which case ``y`` holds class
+    indices 0 … K − 1.
+
+    Raises:
+      DataError: missing file or key, a file that is not a zip archive (its first bytes), arrays
+        of Python objects (pickled: never loaded), wrong shapes, a non-finite feature (its
+        index).
     """
     p = check_exists(path)
     if p.stat().st_size == 0:
         raise DataError(f"{p}: empty file, not a .npz archive")
+    with open(p, "rb") as f:
+        magic = f.read(len(ZIP_MAGIC))
+    if magic == NPY_MAGIC[: len(ZIP_MAGIC)]:
+        raise DataError(f"{p}: a single .npy array, not a .npz archive with x and y")
+    if magic != ZIP_MAGIC:
+        raise DataError(
+            f"{p}: not a .npz archive: it starts with the bytes {magic.hex(' ')}, not a zip "
+            f"archive's {ZIP_MAGIC.hex(' ')}"
+        )
     try:  # our own file handle: np.load leaks its own when the archive is damaged
         with open(p, "rb") as f:
             archive = np.load(f, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise DataError(f"{p}: a single .npy array, not a .npz archive with x and y")
             missing = [k for k in ("x", "y") if k not in archive.files]
             if missing:
                 found = ", ".join(archive.files) or "nothing"
                 raise DataError(f"{p}: missing array(s) {', '.join(missing)}; found {found}")
-            x = np.asarray(archive["x"])
-            y = np.asarray(archive["y"])
-            names = archive["class_names"] if "class_names" in archive.files else None
+            arrays = {}
+            for key in ("x", "y", "class_names"):
+                if key in archive.files:
+                    arrays[key] = _npz_array(archive, key, p)
+            x, y, names = arrays["x"], arrays["y"], arrays.get("class_names")
     except DataError:
         raise
-    except Exception as e:  # zipfile.BadZipFile, EOFError, ValueError (pickled objects), zlib …
+    except Exception as e:  # zipfile.BadZipFile, EOFError, zlib …
         raise DataError(
             f"{p}: not a readable .npz archive — damaged or truncated? ({type(e).__name__}: {e})"
         ) from None
@@ -310,8 +377,23 @@ def load_npz(path) -> Table:
         raise DataError(f"{p}: x has dtype {x.dtype}; expected numbers")
     x = x.astype(np.float64)
     check_finite(x, p)
-    class_names = tuple(str(s) for s in names.reshape(-1)) if names is not None else None
+    class_names = _declared_classes(names, p) if names is not None else None
     return Table(x, _array_labels(y, p, x.shape[0]), str(p), None, class_names, image_shape)
+
+
+def _npz_array(archive, key: str, path) -> np.ndarray:
+    """Array ``key`` of an open archive.
+
+    Raises:
+      DataError: an array of Python objects, which only unpickling would read — and
+        unpickling a file runs any code it holds, so jaxbp never does.
+    """
+    try:
+        return np.asarray(archive[key])
+    except ValueError as e:
+        if "allow_pickle" not in str(e):
+            raise
+        raise DataError(f"{path}: {key} is {PICKLED}") from None
 
 
 def _image_shape(shape: tuple[int, ...]) -> tuple[int, ...] | None:
@@ -382,8 +464,8 @@ def load_idx(images, labels) -> Table:
     return Table(x, _array_labels(y, labels), str(images), None, None, image_shape)
 
 
-MAT_CLASS_NAMES = tuple(str(d) for d in range(10))
-"""The course's digit classes; label 10 in a ``.mat`` file means digit 0."""
+MAT_CLASSES = tuple(range(10))
+"""The course's digit classes, the integers 0–9; label 10 in a ``.mat`` file means digit 0."""
 
 
 def load_mat(path) -> Table:
@@ -429,7 +511,7 @@ def load_mat(path) -> Table:
             f"{p}: label y[{i}] = {labels[i]} is out of range 1..10 (10 means digit 0; "
             f"{bad.size} bad label(s) in all)"
         )
-    return Table(x, labels % 10, str(p), None, MAT_CLASS_NAMES)
+    return Table(x, labels % 10, str(p), None, MAT_CLASSES)
 
 
 FORMATS = ("csv", "npz", "idx", "mat")

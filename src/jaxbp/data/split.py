@@ -5,7 +5,7 @@ stratified splits by seed, standardisation fitted on the training split only, on
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -21,7 +21,9 @@ class Dataset(NamedTuple):
       x_train, x_val, x_test: (m_·, n) float64 features, standardised with the training split's
         mean and scale.
       y_train, y_val, y_test: (m_·,) int32 class indices in [0, K).
-      class_names: K names; class c is ``class_names[c]``.
+      classes: the K class labels in the data's own type — Python integers for integer labels
+        (digits, MNIST-1D, a CSV of numbered classes), strings for named ones (iris' species, a
+        CSV of names); class c is ``classes[c]``. ``class_names`` spells them as strings.
       mean, scale: (n,) the standardisation x ↦ (x − mean) / scale (scale 1 for a constant
         feature), fitted on the training split.
       split: how the test and validation splits were made, in words.
@@ -37,15 +39,20 @@ class Dataset(NamedTuple):
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    class_names: tuple[str, ...]
+    classes: tuple
     mean: np.ndarray
     scale: np.ndarray
     split: str
     image_shape: tuple[int, ...] | None = None
 
     @property
+    def class_names(self) -> tuple[str, ...]:
+        """The K classes as strings, for display (plots, tables, summary.json)."""
+        return tuple(str(c) for c in self.classes)
+
+    @property
     def num_classes(self) -> int:
-        return len(self.class_names)
+        return len(self.classes)
 
     @property
     def num_features(self) -> int:
@@ -53,11 +60,10 @@ class Dataset(NamedTuple):
 
 
 def take(table: Table, index: np.ndarray) -> Table:
-    """The rows ``index`` of a table (labels, line numbers and declared classes kept)."""
+    """The rows ``index`` of a table (labels, line numbers, declared classes and feature columns
+    kept)."""
     lines = table.lines[index] if table.lines is not None else None
-    return Table(
-        table.x[index], table.labels[index], table.path, lines, table.class_names, table.image_shape
-    )
+    return table._replace(x=table.x[index], labels=table.labels[index], lines=lines)
 
 
 def _sort_labels(values: Sequence) -> list:
@@ -66,7 +72,7 @@ def _sort_labels(values: Sequence) -> list:
     return sorted({str(v) for v in values})
 
 
-def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tuple[str, ...]]:
+def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tuple]:
     """Maps labels to class indices 0 … K − 1, consistently across the training and other files.
 
     Classes are those the training file declares (``.mat``, NPZ ``class_names``) — its labels
@@ -74,7 +80,9 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
     (numerically when all are integers).
 
     Returns:
-      ``(indices, class_names)``: one int32 index array per table (training first).
+      ``(indices, classes)``: one int32 index array per table (training first), and the K
+      classes in the labels' own type: Python integers when every file's labels are integers
+      (or the training file declares integer classes), else strings.
 
     Raises:
       DataError: a label out of range of the declared classes (naming its file and line), a
@@ -90,7 +98,7 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
             if t.labels.dtype.kind in "iu":
                 y = t.labels
             else:
-                lookup = {name: c for c, name in enumerate(names)}
+                lookup = {str(name): c for c, name in enumerate(names)}
                 y = np.asarray([lookup.get(str(s), -1) for s in t.labels], dtype=np.int64)
             bad = np.flatnonzero((y < 0) | (y >= k))
             if bad.size:
@@ -114,7 +122,7 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
         else:
             lookup = {v: c for c, v in enumerate(ordered)}
             encoded = [np.asarray([lookup[int(s)] for s in t.labels], np.int32) for t in tables]
-        names = tuple(str(v) for v in ordered)
+        names = tuple(ordered)
     present = np.unique(encoded[0])
     if present.size == 1:
         raise DataError(
@@ -154,23 +162,38 @@ def check_classes(y_train: np.ndarray, class_names, path, *, others=()) -> None:
         )
 
 
-def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
-    """Splits indices so that each class gives the same share ``fraction`` to the second part.
+def split_counts(counts, fraction: float) -> np.ndarray:
+    """How many examples of each class :func:`stratified_split` gives to its second part, from
+    the classes' counts alone: round(m · fraction) in all, apportioned to classes by largest
+    remainder, except that every class keeps at least one example in the first part."""
+    counts = np.asarray(counts, np.int64)
+    quota = counts * fraction
+    n_take = np.floor(quota).astype(np.int64)
+    extra = int(round(int(counts.sum()) * fraction)) - int(n_take.sum())
+    order = np.argsort(-(quota - n_take), kind="stable")
+    n_take[order[: max(extra, 0)]] += 1
+    return np.minimum(n_take, counts - 1)
 
-    The second part has round(m · fraction) examples in all, apportioned to classes by largest
-    remainder, except that every class keeps at least one example in the first part.
+
+def training_rows(class_counts, *, test_fraction: float, val_fraction: float, own_test: bool):
+    """The number of training rows :func:`prepare` leaves from data of ``class_counts``: the
+    stratified test split taken first (unless the data have their own test split), then the
+    validation split from the rest. The counts alone decide it, not the seed."""
+    counts = np.asarray(class_counts, np.int64)
+    if not own_test:
+        counts = counts - split_counts(counts, test_fraction)
+    return int((counts - split_counts(counts, val_fraction)).sum())
+
+
+def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
+    """Splits indices so that each class gives the same share ``fraction`` to the second part
+    (:func:`split_counts` says how many of each).
 
     Returns:
       ``(keep, take)``: sorted index arrays.
     """
-    m = len(y)
     classes, counts = np.unique(y, return_counts=True)
-    quota = counts * fraction
-    n_take = np.floor(quota).astype(np.int64)
-    extra = int(round(m * fraction)) - int(n_take.sum())
-    order = np.argsort(-(quota - n_take), kind="stable")
-    n_take[order[: max(extra, 0)]] += 1
-    n_take = np.minimum(n_take, counts - 1)
+    n_take = split_counts(counts, fraction)
     keep, out = [], []
     for c, t in zip(classes, n_take, strict=True):
         index = rng.permutation(np.flatnonzero(y == c))
@@ -200,7 +223,9 @@ def standardiser(x: np.ndarray, scaling: str = "capped") -> tuple[np.ndarray, np
       translation of the image) assumes; per-feature scalings give each position its own;
     - ``none``: mean 0, scale 1.
 
-    A constant feature gets scale 1.
+    A constant feature gets scale 1. Values so large that a feature's mean or spread overflows
+    float64 (|x| beyond about 1e154 for σ) give it an infinite mean or scale, without a warning:
+    :func:`prepare` refuses such a feature, naming its largest value.
     """
     if scaling not in SCALINGS:
         raise DataError(f"scaling: unknown {scaling!r}; valid scalings are {', '.join(SCALINGS)}")
@@ -210,11 +235,61 @@ def standardiser(x: np.ndarray, scaling: str = "capped") -> tuple[np.ndarray, np
     if scaling == "max":
         top = float(np.max(np.abs(x))) if x.size else 0.0
         return np.zeros(n), np.full(n, top if top > 0 else 1.0)
-    mean = x.mean(axis=0)
-    scale = x.std(axis=0)
-    if scaling == "capped":
-        scale = np.maximum(scale, np.max(np.abs(x - mean), axis=0) / Z_CAP)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = x.mean(axis=0)
+        scale = x.std(axis=0)
+        if scaling == "capped":
+            scale = np.maximum(scale, np.max(np.abs(x - mean), axis=0) / Z_CAP)
     return mean, np.where(scale > 0, scale, 1.0)
+
+
+FEATURE_LIMIT = float(np.finfo(np.float32).max)
+"""The largest |feature| after scaling, float32's range (±3.4e38): jaxbp trains in float32 by
+default, where a larger value becomes infinite. float64 runs are held to it too, so that a
+dataset trains in both or in neither."""
+
+
+def check_scaling(table: Table, mean: np.ndarray, scale: np.ndarray, scaling: str) -> None:
+    """Refuses a scaling fitted on ``table`` (the training split) whose mean or scale is not
+    finite — one value too large for the float64 sums it is computed with zeroes or voids its
+    whole feature.
+
+    Raises:
+      DataError: naming the feature's largest value: its file, line and column (or example and
+        feature index).
+    """
+    bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(scale)))
+    if bad.size:
+        j = int(bad[0])
+        i = int(np.argmax(np.abs(table.x[:, j])))
+        raise DataError(
+            f"{table.where_value(i, j)}: value {table.x[i, j]:.6g} is too large for the "
+            f"{scaling} scaling of its feature: its mean or spread overflows float64 (mean "
+            f"{mean[j]:.3g}, scale {scale[j]:.3g}); rescale that column of the data"
+        )
+
+
+def scale_features(
+    x: np.ndarray, mean: np.ndarray, scale: np.ndarray, scaling: str, where: Callable
+) -> np.ndarray:
+    """(x − mean) / scale for raw features ``x`` (m, n), each within :data:`FEATURE_LIMIT`.
+
+    Raises:
+      DataError: the first value beyond it after scaling (or not finite), naming where it lives
+        (``where(i, j)``: its file, line and column, as :meth:`Table.where_value`), the value
+        and what it scales to.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = (x - mean) / scale
+    bad = np.argwhere(~(np.abs(z) <= FEATURE_LIMIT))
+    if bad.size:
+        i, j = (int(v) for v in bad[0])
+        raise DataError(
+            f"{where(i, j)}: value {x[i, j]:.6g} is {z[i, j]:.3g} after the training "
+            f"split's {scaling} scaling, beyond ±{FEATURE_LIMIT:.3g}, float32's range, in which "
+            "jaxbp computes"
+        )
+    return z
 
 
 def one_hot(y: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
@@ -241,7 +316,9 @@ def prepare(
     ``scaling``) is fitted on the training split alone and applied to all three.
 
     Raises:
-      DataError: bad fractions, an empty split, or as :func:`encode_labels`.
+      DataError: bad fractions, an empty split, as :func:`encode_labels`, a feature whose
+        scaling is not finite (:func:`check_scaling`) or a value beyond float32's range after
+        scaling (:func:`scale_features`), in any split: naming its file, line and column.
     """
     if scaling not in SCALINGS:
         raise DataError(f"scaling: unknown {scaling!r}; valid scalings are {', '.join(SCALINGS)}")
@@ -255,7 +332,7 @@ def prepare(
             f"{train.x.shape[1]}"
         )
     rng = np.random.default_rng(seed)
-    (y_all, *y_test), class_names = encode_labels(train, [test] if test is not None else [])
+    (y_all, *y_test), classes = encode_labels(train, [test] if test is not None else [])
     if test is None:
         keep, held = stratified_split(y_all, test_fraction, rng)
         test = take(train, held)
@@ -272,21 +349,22 @@ def prepare(
             f"{train.path}: a validation fraction of {val_fraction:g} leaves no validation "
             f"examples from {len(y_all)} training examples"
         )
-    x_train, y_train = train.x[keep], y_all[keep]
-    mean, scale = standardiser(x_train, scaling)
+    fit = take(train, keep)
+    mean, scale = standardiser(fit.x, scaling)
+    check_scaling(fit, mean, scale, scaling)
 
-    def norm(x):
-        return (x - mean) / scale
+    def norm(table):
+        return scale_features(table.x, mean, scale, scaling, table.where_value)
 
     return Dataset(
         name=name,
-        x_train=norm(x_train),
-        y_train=y_train,
-        x_val=norm(train.x[held]),
+        x_train=norm(fit),
+        y_train=y_all[keep],
+        x_val=norm(take(train, held)),
         y_val=y_all[held],
-        x_test=norm(test.x),
+        x_test=norm(test),
         y_test=y_test[0],
-        class_names=class_names,
+        classes=classes,
         mean=mean,
         scale=scale,
         split=f"{description}; stratified {val_fraction:g} validation split of the rest",
