@@ -160,7 +160,7 @@ def test_idx_and_mat_files(tmp_path, capsys):
     images_t = str(tmp_path / "t-images-idx3-ubyte")
     assert main(["predict", str(tmp_path / "idx-run"), "--data", images_t]) == 0
     labels = capsys.readouterr().out.splitlines()[1:]
-    assert labels == list(model.predict(images[60:].reshape(30, 9)))
+    assert labels == [str(v) for v in model.predict(images[60:].reshape(30, 9))]
     argv = ["evaluate", str(tmp_path / "idx-run"), "--data", images_t]
     assert main([*argv, "--labels", str(tmp_path / "t-labels-idx1-ubyte")]) == 0
     accuracy = np.mean(model.predict_index(images[60:].reshape(30, 9)) == y[60:])
@@ -176,5 +176,5 @@ def test_idx_and_mat_files(tmp_path, capsys):
     run(TrainConfig(data=str(tmp_path / "d.mat"), hidden=(8,), epochs=5), tmp_path / "mat-run")
     model = load_run(tmp_path / "mat-run")
     assert main(["evaluate", str(tmp_path / "mat-run"), "--data", str(tmp_path / "d.mat")]) == 0
-    accuracy = np.mean(model.predict(x) == digit.astype(str))
+    accuracy = np.mean(model.predict(x) == digit)
     assert f"accuracy {100 * accuracy:.2f} %" in capsys.readouterr().out

@@ -26,8 +26,11 @@ from jaxbp.data import (
     one_hot,
     prepare,
     read_idx,
+    split_counts,
     standardiser,
     stratified_split,
+    take,
+    training_rows,
 )
 
 # --- CSV ---------------------------------------------------------------------------------------
@@ -159,7 +162,8 @@ def test_mat_labels_ten_means_zero(tmp_path):
     path = tmp_path / "ex.mat"
     scipy.io.savemat(path, {"X": np.eye(3), "y": np.array([[10], [1], [9]])})
     t = load_mat(path)
-    assert t.labels.tolist() == [0, 1, 9] and t.class_names == tuple("0123456789")
+    assert t.labels.tolist() == [0, 1, 9] and t.class_names == tuple(range(10))
+    assert all(type(c) is int for c in t.class_names)  # the digits, not their spellings
 
 
 def test_mat_label_out_of_range_and_missing_variables(tmp_path):
@@ -299,7 +303,10 @@ def test_builtin_argument_errors():
         load_builtin("mnist2d")
     with pytest.raises(DataError, match="classes: only the synthetic datasets"):
         load_builtin("iris", classes=3)
-    with pytest.raises(DataError, match="fewer|training example"):
+    with pytest.raises(
+        DataError,
+        match=r"^samples: need at least one example per class, 5 for blobs's 5 classes, got 3$",
+    ):
         load_dataset("blobs", classes=5, samples=3)
 
 
@@ -481,3 +488,75 @@ def test_files_without_examples_are_refused(tmp_path):
     scipy.io.savemat(tmp_path / "z.mat", {"X": np.zeros((0, 3)), "y": np.zeros((0, 1))})
     with pytest.raises(DataError, match="z.mat: no examples"):
         load_mat(tmp_path / "z.mat")
+
+
+# --- every public function names a bad argument and the value received ----------------------
+
+
+def _iris_table():
+    return load_builtin("iris")[0]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: load_builtin("blobs", seed="x"), "seed: expected an integer ≥ 0, got str 'x'"),
+        (lambda: load_builtin("blobs", seed=-1), "seed: expected an integer ≥ 0, got -1"),
+        (lambda: load_dataset("iris", val_fraction="a"), "val_fraction: expected a number in [0, 1), got str 'a'"),
+        (lambda: load_dataset("iris", test_fraction=None), "test_fraction: expected a number in (0, 1), got NoneType None"),
+        (lambda: load_dataset("iris", test_fraction=1), "test_fraction: must be in (0, 1), got 1"),
+        (lambda: load_dataset("iris", val_fraction=float("nan")), "val_fraction: must be in [0, 1), got nan"),
+        (lambda: load_dataset(data="x.csv", label_column=1.5), "label_column: expected first, last or a 1-based column number, got float 1.5"),
+        (lambda: load_dataset(data="x.csv", label_column=True), "label_column: expected first, last or a 1-based column number, got bool True"),
+        (lambda: load_dataset(data="x.csv", label_column=0), "label_column: expected first, last or a 1-based column number, got int 0"),
+        (lambda: load_dataset(data="x.csv", label_column="middle"), "label_column: expected first, last or a 1-based column number, got str 'middle'"),
+        (lambda: load_dataset(data="x.csv", test_rows="3"), "test_rows: expected an integer ≥ 1, got str '3'"),
+        (lambda: load_dataset(data="x.csv", test_rows=3.5), "test_rows: expected an integer ≥ 1, got float 3.5"),
+        (lambda: file_format(None), "path: expected a file path (str or os.PathLike), got NoneType None"),
+        (lambda: load_file(7), "path: expected a file path (str or os.PathLike), got int 7"),
+        (lambda: standardiser(np.ones(3)), "x: expected a 2-D array of numbers (examples × features), got ndarray of dtype float64 and shape (3,)"),
+        (lambda: standardiser(np.array([["a"]])), "x: expected a 2-D array of numbers (examples × features), got ndarray of dtype <U1 and shape (1, 1)"),
+        (lambda: standardiser(np.ones((2, 2)), "z"), "scaling: unknown 'z'; valid scalings are capped, standard, max, none"),
+        (lambda: one_hot(np.array([0, 1]), 0), "num_classes: expected an integer ≥ 1, got 0"),
+        (lambda: one_hot(np.array([0, 1]), "2"), "num_classes: expected an integer ≥ 1, got str '2'"),
+        (lambda: one_hot(np.array([0, 5]), 2), "y: class index 5 at [1] is outside [0, 2)"),
+        (lambda: one_hot(np.array([-1]), 2), "y: class index -1 at [0] is outside [0, 2)"),
+        (lambda: one_hot(np.array([0.5]), 2), "y: expected integer class indices, got dtype float64"),
+        (lambda: split_counts([3, 3], "a"), "fraction: expected a number in [0, 1), got str 'a'"),
+        (lambda: split_counts([3, -1], 0.5), "counts: expected a 1-D array of class counts ≥ 0, got int64 [3, -1]"),
+        (lambda: training_rows([3, 3], test_fraction=0, val_fraction=0.1, own_test=False), "test_fraction: must be in (0, 1), got 0"),
+        (lambda: stratified_split(np.array([0, 1]), 0.5, 0), "rng: expected a numpy.random.Generator (numpy.random.default_rng(seed)), got int 0"),
+        (lambda: stratified_split(np.array([0.0, 1.0]), 0.5, np.random.default_rng(0)), "y: expected 1-D integer class indices, got float64 of shape (2,)"),
+        (lambda: take(_iris_table(), "a"), "index: expected a 1-D array of row indices, got <U1 of shape ()"),
+        (lambda: take(_iris_table(), np.array([0, 150])), "index: row indices must lie in [0, 150), got 0 … 150"),
+        (lambda: prepare("n", None), "train: expected a jaxbp.data.Table (a loaded file), got NoneType"),
+        (lambda: prepare("n", _iris_table(), "x"), "test: expected a jaxbp.data.Table (a loaded file), got str"),
+        (lambda: prepare("n", _iris_table(), seed=1.5), "seed: expected an integer ≥ 0, got float 1.5"),
+        (lambda: encode_labels(_iris_table(), [None]), "others[0]: expected a jaxbp.data.Table (a loaded file), got NoneType"),
+        (lambda: fingerprint(None), "dataset: expected a jaxbp.data.Dataset, got NoneType"),
+    ],
+)  # fmt: skip
+def test_public_functions_name_the_argument_and_the_value(call, message):
+    """Before, each raised NumPy's or Python's own TypeError/IndexError/AttributeError (or, for
+    label_column=1.5 or True, silently read column 1)."""
+    with pytest.raises(DataError) as e:
+        call()
+    assert str(e.value) == message
+
+
+def test_label_column_as_the_command_line_gives_it(tmp_path):
+    path = tmp_path / "f.csv"
+    path.write_text("a,1,2\nb,3,4\n")
+    assert load_csv(path, label_column="1").labels.tolist() == ["a", "b"]
+    assert load_csv(path, label_column=np.int64(1)).x.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_errors_about_taken_rows_name_their_index_in_the_file():
+    """A row taken out of a binary file (a split) is named by its index in the file."""
+    t = Table(np.arange(10.0)[:, None], np.arange(10) % 2, "f.npz")
+    part = take(take(t, np.array([9, 7, 5, 3])), np.array([2, 0]))
+    assert part.x[:, 0].tolist() == [5.0, 9.0]
+    assert (part.where(0), part.where_value(1, 0)) == (
+        "f.npz, example 5",
+        "f.npz, example 9, feature 0",
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import jax
@@ -30,6 +31,16 @@ class CheckpointError(ValueError):
     """A missing, unreadable or mismatched checkpoint; the message names the file."""
 
 
+def _check_path(path) -> Path:
+    """``path`` as a ``Path``; CheckpointError naming the argument when it is not a path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(
+            f"path: expected a checkpoint file's path (str or os.PathLike), got "
+            f"{type(path).__name__} {path!r:.100}"
+        )
+    return Path(path)
+
+
 def _is_key(leaf) -> bool:
     return hasattr(leaf, "dtype") and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
 
@@ -41,10 +52,34 @@ def save(path, tree, *, meta: dict | None = None) -> None:
       path: the checkpoint file; its directory must exist.
       tree: a pytree of arrays (JAX or NumPy; typed PRNG keys allowed).
       meta: JSON-serialisable information stored in the header.
+
+    Raises:
+      CheckpointError: ``path`` not a path; ``meta`` not a dict that JSON can hold; a leaf that
+        is not an array of numbers, booleans or PRNG keys (strings, Python objects — whose bytes
+        would be pointers), naming the leaf. Nothing is written then.
+      OSError: the file cannot be written (see :func:`jaxbp.files.write_atomic`).
     """
-    path = Path(path)
-    leaves = jax.tree.leaves(tree)
+    path = _check_path(path)
+    if meta is not None and not isinstance(meta, dict):
+        raise CheckpointError(f"meta: expected a dict or None, got {type(meta).__name__}")
+    try:
+        json.dumps(meta or {})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"meta: not JSON-serialisable ({e})") from None
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    leaves = [leaf for _, leaf in flat]
     is_key = [_is_key(leaf) for leaf in leaves]
+    for (keypath, leaf), key in zip(flat, is_key, strict=True):
+        if key:
+            continue
+        dtype = getattr(leaf, "dtype", None)
+        dtype = np.dtype(dtype) if dtype is not None else np.asarray(leaf).dtype
+        if not (dtype.kind in "biufc" or jax.numpy.issubdtype(dtype, jax.numpy.number)):
+            raise CheckpointError(
+                f"tree: leaf {jax.tree_util.keystr(keypath) or '(root)'} is "
+                f"{type(leaf).__name__} of dtype {dtype}; a checkpoint holds arrays of numbers, "
+                "booleans or PRNG keys"
+            )
     # One transfer for the whole tree (keys as their key data), not one per leaf.
     host = jax.device_get(
         [jax.random.key_data(x) if k else x for x, k in zip(leaves, is_key, strict=True)]
@@ -65,13 +100,13 @@ def read_meta(path) -> dict:
     """The caller's ``meta`` of a checkpoint, without loading its arrays.
 
     Raises:
-      CheckpointError: missing or not a jaxbp checkpoint.
+      CheckpointError: ``path`` not a path; missing or not a jaxbp checkpoint.
     """
     return _read(path)[0]["meta"]
 
 
 def _read(path):
-    path = Path(path)
+    path = _check_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there")
     if path.stat().st_size == 0:
@@ -105,8 +140,8 @@ def load(path, template):
       ``(tree, meta)``: NumPy leaves (PRNG keys as JAX typed keys) and the caller's ``meta``.
 
     Raises:
-      CheckpointError: missing file, not a checkpoint, or leaves that do not match the template
-        (naming the first mismatching leaf).
+      CheckpointError: ``path`` not a path, missing file, not a checkpoint, or leaves that do
+        not match the template (naming the first mismatching leaf).
     """
     header, raw = _read(path)
     flat, treedef = jax.tree_util.tree_flatten_with_path(template)
@@ -149,7 +184,8 @@ def load_leaves(path) -> tuple[list[np.ndarray], dict]:
       key data) and the caller's ``meta``.
 
     Raises:
-      CheckpointError: missing, not a checkpoint, or damaged (an array of the wrong size).
+      CheckpointError: ``path`` not a path; missing, not a checkpoint, or damaged (an array of
+        the wrong size).
     """
     header, raw = _read(path)
     leaves = []
@@ -168,4 +204,5 @@ def _to_host_spec(leaf) -> tuple[str, tuple[int, ...]]:
     if _is_key(leaf):
         data = jax.eval_shape(jax.random.key_data, leaf)
         return np.dtype(data.dtype).name, tuple(data.shape)
-    return np.dtype(leaf.dtype).name, tuple(np.shape(leaf))
+    dtype = getattr(leaf, "dtype", None)  # a Python number: the dtype save gave it
+    return np.dtype(dtype if dtype is not None else np.asarray(leaf).dtype).name, np.shape(leaf)

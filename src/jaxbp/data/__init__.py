@@ -24,6 +24,9 @@ from jaxbp.data.files import (
     LABEL_COLUMNS,
     DataError,
     Table,
+    check_count,
+    check_label_column,
+    check_number,
     check_path,
     file_format,
     load_csv,
@@ -122,8 +125,11 @@ def load_dataset(
             "dataset, data: give either a built-in dataset name or a data file, not both or "
             f"neither; got dataset={dataset!r} and data={data!r}"
         )
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise DataError(f"seed: expected an integer ≥ 0, got {type(seed).__name__} {seed!r}")
+    check_count(seed, "seed")
+    check_number(val_fraction, "val_fraction", low=0, high=1)
+    label_column = check_label_column(label_column)
+    if test_rows is not None:
+        test_rows = check_count(test_rows, "test_rows", low=1)
     for arg, value in (
         ("data", data),
         ("test_data", test_data),

@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxbp.data.files import DataError, Table
+from jaxbp.data.files import DataError, Table, check_count
 
 BUILTIN = ("iris", "wine", "digits", "mnist1d", "spirals", "blobs")
 """Names accepted by :func:`load_builtin`."""
@@ -202,10 +202,11 @@ def load_builtin(
       classes, samples: K and the total number of examples, for spirals and blobs only.
 
     Raises:
-      DataError: an unknown name (listing the valid ones); classes/samples for a dataset that
-        does not take them, or out of :func:`check_classes_samples`' bounds.
+      DataError: an unknown name (listing the valid ones); a seed that is not an integer ≥ 0;
+        classes/samples for a dataset that does not take them, or out of
+        :func:`check_classes_samples`' bounds.
     """
-    if name not in BUILTIN:
+    if not isinstance(name, str) or name not in BUILTIN:
         raise DataError(f"dataset: unknown {name!r}; valid datasets are {', '.join(BUILTIN)}")
     if name not in SYNTHETIC:
         for flag, value in (("classes", classes), ("samples", samples)):
@@ -217,6 +218,7 @@ def load_builtin(
         if name == "mnist1d":
             return mnist1d()
         return _sklearn(name), None
+    check_count(seed, "seed")
     default_classes, default_samples = SYNTHETIC_DEFAULTS[name]
     classes = default_classes if classes is None else classes
     samples = default_samples if samples is None else samples

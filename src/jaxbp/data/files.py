@@ -40,6 +40,9 @@ class Table(NamedTuple):
         (m, H, W) or (m, H, W, C)), the row holding its pixels in row-major order; else None.
       columns: (n,) 1-based column of the text file each feature came from (the label column
         skipped), or None for binary files (errors then name the 0-based feature index).
+      examples: (m,) 0-based index of each example in its binary file, once rows have been
+        taken from it (:func:`jaxbp.data.split.take`); None: row i is example i (or the file
+        is text, and ``lines`` name the rows).
     """
 
     x: np.ndarray
@@ -49,11 +52,15 @@ class Table(NamedTuple):
     class_names: tuple | None = None
     image_shape: tuple[int, ...] | None = None
     columns: np.ndarray | None = None
+    examples: np.ndarray | None = None
 
     def where(self, i: int) -> str:
-        """Where example ``i`` lives, for an error message."""
+        """Where example ``i`` lives, for an error message: its line in a text file, else its
+        index in the file (not in this table, when it holds rows taken from the file)."""
         if self.lines is not None:
             return f"{self.path}, line {int(self.lines[i])}"
+        if self.examples is not None:
+            return f"{self.path}, example {int(self.examples[i])}"
         return f"{self.path}, example {i}"
 
     def where_value(self, i: int, j: int) -> str:
@@ -81,6 +88,41 @@ def check_path(path, name: str = "path") -> Path:
     return Path(path)
 
 
+def check_number(value, name: str, *, low: float, high: float, low_open=False, high_open=True):
+    """``value`` as a float when it is a real number (not a bool) within [low, high] — the ends
+    excluded where ``low_open`` / ``high_open``.
+
+    Raises:
+      DataError: another type, NaN, or a number out of range, naming the argument ``name``, the
+        range and what it received.
+    """
+    interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if not isinstance(value, (int, float, np.integer, np.floating)) or isinstance(value, bool):
+        raise DataError(
+            f"{name}: expected a number in {interval}, got {type(value).__name__} {value!r}"
+        )
+    v = float(value)
+    inside = (low < v if low_open else low <= v) and (v < high if high_open else v <= high)
+    if not inside:  # NaN is inside nothing
+        raise DataError(f"{name}: must be in {interval}, got {value!r}")
+    return v
+
+
+def check_count(value, name: str, *, low: int = 0) -> int:
+    """``value`` as an int when it is an integer (not a bool) ≥ ``low``.
+
+    Raises:
+      DataError: another type or a smaller value, naming ``name`` and what it received.
+    """
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool):
+        raise DataError(
+            f"{name}: expected an integer ≥ {low}, got {type(value).__name__} {value!r}"
+        )
+    if value < low:
+        raise DataError(f"{name}: expected an integer ≥ {low}, got {value}")
+    return int(value)
+
+
 def check_exists(path, name: str = "path") -> Path:
     """The path as a ``Path``; :class:`DataError` naming it when it is not a readable file (or
     the argument ``name`` when it is not a path at all)."""
@@ -105,17 +147,35 @@ def _label_index(label_column, n_fields: int, path: Path) -> int:
         return 0
     if label_column == "last":
         return n_fields - 1
-    try:
-        column = int(label_column)
-    except (TypeError, ValueError):
-        raise DataError(
-            f"label column: expected first, last or a 1-based column number, got {label_column!r}"
-        ) from None
+    column = check_label_column(label_column)
     if not 1 <= column <= n_fields:
         raise DataError(
             f"{path}: label column {column} is out of range; the file has {n_fields} columns"
         )
     return column - 1
+
+
+def check_label_column(label_column) -> str | int:
+    """``first``, ``last``, or a 1-based column number (an int, or a string of digits as the
+    command line gives it) as an int.
+
+    Raises:
+      DataError: anything else (a float, a bool, 0, another word), naming ``label_column`` and
+        the value received.
+    """
+    if isinstance(label_column, str) and label_column in LABEL_COLUMNS:
+        return label_column
+    number = None
+    if isinstance(label_column, (int, np.integer)) and not isinstance(label_column, bool):
+        number = int(label_column)
+    elif isinstance(label_column, str) and label_column.strip().isdigit():
+        number = int(label_column)
+    if number is None or number < 1:
+        raise DataError(
+            "label_column: expected first, last or a 1-based column number, got "
+            f"{type(label_column).__name__} {label_column!r}"
+        )
+    return number
 
 
 def _split_fields(line: str, delimiter: str | None) -> list[str]:
@@ -520,8 +580,12 @@ FORMATS = ("csv", "npz", "idx", "mat")
 
 def file_format(path) -> str:
     """The format of a data file, from its name: ``.npz``, ``.mat``, IDX (``-ubyte``, ``.idx``,
-    with or without ``.gz``), and CSV for anything else (``.csv``, ``.data``, ``.tra`` …)."""
-    name = Path(path).name.lower()
+    with or without ``.gz``), and CSV for anything else (``.csv``, ``.data``, ``.tra`` …).
+
+    Raises:
+      DataError: ``path`` not a ``str`` or ``os.PathLike``, naming what it received.
+    """
+    name = check_path(path).name.lower()
     if name.endswith(".gz"):
         name = name[:-3]
     if name.endswith(".npz"):

@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jaxbp.data.files import DataError, Table
+from jaxbp.data.files import DataError, Table, check_count, check_number
 
 
 class Dataset(NamedTuple):
@@ -60,10 +60,42 @@ class Dataset(NamedTuple):
 
 
 def take(table: Table, index: np.ndarray) -> Table:
-    """The rows ``index`` of a table (labels, line numbers, declared classes and feature columns
-    kept)."""
+    """The rows ``index`` of a table (labels, line numbers — or each example's index in its
+    binary file —, declared classes and feature columns kept), so that an error about a taken
+    row still names where it is in the file.
+
+    Raises:
+      DataError: ``table`` not a :class:`Table`, or ``index`` not integer indices of its rows
+        (naming what was received).
+    """
+    _check_table(table, "table")
+    index = np.asarray(index)
+    if index.dtype.kind not in "iu" or index.ndim != 1:
+        raise DataError(
+            f"index: expected a 1-D array of row indices, got {index.dtype} of shape {index.shape}"
+        )
+    m = table.x.shape[0]
+    if index.size and not (-m <= int(index.min()) and int(index.max()) < m):
+        raise DataError(
+            f"index: row indices must lie in [0, {m}), got {index.min()} … {index.max()}"
+        )
     lines = table.lines[index] if table.lines is not None else None
-    return table._replace(x=table.x[index], labels=table.labels[index], lines=lines)
+    examples = None
+    if lines is None:
+        examples = (table.examples if table.examples is not None else np.arange(table.x.shape[0]))[
+            index
+        ]
+    return table._replace(
+        x=table.x[index], labels=table.labels[index], lines=lines, examples=examples
+    )
+
+
+def _check_table(table, name: str) -> None:
+    """DataError naming the argument ``name`` when it is not a :class:`Table`."""
+    if not isinstance(table, Table):
+        raise DataError(
+            f"{name}: expected a jaxbp.data.Table (a loaded file), got {type(table).__name__}"
+        )
 
 
 def _sort_labels(values: Sequence) -> list:
@@ -85,10 +117,13 @@ def encode_labels(train: Table, others: Sequence[Table] = ()) -> tuple[list, tup
       (or the training file declares integer classes), else strings.
 
     Raises:
-      DataError: a label out of range of the declared classes (naming its file and line), a
-        single class in the training file, fewer training examples than classes, a class with
-        no training examples.
+      DataError: ``train`` or an entry of ``others`` not a :class:`Table`; a label out of range
+        of the declared classes (naming its file and line), a single class in the training file,
+        fewer training examples than classes, a class with no training examples.
     """
+    _check_table(train, "train")
+    for i, t in enumerate(others):
+        _check_table(t, f"others[{i}]")
     tables = [train, *others]
     if train.class_names is not None:
         names = train.class_names
@@ -165,8 +200,19 @@ def check_classes(y_train: np.ndarray, class_names, path, *, others=()) -> None:
 def split_counts(counts, fraction: float) -> np.ndarray:
     """How many examples of each class :func:`stratified_split` gives to its second part, from
     the classes' counts alone: round(m · fraction) in all, apportioned to classes by largest
-    remainder, except that every class keeps at least one example in the first part."""
-    counts = np.asarray(counts, np.int64)
+    remainder, except that every class keeps at least one example in the first part.
+
+    Raises:
+      DataError: ``fraction`` not a number in [0, 1), or ``counts`` not counts ≥ 0.
+    """
+    fraction = check_number(fraction, "fraction", low=0, high=1)
+    counts = np.asarray(counts)
+    if counts.dtype.kind not in "iu" or counts.ndim != 1 or (counts.size and counts.min() < 0):
+        raise DataError(
+            f"counts: expected a 1-D array of class counts ≥ 0, got {counts.dtype} "
+            f"{counts.tolist()!r:.100}"
+        )
+    counts = counts.astype(np.int64)
     quota = counts * fraction
     n_take = np.floor(quota).astype(np.int64)
     extra = int(round(int(counts.sum()) * fraction)) - int(n_take.sum())
@@ -178,7 +224,13 @@ def split_counts(counts, fraction: float) -> np.ndarray:
 def training_rows(class_counts, *, test_fraction: float, val_fraction: float, own_test: bool):
     """The number of training rows :func:`prepare` leaves from data of ``class_counts``: the
     stratified test split taken first (unless the data have their own test split), then the
-    validation split from the rest. The counts alone decide it, not the seed."""
+    validation split from the rest. The counts alone decide it, not the seed.
+
+    Raises:
+      DataError: as :func:`split_counts`, naming ``test_fraction`` or ``val_fraction``.
+    """
+    check_number(test_fraction, "test_fraction", low=0, high=1, low_open=True)
+    check_number(val_fraction, "val_fraction", low=0, high=1)
     counts = np.asarray(class_counts, np.int64)
     if not own_test:
         counts = counts - split_counts(counts, test_fraction)
@@ -191,7 +243,19 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator):
 
     Returns:
       ``(keep, take)``: sorted index arrays.
+
+    Raises:
+      DataError: ``rng`` not a ``numpy.random.Generator``, ``y`` not 1-D integer labels, or
+        ``fraction`` as :func:`split_counts`.
     """
+    if not isinstance(rng, np.random.Generator):
+        raise DataError(
+            f"rng: expected a numpy.random.Generator (numpy.random.default_rng(seed)), got "
+            f"{type(rng).__name__} {rng!r:.100}"
+        )
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        raise DataError(f"y: expected 1-D integer class indices, got {y.dtype} of shape {y.shape}")
     classes, counts = np.unique(y, return_counts=True)
     n_take = split_counts(counts, fraction)
     keep, out = [], []
@@ -226,9 +290,13 @@ def standardiser(x: np.ndarray, scaling: str = "capped") -> tuple[np.ndarray, np
     A constant feature gets scale 1. Values so large that a feature's mean or spread overflows
     float64 (|x| beyond about 1e154 for σ) give it an infinite mean or scale, without a warning:
     :func:`prepare` refuses such a feature, naming its largest value.
+
+    Raises:
+      DataError: an unknown ``scaling``, or ``x`` not a 2-D array of real numbers (naming its
+        type, dtype or shape).
     """
-    if scaling not in SCALINGS:
-        raise DataError(f"scaling: unknown {scaling!r}; valid scalings are {', '.join(SCALINGS)}")
+    _check_scaling_name(scaling)
+    x = _features(x, "x")
     n = x.shape[1]
     if scaling == "none":
         return np.zeros(n), np.ones(n)
@@ -241,6 +309,26 @@ def standardiser(x: np.ndarray, scaling: str = "capped") -> tuple[np.ndarray, np
         if scaling == "capped":
             scale = np.maximum(scale, np.max(np.abs(x - mean), axis=0) / Z_CAP)
     return mean, np.where(scale > 0, scale, 1.0)
+
+
+def _check_scaling_name(scaling) -> None:
+    if not isinstance(scaling, str) or scaling not in SCALINGS:
+        raise DataError(f"scaling: unknown {scaling!r}; valid scalings are {', '.join(SCALINGS)}")
+
+
+def _features(x, name: str) -> np.ndarray:
+    """``x`` as a 2-D float64 array; DataError naming ``name`` when it is not one (strings,
+    objects, another number of dimensions)."""
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError) as e:  # ragged lists
+        raise DataError(f"{name}: expected a 2-D array of numbers ({e})") from None
+    if a.dtype.kind not in "iufb" or a.ndim != 2:
+        raise DataError(
+            f"{name}: expected a 2-D array of numbers (examples × features), got "
+            f"{type(x).__name__} of dtype {a.dtype} and shape {a.shape}"
+        )
+    return a.astype(np.float64, copy=False)
 
 
 FEATURE_LIMIT = float(np.finfo(np.float32).max)
@@ -286,15 +374,28 @@ def scale_features(
         i, j = (int(v) for v in bad[0])
         raise DataError(
             f"{where(i, j)}: value {x[i, j]:.6g} is {z[i, j]:.3g} after the training "
-            f"split's {scaling} scaling, beyond ±{FEATURE_LIMIT:.3g}, float32's range, in which "
-            "jaxbp computes"
+            f"split's {scaling} scaling, beyond ±{FEATURE_LIMIT:.3g}, float32's range, the "
+            "limit for the features of every run (float64 runs too); rescale that column"
         )
     return z
 
 
 def one_hot(y: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
-    """(m,) class indices → (m, K) one-hot targets, the lecture's y^(i) ∈ {0, 1}^K."""
-    return np.eye(num_classes, dtype=dtype)[np.asarray(y)]
+    """(m,) class indices → (m, K) one-hot targets, the lecture's y^(i) ∈ {0, 1}^K.
+
+    Raises:
+      DataError: ``num_classes`` not an integer ≥ 1, ``y`` not integers in [0, K) (naming the
+        first one out of range and its position).
+    """
+    k = check_count(num_classes, "num_classes", low=1)
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"y: expected integer class indices, got dtype {y.dtype}")
+    bad = np.argwhere((y < 0) | (y >= k))
+    if bad.size:
+        at = tuple(int(v) for v in bad[0])
+        raise DataError(f"y: class index {y[at]} at {list(at)} is outside [0, {k})")
+    return np.eye(k, dtype=dtype)[y]
 
 
 def prepare(
@@ -316,16 +417,19 @@ def prepare(
     ``scaling``) is fitted on the training split alone and applied to all three.
 
     Raises:
-      DataError: bad fractions, an empty split, as :func:`encode_labels`, a feature whose
+      DataError: ``train`` / ``test`` not tables, a bad seed or scaling, fractions that are not
+        numbers in range, an empty split, as :func:`encode_labels`, a feature whose
         scaling is not finite (:func:`check_scaling`) or a value beyond float32's range after
         scaling (:func:`scale_features`), in any split: naming its file, line and column.
     """
-    if scaling not in SCALINGS:
-        raise DataError(f"scaling: unknown {scaling!r}; valid scalings are {', '.join(SCALINGS)}")
-    if not 0 <= val_fraction < 1:
-        raise DataError(f"val_fraction: must be in [0, 1), got {val_fraction!r}")
-    if test is None and not 0 < test_fraction < 1:
-        raise DataError(f"test_fraction: must be in (0, 1), got {test_fraction!r}")
+    _check_scaling_name(scaling)
+    _check_table(train, "train")
+    if test is not None:
+        _check_table(test, "test")
+    check_count(seed, "seed")
+    val_fraction = check_number(val_fraction, "val_fraction", low=0, high=1)
+    if test is None:
+        test_fraction = check_number(test_fraction, "test_fraction", low=0, high=1, low_open=True)
     if test is not None and test.x.shape[1] != train.x.shape[1]:
         raise DataError(
             f"{test.path}: {test.x.shape[1]} features, but the training file {train.path} has "
@@ -373,7 +477,13 @@ def prepare(
 
 
 def fingerprint(dataset: Dataset) -> str:
-    """SHA-256 of the split arrays and class names: two runs on the same data share it."""
+    """SHA-256 of the split arrays and class names: two runs on the same data share it.
+
+    Raises:
+      DataError: ``dataset`` not a :class:`Dataset`.
+    """
+    if not isinstance(dataset, Dataset):
+        raise DataError(f"dataset: expected a jaxbp.data.Dataset, got {type(dataset).__name__}")
     h = hashlib.sha256()
     for a in (dataset.x_train, dataset.y_train, dataset.x_val, dataset.y_val):
         h.update(np.ascontiguousarray(a).tobytes())

@@ -32,6 +32,7 @@ from typing import NamedTuple
 
 from jaxbp.experiment import report
 from jaxbp.experiment.config import ConfigError, TrainConfig
+from jaxbp.experiment.inference import classes_meta
 from jaxbp.experiment.plan import (
     BEST,
     CHECKPOINT,
@@ -749,7 +750,7 @@ def _train(  # noqa: C901 - the run, step by step
         **network.describe(c, sizes, p.image_shape),
         "dtype": c.dtype,
         "seeds": seeds,
-        "class_names": list(ds.class_names),
+        **classes_meta(ds.classes),
         "val_accuracies": val_accuracies,
         "epoch": epochs_done,
         "config_hash": p.hash,
