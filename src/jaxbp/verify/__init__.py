@@ -42,6 +42,7 @@ from jaxbp.verify.mlp import (
     probe_gradients,
     verify_mlp,
 )
+from jaxbp.verify.network import check_network
 from jaxbp.verify.oracles import DEFAULT_FD_BUDGET, DEFAULT_PROJECTIONS
 from jaxbp.verify.report import Report, Row, compare, default_rtol, tolerance_table
 from jaxbp.verify.rules import check_custom_vjp, check_jvp, check_vjp
@@ -66,6 +67,7 @@ __all__ = [
     "check_grads_report",
     "check_jvp",
     "check_loss_vjp",
+    "check_network",
     "check_transforms",
     "check_vjp",
     "compare",
