@@ -72,6 +72,11 @@ class Layer(NamedTuple):
       update_state: ``(params, cache) -> params`` with the running statistics the training
         forward pass recorded; the identity for stateless layers.
       name: a readable description, e.g. ``Conv2D(6, (5, 5), SAME)``.
+      sublayers: the layers a combinator composes (``Sequential``'s in order, ``Residual``'s
+        one), ``()`` for a single layer: what a verifier walks to name the wrong layer
+        (:func:`jaxbp.verify.check_network`).
+      compose: the combinator that built this layer from ``sublayers`` (``Sequential`` or
+        ``Residual``), so that ``compose(*sublayers)`` builds it again; None for a single layer.
     """
 
     init: Callable[[Array, Shape], tuple[Params, Shape]]
@@ -79,6 +84,8 @@ class Layer(NamedTuple):
     backward: Callable[[Params, Cache, Array], tuple[Params, Array | None]]
     update_state: Callable[[Params, Cache], Params] = keep_params
     name: str = "Layer"
+    sublayers: tuple = ()
+    compose: Callable[..., Layer] | None = None
 
 
 def check_shape(in_shape, rank: int | None, layer: str) -> Shape:

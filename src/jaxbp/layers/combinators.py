@@ -87,7 +87,7 @@ def Sequential(*layers: Layer) -> Layer:
             layer.update_state(p, c) for layer, p, c in zip(layers, params, cache, strict=True)
         )
 
-    return Layer(init, forward, backward, update_state, name)
+    return Layer(init, forward, backward, update_state, name, tuple(layers), Sequential)
 
 
 def Residual(layer: Layer) -> Layer:
@@ -125,4 +125,4 @@ def Residual(layer: Layer) -> Layer:
         grads, dx = layer.backward(params, cache, dy)
         return grads, dy + dx  # the identity path's δ plus F's (eq. L6)
 
-    return Layer(init, forward, backward, layer.update_state, name)
+    return Layer(init, forward, backward, layer.update_state, name, (layer,), Residual)

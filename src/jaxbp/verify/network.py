@@ -85,33 +85,20 @@ class _Node(NamedTuple):
 def _composition(layer: Layer):
     """``(kind, sublayers, compose)`` for a :func:`Sequential` or :func:`Residual`, else None.
 
-    ``Layer`` exposes no list of its sublayers, so this reads them from the closures of the two
-    combinators of :mod:`jaxbp.layers.combinators` — and only when both ``forward`` and
-    ``backward`` are still that combinator's (a composition whose backward was replaced is checked
-    as one layer). A bridge until ``Layer`` carries its sublayers (see the module's report).
+    Read from the layer's own ``sublayers`` and ``compose`` fields — and only when both
+    ``forward`` and ``backward`` are still that combinator's (a composition whose forward or
+    backward was replaced, ``layer._replace(backward=…)``, is checked as one layer).
     """
-    fwd, bwd = layer.forward, layer.backward
-    if getattr(fwd, "__module__", None) != "jaxbp.layers.combinators":
+    if layer.compose not in (Sequential, Residual) or not layer.sublayers:
         return None
-    kind = getattr(fwd, "__qualname__", "").split(".")[0]
-    if kind not in ("Sequential", "Residual"):
-        return None
-    if getattr(bwd, "__qualname__", "") != f"{kind}.<locals>.backward":
-        return None
-
-    def cells(fn):
-        return dict(zip(fn.__code__.co_freevars, fn.__closure__ or (), strict=True))
-
-    name = "layers" if kind == "Sequential" else "layer"
-    try:
-        inner, inner_b = cells(fwd)[name].cell_contents, cells(bwd)[name].cell_contents
-    except (KeyError, ValueError):
-        return None
-    if inner is not inner_b:
-        return None
-    if kind == "Sequential":
-        return kind, tuple(inner), lambda *ls: Sequential(*ls)
-    return kind, (inner,), lambda one: Residual(one)
+    kind = layer.compose.__name__
+    own = f"{kind}.<locals>."
+    for fn, what in ((layer.forward, "forward"), (layer.backward, "backward")):
+        if getattr(fn, "__module__", None) != "jaxbp.layers.combinators":
+            return None
+        if getattr(fn, "__qualname__", "") != own + what:
+            return None
+    return kind, tuple(layer.sublayers), layer.compose
 
 
 def _tree(layer: Layer, path: tuple = (), kinds: tuple = (), top: bool = True) -> _Node:
