@@ -320,3 +320,17 @@ def test_ctrl_c_says_how_to_resume_and_resume_says_where_it_starts(tmp_path, mon
     monkeypatch.undo()
     assert train("--out", out, "--resume") == 0
     assert capsys.readouterr().out.startswith(f"resuming {out} from its checkpoint at epoch 2\n")
+
+
+def test_resume_says_nothing_about_resuming_before_it_is_refused(tmp_path, capsys):
+    """'resuming …' is printed once the run has decided to resume, never before a refusal."""
+    out = tmp_path / "run"
+    assert train(*TINY, "--out", out) == 0
+    capsys.readouterr()
+    before = snapshot(tmp_path)
+    for argv in (["--lr", "0.5"], ["--epochs", "5"], ["--seed", "4294967296"]):
+        assert train("--resume", "--out", out, *argv) == 2
+        captured = capsys.readouterr()
+        assert captured.out == "" and "resuming" not in captured.err, argv
+        assert len(captured.err.strip().splitlines()) == 1, captured.err
+    assert snapshot(tmp_path) == before

@@ -80,18 +80,82 @@ def parse_activation(text: str, sizes: list[int], flag: str = "--activation"):
     return names[0] if len(names) == 1 else names
 
 
+SEED_MAX = 2**32 - 1
+"""``--seed`` is a ``jax.random.key`` seed, a uint32."""
+
+
+def check_numbers(args) -> None:
+    """``--batch``, ``--steps``, ``--lr``, ``--l2`` and ``--seed`` in range, each error naming its
+    own flag and the value received.
+
+    Raises:
+      UsageError: ``--batch`` < 1, ``--steps`` < 0, ``--lr`` not a finite number > 0, ``--l2``
+        not a finite number ≥ 0, ``--seed`` outside [0, 2³² − 1].
+    """
+    import math
+
+    from jaxbp.cli import UsageError
+
+    if args.batch < 1:
+        raise UsageError(f"--batch: the number of examples must be ≥ 1, got {args.batch}")
+    if args.steps < 0:
+        raise UsageError(f"--steps: the number of steps must be ≥ 0, got {args.steps}")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise UsageError(f"--lr: the learning rate must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.l2) and args.l2 >= 0):
+        raise UsageError(f"--l2: the L2 coefficient must be a finite number ≥ 0, got {args.l2}")
+    if not 0 <= args.seed <= SEED_MAX:
+        raise UsageError(
+            f"--seed: must be in [0, {SEED_MAX}] (a uint32 seed of jax.random.key), got {args.seed}"
+        )
+
+
+COPIES = 4
+"""The demo holds about this many copies of its parameters (two networks, two gradients) and
+of its activations."""
+
+
+def check_memory(sizes: list[int], batch: int, dtype: str) -> None:
+    """The demo's networks and data within the machine's memory.
+
+    Raises:
+      UsageError: naming ``--sizes`` (the parameters alone do not fit) or ``--batch`` (the
+        examples' activations do not), with the memory needed and the machine's.
+    """
+    from jaxbp.cli import UsageError
+    from jaxbp.data.builtin import gib, machine_memory
+
+    item = 8 if dtype == "float64" else 4
+    params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False)) * item * COPIES
+    data = batch * sum(sizes) * item * COPIES
+    memory = machine_memory()
+    if params > memory:
+        raise UsageError(
+            f"--sizes: a network of widths {','.join(map(str, sizes))} needs {gib(params)} "
+            f"({COPIES} {dtype} copies of its parameters), more than this machine's "
+            f"{gib(memory)} of memory"
+        )
+    if params + data > memory:
+        most = max(1, (memory - params) // (sum(sizes) * item * COPIES))
+        raise UsageError(
+            f"--batch: {batch} examples need {gib(data)} of activations for widths "
+            f"{','.join(map(str, sizes))}, more than this machine's {gib(memory)} of memory; at "
+            f"most {most} here"
+        )
+
+
 def run(args) -> int:
     from jaxbp.cli import UsageError
     from jaxbp.losses import OUTPUTS
 
     sizes = parse_sizes(args.sizes)
+    check_memory(sizes, args.batch, args.dtype)
     activation = parse_activation(args.activation, sizes)
     if args.output not in OUTPUTS:
         raise UsageError(
             f"--output: unknown name {args.output!r}; valid names are {', '.join(OUTPUTS)}"
         )
-    if args.batch < 1 or args.steps < 0 or not args.lr > 0:
-        raise UsageError("--batch must be ≥ 1, --steps ≥ 0 and --lr > 0")
+    check_numbers(args)
 
     import jax
 

@@ -54,6 +54,16 @@ def usage_error(e: ConfigError, what: str = "--config") -> UsageError:
     return UsageError(f"{flag(e.field)}: {e.render(flag)}")
 
 
+def data_error(e) -> str:
+    """A :class:`jaxbp.data.DataError` as the CLI says it: a message that starts with a
+    field's name (``label_column: …``) starts with its flag (``--label-column: …``)."""
+    text = str(e)
+    name, sep, rest = text.partition(": ")
+    if sep and name in FIELD:
+        return f"{flag(name)}: {rest}"
+    return text
+
+
 METAVAR = {
     "str": "NAME",
     "path": "PATH",
@@ -266,7 +276,7 @@ def run(args) -> int:
     except ConfigError as e:
         raise usage_error(e) from None
     except DataError as e:
-        raise UsageError(str(e)) from None
+        raise UsageError(data_error(e)) from None
     except RunWriteError as e:
         progress.close()
         if e.epoch is None:

@@ -321,6 +321,8 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
         check_available()
     dataset = load_data(c)
     n_train = dataset.x_train.shape[0]
+    if c.data is not None:  # a file's row count is known only now: the defaults and bounds
+        c = config.resolve(training_rows=n_train)  # that depend on it (TrainConfig) follow it
     if c.batch_size != "all" and c.batch_size > n_train:
         raise ConfigError(
             "batch_size",

@@ -22,6 +22,44 @@ CNN_HIDDEN = (120, 84)
 5×5 kernels and dense layers of 120 and 84 for cnn (LeNet-5's dense widths; the channels chosen
 on digits' data seeds 1–4, experiments/README.md)."""
 
+BATCH = 64
+EPOCHS = 40
+L2 = 3.0
+FULL_ROWS = 1200
+MAX_EPOCHS = 200
+BATCHES_PER_EPOCH = 8
+"""The training defaults, tuned on digits (1294 training rows): batches of :data:`BATCH` rows,
+:data:`EPOCHS` epochs, L2 coefficient :data:`L2`. On a training split of m < :data:`FULL_ROWS`
+rows (iris 108, wine 128, spirals and blobs 432 by default) they are scaled by s = m /
+:data:`FULL_ROWS` (:func:`data_defaults`): epochs 40 / s (at most :data:`MAX_EPOCHS`), l2 3 · s
+(the same penalty per example: ``l2`` weighs the whole split), and batches of at most m /
+:data:`BATCHES_PER_EPOCH` rows, so that an epoch takes at least 8 steps."""
+
+INT64_MAX = 2**63 - 1
+"""TOML integers are signed 64-bit: config.toml cannot hold a larger one."""
+SEED_MAX = 2**32 - 1
+"""Training seeds are ``jax.random.key`` seeds, which are uint32."""
+STEP_MAX = 2**31 - 1
+"""The optimizer counts its steps (and early stopping its epochs) in an int32."""
+STATE_COPIES = 4
+"""Training holds about this many copies of the parameters per seed: the parameters, their
+gradient and Adam's two moments."""
+
+
+def data_defaults(rows: int | None) -> tuple[int, int, float]:
+    """``(batch_size, epochs, l2)`` by default on a training split of ``rows`` rows (None:
+    unknown, a data file before it is read): digits' 64, 40, 3.0, scaled down for fewer than
+    :data:`FULL_ROWS` rows as :data:`FULL_ROWS` says.
+
+    >>> data_defaults(108), data_defaults(128), data_defaults(1294), data_defaults(None)
+    ((13, 200, 0.27), (16, 200, 0.32), (64, 40, 3.0), (64, 40, 3.0))
+    """
+    if rows is None or rows >= FULL_ROWS:
+        return BATCH, EPOCHS, L2
+    s = rows / FULL_ROWS
+    batch = max(1, min(BATCH, rows // BATCHES_PER_EPOCH))
+    return batch, min(MAX_EPOCHS, round(EPOCHS / s)), float(f"{L2 * s:.2g}")
+
 
 def choices(name: str) -> tuple[str, ...]:
     """The valid values of field ``name`` when it takes one of a fixed set (``--help`` lists
@@ -58,8 +96,16 @@ def _choice(name: str, value, valid) -> None:
         raise ConfigError(name, f"unknown {value!r}; valid values are {', '.join(valid)}")
 
 
-def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
-    """Validates the type-checked field values ``c`` and fills the derived defaults in place."""
+def check(c: dict, training_rows: int | None = None) -> None:  # noqa: C901 - every rule
+    """Validates the type-checked field values ``c`` and fills the derived defaults in place.
+
+    ``training_rows``: the training split's row count when known (a data file once read); a
+    built-in dataset's is computed from its shape (:func:`builtin_training_rows`). It decides
+    the data-dependent defaults (:func:`data_defaults`) and bounds (batch size, epochs).
+
+    Raises:
+      ConfigError: the first bad field, naming it, the value received and any limit.
+    """
     from jaxbp.data import BUILTIN, LABEL_COLUMNS, SCALINGS
     from jaxbp.distributed.platform import PLATFORMS
     from jaxbp.losses import OUTPUTS
@@ -79,12 +125,15 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
         )
     for key in ("test_data", "labels", "test_labels", "test_rows"):
         if c["data"] is None and c[key] is not None:
-            raise ConfigError(key, "only used with a data file ({data})")
+            raise ConfigError(
+                key, f"only used with a data file ({{data}}), got {c[key]!r} with {c['dataset']}"
+            )
     lc = c["label_column"]
     if lc not in LABEL_COLUMNS and not (lc.isdigit() and int(lc) >= 1):
         raise ConfigError(
             "label_column", f"expected first, last or a column number ≥ 1, got {lc!r}"
         )
+    _check_source(c)
     _choice("scaling", c["scaling"], SCALINGS)
     _choice("output", c["output"], tuple(OUTPUTS))
     _choice("optimizer", c["optimizer"], OPTIMIZERS)
@@ -132,17 +181,15 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
         c["lr"] = DEFAULT_LR[c["optimizer"]]
     if not c["lr"] > 0:
         raise ConfigError("lr", f"the learning rate must be > 0, got {c['lr']}")
-    if c["batch_size"] is None:
-        c["batch_size"] = "all" if lbfgs else 64
-    if c["batch_size"] != "all" and c["batch_size"] < 1:
+    if c["batch_size"] != "all" and c["batch_size"] is not None and c["batch_size"] < 1:
         raise ConfigError("batch_size", f"must be ≥ 1 or 'all', got {c['batch_size']}")
-    if lbfgs and c["batch_size"] != "all":
+    if lbfgs and c["batch_size"] not in ("all", None):
         raise ConfigError("batch_size", f"lbfgs is full-batch; use 'all', got {c['batch_size']}")
     for key, low in (("epochs", 1), ("patience", 0), ("shadow_every", 0), ("checkpoint_every", 1)):
-        if c[key] < low:
+        if c[key] is not None and c[key] < low:
             raise ConfigError(key, f"must be ≥ {low}, got {c[key]}")
     for key in ("l2", "weight_decay"):
-        if c[key] < 0:
+        if c[key] is not None and c[key] < 0:
             raise ConfigError(key, f"must be ≥ 0, got {c[key]}")
     if not 0 <= c["momentum"] < 1:
         raise ConfigError("momentum", f"must be in [0, 1), got {c['momentum']}")
@@ -154,22 +201,244 @@ def check(c: dict) -> None:  # noqa: C901 - every rule, in one place
         raise ConfigError(
             "patience", "early stopping needs a validation split ({val_fraction} > 0)"
         )
-    if c["seeds"] is None:
-        c["seeds"] = (c["seed"],)
-    seeds = c["seeds"]
-    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
-        raise ConfigError("seeds", f"need distinct non-negative integers, got {list(seeds)}")
-    if c["seed"] not in (FIELD_DEFAULT["seed"], seeds[0]):
-        raise ConfigError("seed", f"{c['seed']} is not the first of seeds {list(seeds)}")
-    c["seed"] = seeds[0]
+    if c["patience"] > STEP_MAX:
+        raise ConfigError(
+            "patience",
+            f"at most {STEP_MAX} (early stopping counts epochs in an int32), got {c['patience']}",
+        )
+    _check_seeds(c)
     if c["data_seed"] < 0:
         raise ConfigError("data_seed", f"must be ≥ 0, got {c['data_seed']}")
     for key in ("test_rows", "classes", "samples"):
         if c[key] is not None and c[key] < 1:
             raise ConfigError(key, f"must be ≥ 1, got {c[key]}")
+    _check_synthetic(c)
+    rows = training_rows if training_rows is not None else builtin_training_rows(c)
+    batch, epochs, l2 = data_defaults(rows)
+    if c["batch_size"] is None:
+        c["batch_size"] = "all" if lbfgs else batch
+    if c["epochs"] is None:
+        c["epochs"] = epochs
+    if c["l2"] is None:
+        c["l2"] = l2
+    _check_length(c, rows)
+    _check_memory(c, cnn)
+    _check_int64(c)
     for key in PATH_KEYS:
         if c[key] is not None:
             c[key] = str(Path(c[key]).expanduser().resolve())
+
+
+def _check_source(c: dict) -> None:
+    """Options of one kind of data source given with another: refused, not ignored."""
+    from jaxbp.data import SYNTHETIC
+    from jaxbp.data.files import file_format
+
+    dataset = c["dataset"]
+    if dataset is not None and c["label_column"] != "last":
+        raise ConfigError(
+            "label_column",
+            f"only used with a CSV data file ({{data}}), got {c['label_column']!r} with the "
+            f"built-in dataset {dataset!r}",
+        )
+    if c["data"] is not None and c["label_column"] != "last":
+        kind = file_format(c["data"])
+        if kind != "csv":
+            raise ConfigError(
+                "label_column",
+                f"only used with a CSV data file, got {c['label_column']!r} with the {kind} "
+                f"file {c['data']}",
+            )
+    if c["test_labels"] is not None and c["test_data"] is None:
+        raise ConfigError(
+            "test_labels",
+            f"only used with a test data file ({{test_data}}), got {c['test_labels']!r}",
+        )
+    if c["test_rows"] is not None and c["test_data"] is not None:
+        raise ConfigError(
+            "test_rows",
+            f"the test split is {c['test_data']} ({{test_data}}); {{test_rows}} takes it from "
+            f"{{data}} instead, got {c['test_rows']}",
+        )
+    for key in ("classes", "samples"):
+        if c[key] is not None and dataset not in SYNTHETIC:
+            what = f"the built-in dataset {dataset!r}" if dataset else f"the data file {c['data']}"
+            raise ConfigError(
+                key,
+                f"only the synthetic datasets ({', '.join(SYNTHETIC)}) take it, got {c[key]} "
+                f"with {what}",
+            )
+
+
+def _check_seeds(c: dict) -> None:
+    """``seed`` or ``seeds`` (whichever was given, named as given) in jax.random.key's uint32
+    range; ``seeds`` distinct; fills ``seeds`` from ``seed`` and ``seed`` from ``seeds``."""
+    if c["seeds"] is None:
+        if not 0 <= c["seed"] <= SEED_MAX:
+            raise ConfigError(
+                "seed",
+                f"must be in [0, {SEED_MAX}] (a uint32 seed of jax.random.key), got {c['seed']}",
+            )
+        c["seeds"] = (c["seed"],)
+    seeds = c["seeds"]
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", f"need distinct non-negative integers, got {list(seeds)}")
+    if max(seeds) > SEED_MAX:
+        raise ConfigError(
+            "seeds",
+            f"each must be in [0, {SEED_MAX}] (uint32 seeds of jax.random.key), got "
+            f"{max(seeds)} in {list(seeds)}",
+        )
+    if c["seed"] not in (FIELD_DEFAULT["seed"], seeds[0]):
+        raise ConfigError("seed", f"{c['seed']} is not the first of seeds {list(seeds)}")
+    c["seed"] = seeds[0]
+
+
+def _check_synthetic(c: dict) -> None:
+    """The size of spirals and blobs (:func:`jaxbp.data.builtin.check_classes_samples`: at
+    least 2 classes, an example per class, what the machine's memory holds)."""
+    from jaxbp.data import SYNTHETIC, DataError
+    from jaxbp.data.builtin import SYNTHETIC_DEFAULTS, check_classes_samples
+
+    if c["dataset"] not in SYNTHETIC:
+        return
+    classes, samples = SYNTHETIC_DEFAULTS[c["dataset"]]
+    classes = classes if c["classes"] is None else c["classes"]
+    samples = samples if c["samples"] is None else c["samples"]
+    try:
+        check_classes_samples(c["dataset"], classes, samples)
+    except DataError as e:  # "classes: need at least 2, got 1"
+        field, _, reason = str(e).partition(": ")
+        if field not in ("classes", "samples"):
+            raise
+        raise ConfigError(field, reason) from None
+
+
+def builtin_training_rows(c: dict) -> int | None:
+    """The training split's row count of a built-in dataset, from its shape and the split
+    fractions, without loading it (:func:`jaxbp.data.split.training_rows`); None for a file."""
+    from jaxbp.data.builtin import shape
+    from jaxbp.data.split import training_rows
+
+    if c["dataset"] is None:
+        return None
+    s = shape(c["dataset"], classes=c["classes"], samples=c["samples"])
+    return training_rows(
+        s.class_counts,
+        test_fraction=c["test_fraction"],
+        val_fraction=c["val_fraction"],
+        own_test=s.own_test,
+    )
+
+
+def _check_length(c: dict, rows: int | None) -> None:
+    """The batch size within the training split, and the run's length within the optimizer's
+    int32 step counter: epochs × steps per epoch ≤ :data:`STEP_MAX`."""
+    batch = c["batch_size"]
+    if rows is not None and batch != "all" and batch > rows:
+        raise ConfigError(
+            "batch_size",
+            f"{batch} is more than the {rows} training examples; use a smaller size or 'all'",
+        )
+    steps = 1 if rows is None or batch == "all" else max(1, rows // batch)
+    limit = STEP_MAX // steps
+    if c["epochs"] > limit:
+        per = (
+            f"{steps} steps an epoch ({rows} training rows in batches of {batch})"
+            if steps > 1
+            else "at least one step an epoch"
+        )
+        raise ConfigError(
+            "epochs",
+            f"at most {limit}: the optimizer counts its steps in an int32 (at most {STEP_MAX}) "
+            f"and this run takes {per}; got {c['epochs']}",
+        )
+
+
+def _check_int64(c: dict) -> None:
+    """Every integer within TOML's signed 64-bit range, which config.toml must hold."""
+    for key, value in c.items():
+        values = value if isinstance(value, tuple) else (value,)
+        for v in values:
+            if (
+                isinstance(v, int)
+                and not isinstance(v, bool)
+                and not -INT64_MAX - 1 <= v <= INT64_MAX
+            ):
+                raise ConfigError(
+                    key,
+                    f"at most {INT64_MAX} in magnitude (a TOML integer, as config.toml stores "
+                    f"it), got {v}",
+                )
+
+
+def parameter_count(c: dict, features: int, classes: int) -> int:
+    """The number of parameters of the network of resolved fields ``c`` on ``features`` inputs
+    and ``classes`` classes; for a cnn a lower bound (its flattened conv output taken as one
+    pixel of the last block's channels, its input as one channel)."""
+    if c["model"] == "cnn":
+        k2 = c["kernel_size"] ** 2
+        count, previous = 0, 1
+        for ch in c["channels"]:
+            count += k2 * previous * ch + ch
+            previous = ch
+        widths = (previous, *c["hidden"], classes)
+    else:
+        count, widths = 0, (features, *c["hidden"], classes)
+    return count + sum((a + 1) * b for a, b in zip(widths, widths[1:], strict=False))
+
+
+def _check_memory(c: dict, cnn: bool) -> None:
+    """The network's parameters and the optimizer's state (:data:`STATE_COPIES` copies per
+    seed) within the machine's memory, naming the field that makes them too many, its largest
+    value that fits and the memory."""
+    from jaxbp.data.builtin import gib, machine_memory, shape
+
+    if c["dataset"] is not None:
+        s = shape(c["dataset"], classes=c["classes"], samples=c["samples"])
+        features, classes = s.features, len(s.class_counts)
+    else:
+        features, classes = 1, 2  # a file not yet read: the smallest network it can be
+    per_param = (8 if c["dtype"] == "float64" else 4) * STATE_COPIES * len(c["seeds"])
+    memory = machine_memory()
+
+    def fits(fields: dict) -> bool:
+        return parameter_count(fields, features, classes) * per_param <= memory
+
+    if fits(c):
+        return
+    fields = ("hidden", "channels", "kernel_size") if cnn else ("hidden",)
+    for key in fields:
+        values = c[key] if isinstance(c[key], tuple) else (c[key],)
+        i = max(range(len(values)), key=values.__getitem__) if values else None
+        if i is None:
+            continue
+
+        def with_value(v, key=key, values=values, i=i):
+            new = (*values[:i], v, *values[i + 1 :])
+            return {**c, key: new if isinstance(c[key], tuple) else v}
+
+        if not fits(with_value(1)):
+            continue
+        low, high = 1, values[i]  # the largest value that fits, by bisection
+        while low < high:
+            mid = (low + high + 1) // 2
+            low, high = (mid, high) if fits(with_value(mid)) else (low, mid - 1)
+        count = parameter_count(c, features, classes)
+        what = {"hidden": "a width of", "channels": "a block of", "kernel_size": "a kernel of"}
+        raise ConfigError(
+            key,
+            f"{what[key]} {values[i]} makes a network of {count:.3g} parameters: with the "
+            f"optimizer's state ({STATE_COPIES} {c['dtype']} copies × {len(c['seeds'])} seed(s)) "
+            f"{gib(count * per_param)}, more than this machine's {gib(memory)} of memory; at "
+            f"most {low} here, got {list(values) if isinstance(c[key], tuple) else values[i]}",
+        )
+    count = parameter_count(c, features, classes)
+    raise ConfigError(
+        fields[0],
+        f"the network's {count:.3g} parameters with the optimizer's state need "
+        f"{gib(count * per_param)}, more than this machine's {gib(memory)} of memory",
+    )
 
 
 def _check_network(c: dict, cnn: bool) -> None:
