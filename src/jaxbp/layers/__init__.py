@@ -18,7 +18,9 @@ Example:
   >>> layers.check_layer(model, params, x).raise_if_failed()
 
 Modules (one concept each): base, init, dense, elementwise, reshape, combinators, conv, pooling,
-normalization, dropout, augment, embedding, attention, network, check; models (the LeNet-style default).
+normalization, dropout, augment, embedding, attention, network, check; models (the lecture's MLP,
+:func:`mlp`, with :func:`mlp_params` / :func:`lecture_params` to convert its parameters from and to
+``jaxbp.init_params``'s; the LeNet-style default).
 Equations: docs/derivation.md, § Layers; the convolution's backward step by step:
 docs/conv_backward.md.
 """
@@ -42,6 +44,7 @@ from jaxbp.layers.elementwise import (
     Tanh,
 )
 from jaxbp.layers.embedding import Embedding
+from jaxbp.layers.models import lecture_params, mlp, mlp_params
 from jaxbp.layers.network import (
     autodiff_value_and_grad,
     cost,
@@ -81,7 +84,10 @@ __all__ = [
     "check_layer",
     "cost",
     "keep_params",
+    "lecture_params",
     "loss",
+    "mlp",
+    "mlp_params",
     "penalty",
     "predict",
     "value_and_grad",
