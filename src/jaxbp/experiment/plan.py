@@ -298,6 +298,16 @@ def _check_resume(c: TrainConfig, run_dir: Path, hashed: dict, digest: str) -> N
         )
 
 
+def _secondary_process() -> bool:
+    """Whether this is a process > 0 of a multi-host run (``jax.distributed`` initialised):
+    process 0 owns the run directory (its lock, its files); the others only read its
+    checkpoint on resume. Asks JAX for the process index only when distributed, so that a
+    single-process run starts no backend here."""
+    import jax
+
+    return jax.distributed.is_initialized() and jax.process_index() > 0
+
+
 def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
     """Reads and validates everything — config, data, run directory and its lock, checkpoint —
     and writes nothing.
@@ -350,19 +360,22 @@ def plan(config: TrainConfig, *, resume: bool, overwrite: bool) -> Plan:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         c = dataclasses.replace(c, out=str(Path("runs") / f"{name}-{stamp}"))
     run_dir = Path(c.out)
+    writer = not _secondary_process()  # a multi-host run's processes > 0 write to scratch
     if not auto_named:
-        state, owner = inspect_lock(run_dir / LOCK)
-        refusal = lock_refusal(run_dir, state, owner, take_stale=resume or overwrite)
-        if refusal is not None:
-            raise refusal
+        if writer:
+            state, owner = inspect_lock(run_dir / LOCK)
+            refusal = lock_refusal(run_dir, state, owner, take_stale=resume or overwrite)
+            if refusal is not None:
+                raise refusal
         if resume:
             _check_resume(c, run_dir, hashed, digest)
-        else:
+        elif writer:
             check_contents(run_dir, overwrite=overwrite)
     from jaxbp.files import check_creatable_dir
 
     try:  # a place that cannot hold the run is refused now, before any training
-        check_creatable_dir(run_dir)
+        if writer:
+            check_creatable_dir(run_dir)
     except ValueError as e:
         raise ConfigError("out", str(e)) from None
     return Plan(
