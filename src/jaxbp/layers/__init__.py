@@ -20,14 +20,18 @@ Example:
 Modules (one concept each): base, init, dense, elementwise, reshape, combinators, conv, pooling,
 normalization, dropout, augment, embedding, attention, network, check; models (the lecture's MLP,
 :func:`mlp`, with :func:`mlp_params` / :func:`lecture_params` to convert its parameters from and to
-``jaxbp.init_params``'s; the LeNet-style default).
+``jaxbp.init_params``'s; the LeNet-style default, :func:`lenet`); spec (a network as
+``[[layers]]`` tables: :func:`to_spec`, :func:`from_spec`, :func:`to_toml`, :func:`from_toml`,
+:func:`register_layer` for a user's own layer type). ``mlp`` and ``lenet`` here are the
+spec-recording presets of :mod:`jaxbp.layers.spec` (the same networks as
+:mod:`jaxbp.layers.models`' functions, carrying the spec ``{"type": "mlp", …}``).
 Equations: docs/derivation.md, § Layers; the convolution's backward step by step:
 docs/conv_backward.md.
 """
 
 from jaxbp.layers.attention import SelfAttention
 from jaxbp.layers.augment import RandomShift
-from jaxbp.layers.base import Layer, keep_params
+from jaxbp.layers.base import Layer, LayerSpec, keep_params
 from jaxbp.layers.check import check_layer
 from jaxbp.layers.combinators import Residual, Sequential
 from jaxbp.layers.conv import Conv2D
@@ -44,7 +48,7 @@ from jaxbp.layers.elementwise import (
     Tanh,
 )
 from jaxbp.layers.embedding import Embedding
-from jaxbp.layers.models import lecture_params, mlp, mlp_params
+from jaxbp.layers.models import lecture_params, mlp_params
 from jaxbp.layers.network import (
     autodiff_value_and_grad,
     cost,
@@ -55,7 +59,17 @@ from jaxbp.layers.network import (
 )
 from jaxbp.layers.normalization import BatchNorm, LayerNorm
 from jaxbp.layers.pooling import AvgPool2D, MaxPool2D
-from jaxbp.layers.reshape import Flatten
+from jaxbp.layers.reshape import Flatten, Reshape
+from jaxbp.layers.spec import (
+    LAYER_TYPES,
+    from_spec,
+    from_toml,
+    lenet,
+    mlp,
+    register_layer,
+    to_spec,
+    to_toml,
+)
 
 __all__ = [
     "AvgPool2D",
@@ -68,11 +82,14 @@ __all__ = [
     "Embedding",
     "Flatten",
     "Identity",
+    "LAYER_TYPES",
     "Layer",
+    "LayerSpec",
     "LayerNorm",
     "LeakyRelu",
     "MaxPool2D",
     "RandomShift",
+    "Reshape",
     "Relu",
     "Residual",
     "SelfAttention",
@@ -83,12 +100,18 @@ __all__ = [
     "autodiff_value_and_grad",
     "check_layer",
     "cost",
+    "from_spec",
+    "from_toml",
     "keep_params",
     "lecture_params",
+    "lenet",
     "loss",
     "mlp",
     "mlp_params",
     "penalty",
     "predict",
+    "register_layer",
+    "to_spec",
+    "to_toml",
     "value_and_grad",
 ]

@@ -59,6 +59,7 @@ from jaxbp.layers.base import (
     check_params,
     check_shape,
     positive_int,
+    register,
     shape_text,
 )
 from jaxbp.losses import softmax
@@ -67,6 +68,7 @@ PROJECTIONS = ("q", "k", "v")
 BIASED = ("q", "v")  # no key bias: softmax cancels it (module docstring)
 
 
+@register("SelfAttention")
 def SelfAttention(heads: int, features: int, *, causal: bool = False, dtype=jnp.float32) -> Layer:
     """Multi-head self-attention on (m, T, d_in) sequences (eqs. L17–L19).
 

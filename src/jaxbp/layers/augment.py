@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxbp.layers.base import Layer, cached_shape, check_array, check_dy, check_shape
+from jaxbp.layers.base import Layer, cached_shape, check_array, check_dy, check_shape, register
 
 
 def _translate(x, corner, s: int):
@@ -41,6 +41,7 @@ def _translate(x, corner, s: int):
     return jax.vmap(one)(padded, corner)
 
 
+@register("RandomShift")
 def RandomShift(max_shift: int) -> Layer:
     """Translate each training image by a random (u, v) ∈ {−s, …, s}², zero fill (eq. L20).
 

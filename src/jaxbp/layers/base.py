@@ -36,14 +36,22 @@ Conventions:
   error from inside XLA, nor a gradient of the wrong shape. The checks read ``.shape`` only, so
   they run once, when ``jit`` traces, and cost nothing in the compiled step; under ``vmap`` they
   see the per-example shapes that the layer's code sees.
+- Each public factory is decorated with :func:`register`: the layer it returns records how it
+  was built (:class:`LayerSpec`, the ``spec`` field), so that a network can be written as a
+  ``[[layers]]`` TOML spec and rebuilt (:mod:`jaxbp.layers.spec`).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 Shape = tuple[int, ...]
@@ -77,6 +85,9 @@ class Layer(NamedTuple):
         (:func:`jaxbp.verify.check_network`).
       compose: the combinator that built this layer from ``sublayers`` (``Sequential`` or
         ``Residual``), so that ``compose(*sublayers)`` builds it again; None for a single layer.
+      spec: how the layer was built — a :class:`LayerSpec` (the registered factory's name and
+        its arguments, defaults filled in) recorded by :func:`register`; None for a layer built
+        by hand as ``Layer(...)``. :func:`jaxbp.layers.spec.to_spec` writes it out.
     """
 
     init: Callable[[Array, Shape], tuple[Params, Shape]]
@@ -86,6 +97,148 @@ class Layer(NamedTuple):
     name: str = "Layer"
     sublayers: tuple = ()
     compose: Callable[..., Layer] | None = None
+    spec: LayerSpec | None = None
+
+
+# --- how a layer was built: its spec --------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class LayerSpec:
+    """How a layer was built: ``LAYER_TYPES[type](**dict(kwargs))`` builds it again.
+
+    Hashable (a frozen dataclass of tuples), so that a :class:`Layer` carrying it stays usable as
+    a static argument of ``jit``; a leaf, not a pytree node, to ``jax.tree``.
+
+    Attributes:
+      type: the factory's registered name, e.g. ``"Dense"``.
+      kwargs: ``((parameter, value), …)`` in the factory's parameter order, defaults filled in;
+        lists made tuples, NumPy scalars Python numbers, a dtype its name (``"float32"``), the
+        layers of a combinator the :class:`Layer` objects themselves (each with its own spec).
+      built: the ``(init, forward, backward, update_state)`` of the layer the factory returned:
+        a layer whose functions differ (``layer._replace(backward=…)``) is not what its spec
+        builds, and :func:`jaxbp.layers.spec.to_spec` refuses it.
+      problem: why the arguments could not be recorded (a value that is not hashable), else
+        None; :func:`jaxbp.layers.spec.to_spec` refuses such a layer naming it.
+    """
+
+    type: str
+    kwargs: tuple[tuple[str, Any], ...]
+    built: tuple = dataclasses.field(default=(), compare=True, repr=False)
+    problem: str | None = None
+
+    @property
+    def arguments(self) -> dict[str, Any]:
+        """``kwargs`` as a dict."""
+        return dict(self.kwargs)
+
+
+LAYER_TYPES: dict[str, Callable[..., Layer]] = {}
+"""Every registered layer type: name → the recording factory (filled by :func:`register`);
+:mod:`jaxbp.layers.spec` exposes it and adds the presets and a user's own types."""
+
+PRESETS: set[str] = set()
+"""The registered names whose factory builds a whole network (``mlp``, ``lenet``): a spec that
+is one such table is that network, not a ``Sequential`` around it."""
+
+
+def functions(layer: Layer) -> tuple:
+    """``(init, forward, backward, update_state)``: what :attr:`LayerSpec.built` compares."""
+    return (layer.init, layer.forward, layer.backward, layer.update_state)
+
+
+class _Unrecordable(Exception):
+    pass
+
+
+def _dtype_name(value) -> str:
+    try:
+        return jnp.dtype(value).name
+    except TypeError:
+        raise _Unrecordable(f"dtype {value!r} is not a dtype") from None
+
+
+def _frozen(value, name: str):
+    """``value`` as a spec records it (hashable, TOML-shaped where it can be)."""
+    if value is None or isinstance(value, (bool, str, Layer)):
+        return value
+    if name == "dtype" or isinstance(value, np.dtype):
+        return _dtype_name(value)
+    if isinstance(value, type) and hasattr(value, "dtype"):  # jnp.float32, np.float64
+        return _dtype_name(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v, name) for v in value)
+    try:
+        hash(value)
+    except TypeError:
+        raise _Unrecordable(f"{name} = {value!r} is not hashable") from None
+    return value
+
+
+def _record(type_name: str, signature: inspect.Signature, layer, args, kwargs):
+    if not isinstance(layer, Layer):
+        return layer  # not a layer: nothing to record (the factory's own business)
+    try:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        recorded = tuple((k, _frozen(v, k)) for k, v in bound.arguments.items())
+        spec = LayerSpec(type_name, recorded, functions(layer))
+    except (_Unrecordable, TypeError) as e:
+        spec = LayerSpec(type_name, (), functions(layer), f"{type_name}: {e}")
+    return layer._replace(spec=spec)
+
+
+def register(type_name: str, *, preset: bool = False):
+    """Decorator: ``factory`` records its name and arguments in each layer it returns, and is
+    registered in :data:`LAYER_TYPES` under ``type_name``.
+
+    The returned function is ``factory`` with the same signature, docstring and errors; the
+    :class:`Layer` it returns carries ``spec = LayerSpec(type_name, arguments, …)`` with the
+    arguments bound by :func:`inspect.signature` (defaults filled in). Recording never fails a
+    build: an argument that cannot be recorded leaves ``spec.problem`` set instead.
+
+    Args:
+      type_name: the name a ``[[layers]]`` table's ``type`` gives, e.g. ``"Dense"``.
+      preset: the factory builds a whole network (added to :data:`PRESETS`).
+
+    Raises:
+      TypeError: ``type_name`` not a string, ``factory`` not callable.
+      ValueError: ``type_name`` empty or already registered, naming it.
+    """
+    if not isinstance(type_name, str):
+        raise TypeError(f"register: type_name must be a str, got {type(type_name).__name__}")
+    if not type_name.strip():
+        raise ValueError(f"register: type_name must be a non-empty name, got {type_name!r}")
+    if type_name in LAYER_TYPES:
+        raise ValueError(
+            f"register: type_name {type_name!r} is already registered (to "
+            f"{getattr(LAYER_TYPES[type_name], '__qualname__', LAYER_TYPES[type_name])!r}); "
+            "choose another name"
+        )
+
+    def decorate(factory: Callable[..., Layer]) -> Callable[..., Layer]:
+        if not callable(factory):
+            raise TypeError(
+                f"register: the factory for {type_name!r} must be callable, got "
+                f"{type(factory).__name__} {factory!r}"
+            )
+        if type_name in LAYER_TYPES:
+            raise ValueError(f"register: type_name {type_name!r} is already registered")
+        signature = inspect.signature(factory)
+
+        @functools.wraps(factory)
+        def build(*args, **kwargs) -> Layer:
+            return _record(type_name, signature, factory(*args, **kwargs), args, kwargs)
+
+        build.layer_type = type_name
+        LAYER_TYPES[type_name] = build
+        if preset:
+            PRESETS.add(type_name)
+        return build
+
+    return decorate
 
 
 def check_shape(in_shape, rank: int | None, layer: str) -> Shape:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import jax
 
-from jaxbp.layers.base import Layer, check_shape, shape_text
+from jaxbp.layers.base import Layer, check_shape, register, shape_text
 
 
 def _split(key, n: int):
     return (None,) * n if key is None else tuple(jax.random.split(key, n))
 
 
+@register("Sequential")
 def Sequential(*layers: Layer) -> Layer:
     """The composition ``layers[-1] ∘ … ∘ layers[0]`` as one layer (eq. L5).
 
@@ -90,6 +91,7 @@ def Sequential(*layers: Layer) -> Layer:
     return Layer(init, forward, backward, update_state, name, tuple(layers), Sequential)
 
 
+@register("Residual")
 def Residual(layer: Layer) -> Layer:
     """y = x + F(x) for an ``F`` whose output shape is its input shape (eq. L6).
 

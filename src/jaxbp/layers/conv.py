@@ -71,6 +71,7 @@ from jaxbp.layers.base import (
     check_shape,
     pair,
     positive_int,
+    register,
     shape_text,
 )
 
@@ -178,6 +179,7 @@ def col2im(d_patches, kernel, strides, padded_spatial):
     return total
 
 
+@register("Conv2D")
 def Conv2D(
     features: int,
     kernel_size,

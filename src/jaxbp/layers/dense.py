@@ -28,9 +28,11 @@ from jaxbp.layers.base import (
     check_params,
     check_shape,
     positive_int,
+    register,
 )
 
 
+@register("Dense")
 def Dense(features: int, *, scheme: str = "he", dtype=jnp.float32) -> Layer:
     """A dense layer of ``features`` outputs acting on the last axis (eqs. L1–L3).
 

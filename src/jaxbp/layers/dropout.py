@@ -28,9 +28,18 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxbp.layers.base import ANY_AXES, Layer, cached_shape, check_array, check_dy, check_shape
+from jaxbp.layers.base import (
+    ANY_AXES,
+    Layer,
+    cached_shape,
+    check_array,
+    check_dy,
+    check_shape,
+    register,
+)
 
 
+@register("Dropout")
 def Dropout(rate: float) -> Layer:
     """Inverted dropout dropping each entry with probability ``rate`` in training (eq. L15).
 

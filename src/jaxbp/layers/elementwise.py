@@ -8,9 +8,10 @@ multiplies by f′(z^(l)) elementwise, with the same f′ (and kink convention) 
 from __future__ import annotations
 
 from jaxbp.activations import ACTIVATIONS, get_activation
-from jaxbp.layers.base import ANY_AXES, Layer, check_array, check_dy, check_shape
+from jaxbp.layers.base import ANY_AXES, Layer, check_array, check_dy, check_shape, register
 
 
+@register("Elementwise")
 def Elementwise(activation: str) -> Layer:
     """The activation ``activation`` (a name of :data:`jaxbp.activations.ACTIVATIONS`) as a layer.
 
@@ -39,36 +40,43 @@ def Elementwise(activation: str) -> Layer:
     return Layer(init, forward, backward, name=act.name)
 
 
+@register("Sigmoid")
 def Sigmoid() -> Layer:
     """σ as a layer (eq. A1)."""
     return Elementwise("sigmoid")
 
 
+@register("Tanh")
 def Tanh() -> Layer:
     """tanh as a layer (eq. A2)."""
     return Elementwise("tanh")
 
 
+@register("Relu")
 def Relu() -> Layer:
     """relu as a layer (eq. A3)."""
     return Elementwise("relu")
 
 
+@register("LeakyRelu")
 def LeakyRelu() -> Layer:
     """leaky relu as a layer (eq. A4)."""
     return Elementwise("leaky_relu")
 
 
+@register("Softplus")
 def Softplus() -> Layer:
     """softplus as a layer (eq. A5)."""
     return Elementwise("softplus")
 
 
+@register("Elu")
 def Elu() -> Layer:
     """elu as a layer (eq. A6)."""
     return Elementwise("elu")
 
 
+@register("Identity")
 def Identity() -> Layer:
     """The identity as a layer (eq. A7)."""
     return Elementwise("identity")

@@ -36,6 +36,7 @@ from jaxbp.layers.base import (
     check_params,
     check_shape,
     positive_int,
+    register,
 )
 
 
@@ -55,6 +56,7 @@ def _check_indices(x, num: int, layer: str):
         )
 
 
+@register("Embedding")
 def Embedding(num: int, features: int, *, dtype=jnp.float32) -> Layer:
     """A table of ``num`` vectors of ``features`` entries, looked up by integer index (eq. L16).
 

@@ -52,6 +52,7 @@ from jaxbp.layers.base import (
     check_dy,
     check_params,
     check_shape,
+    register,
     shape_text,
 )
 
@@ -97,6 +98,7 @@ def _normalise_backward(scale, x_hat, inv_std, dy, axes, n):
     return (inv_std / n) * (n * g - sum_g - x_hat * sum_g_xhat)
 
 
+@register("BatchNorm")
 def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32) -> Layer:
     """Batch normalisation over every axis but the last (eqs. L12–L13).
 
@@ -182,6 +184,7 @@ def BatchNorm(*, momentum: float = 0.9, epsilon: float = 1e-5, dtype=jnp.float32
     return Layer(init, forward, backward, update_state, name)
 
 
+@register("LayerNorm")
 def LayerNorm(*, epsilon: float = 1e-5, dtype=jnp.float32) -> Layer:
     """Layer normalisation over the last axis of each example (each row) (eq. L14).
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxbp.layers.base import Layer, check_array, check_dy, check_shape, pair, shape_text
+from jaxbp.layers.base import Layer, check_array, check_dy, check_shape, pair, register, shape_text
 from jaxbp.layers.conv import check_padding, window_geometry
 
 
@@ -135,6 +135,7 @@ def _sum_placed(parts, padded_shape, strides, dtype):
     return jnp.zeros(padded_shape, dtype) if dx is None else dx
 
 
+@register("MaxPool2D")
 def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
     """Max pooling over ``window`` (an int or a pair), δ routed to each window's argmax (eq. L10).
 
@@ -174,6 +175,7 @@ def MaxPool2D(window, strides=None, padding: str = "VALID") -> Layer:
     return Layer(pool.init, forward, backward, name=pool.name)
 
 
+@register("AvgPool2D")
 def AvgPool2D(window, strides=None, padding: str = "VALID") -> Layer:
     """Average pooling over ``window``, dividing by kh·kw, padding included (eq. L11).
 
