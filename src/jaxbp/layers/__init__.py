@@ -53,8 +53,10 @@ from jaxbp.layers.network import (
     autodiff_value_and_grad,
     cost,
     loss,
+    network_dtype,
     penalty,
     predict,
+    predict_proba,
     value_and_grad,
 )
 from jaxbp.layers.normalization import BatchNorm, LayerNorm
@@ -110,6 +112,8 @@ __all__ = [
     "mlp_params",
     "penalty",
     "predict",
+    "predict_proba",
+    "network_dtype",
     "register_layer",
     "to_spec",
     "to_toml",
