@@ -274,13 +274,36 @@ def test_bad_arguments_are_named_with_their_values():
         check_network([layers.Dense(4), "relu"], params, x, y)
     with pytest.raises(ValueError, match=r"Dense\(4\): x must have shape"):
         check_network(net, params, x[:, :4], y)
-    with pytest.raises(ValueError, match=r"y: must be \(m, K\) targets for the 8 rows of x"):
-        check_network(net, params, x, jnp.arange(M))
+    with pytest.raises(ValueError, match=r"y: must be \(m, K\) targets .* for the 8 rows of x"):
+        check_network(net, params, x, jnp.arange(M - 1))
+    with pytest.raises(
+        ValueError, match=r"y: integer labels \(m,\) are for softmax_ce; sigmoid_bce"
+    ):
+        check_network(net, params, x, jnp.arange(M), output="sigmoid_bce")
+    with pytest.raises(ValueError, match=r"y: label 3 at row 3 is outside 0..2 .* 2 such label"):
+        check_network(net, params, x, jnp.arange(M) % 4)
     with pytest.raises(ValueError, match=r"y: has shape \(8, 4\), the network's output"):
         check_network(net, params, x, _targets(F64) @ jnp.ones((K, 4), F64))
     with pytest.raises(ValueError, match="output: unknown name 'softmax'"):
         check_network(net, params, x, y, output="softmax")
-    with pytest.raises(ValueError, match="l2: must be a number ≥ 0 or None, got -1"):
+    with pytest.raises(ValueError, match="l2: must be a finite number ≥ 0 or None, got -1"):
         check_network(net, params, x, y, l2=-1)
+    with pytest.raises(ValueError, match="l2: must be a finite number ≥ 0 or None, got nan"):
+        check_network(net, params, x, y, l2=float("nan"))
     with pytest.raises(TypeError, match="key: must be None, an int seed or a jax.random key"):
         check_network(net, params, x, y, key="k")
+
+
+def test_integer_labels_and_a_jax_l2_are_taken_as_the_head_takes_them():
+    """(m,) labels for softmax_ce give the rows of their one-hot targets; λ may be a 0-d array."""
+    net = six_layers(F64, layers.Tanh())
+    params, x, y = _problem(net, (5,), F64)
+    labels = jnp.arange(M) % K
+    by_labels = check_network(net, params, x, labels, l2=jnp.asarray(0.5))
+    by_one_hot = check_network(net, params, x, y, l2=0.5)
+    assert by_labels.ok and by_one_hot.ok
+    assert [(r.path, r.oracle) for r in by_labels.rows] == [
+        (r.path, r.oracle) for r in by_one_hot.rows
+    ]
+    for a, b in zip(by_labels.rows, by_one_hot.rows, strict=True):
+        assert a.error == b.error, (a, b)  # finite: every row passed

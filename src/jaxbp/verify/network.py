@@ -47,6 +47,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -256,17 +257,21 @@ def _check_args(net, x, y, output, l2, key, train, seed):
             raise TypeError(f"{name}: must be an array, got {type(value).__name__}")
     if np.ndim(x) < 1:
         raise ValueError(f"x: must be a batch (m, …), got shape {tuple(np.shape(x))}")
-    if np.ndim(y) != 2 or np.shape(y)[0] != np.shape(x)[0]:
+    labels = np.ndim(y) == 1 and jnp.issubdtype(jnp.result_type(y), jnp.integer)
+    if labels and out.name != "softmax_ce":
         raise ValueError(
-            f"y: must be (m, K) targets for the {np.shape(x)[0]} rows of x (one-hot for "
-            f"softmax_ce), got shape {tuple(np.shape(y))}"
+            f"y: integer labels (m,) are for softmax_ce; {out.name} takes (m, K) targets, got "
+            f"shape {tuple(np.shape(y))} of dtype {jnp.result_type(y)}"
         )
-    if not jnp.issubdtype(jnp.result_type(y), jnp.floating):
+    if np.shape(y)[:1] != np.shape(x)[:1] or (not labels and np.ndim(y) != 2):
+        raise ValueError(
+            f"y: must be (m, K) targets (one-hot for softmax_ce) or, for softmax_ce, (m,) "
+            f"integer labels, for the {np.shape(x)[0]} rows of x; got shape {tuple(np.shape(y))}"
+        )
+    if not labels and not jnp.issubdtype(jnp.result_type(y), jnp.floating):
         raise TypeError(f"y: must be floating (m, K) targets, got dtype {jnp.result_type(y)}")
-    if l2 is not None and (
-        isinstance(l2, bool) or not isinstance(l2, (int, float)) or not (l2 >= 0)
-    ):
-        raise ValueError(f"l2: must be a number ≥ 0 or None, got {l2!r}")
+    if l2 is not None and not _is_penalty(l2):
+        raise ValueError(f"l2: must be a finite number ≥ 0 or None, got {l2!r}")
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         key = jax.random.key(int(key))
     elif key is not None and not (
@@ -279,6 +284,33 @@ def _check_args(net, x, y, output, l2, key, train, seed):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise TypeError(f"seed: must be an int, got {seed!r}")
     return net, out, key
+
+
+def _is_penalty(l2) -> bool:
+    """Whether ``l2`` is a finite λ ≥ 0: a Python, NumPy or 0-d JAX number, not a bool."""
+    if isinstance(l2, bool) or np.ndim(l2) != 0:
+        return False
+    try:
+        value = float(l2)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(value) and value >= 0
+
+
+def _one_hot(y, k: int, dtype):
+    """Integer labels (m,) as one-hot targets of the network's ``k`` outputs.
+
+    Raises:
+      ValueError: a label outside 0 … k − 1, naming its row and value.
+    """
+    labels = np.asarray(y)
+    bad = np.flatnonzero((labels < 0) | (labels >= k))
+    if bad.size:
+        raise ValueError(
+            f"y: label {labels[bad[0]]} at row {bad[0]} is outside 0..{k - 1} (the network's {k} "
+            f"outputs; {bad.size} such label(s))"
+        )
+    return jax.nn.one_hot(labels, k, dtype=dtype)
 
 
 def _is_state(path) -> bool:
@@ -320,7 +352,8 @@ def check_network(
         per layer, as ``Sequential(*net).init`` gives).
       params: the network's parameters (``net.init``).
       x: a batch of inputs, (m, *in_shape).
-      y: (m, K) targets (one-hot for softmax_ce), K the width of the network's output.
+      y: (m, K) targets (one-hot for softmax_ce), K the width of the network's output; or, for
+        softmax_ce, (m,) integer labels in 0 … K − 1, as the lecture API and the head take them.
       output: the output layer: softmax_ce, sigmoid_bce or identity_mse (:data:`jaxbp.losses.OUTPUTS`).
       l2: λ ≥ 0 of the penalty on the ``W…`` leaves, or None; enters the whole-network rows only
         (a layer's backward returns the data term).
@@ -347,6 +380,8 @@ def check_network(
     started = time.perf_counter()
     net, out, key = _check_args(net, x, y, output, l2, key, train, seed)
     z_shape = jax.eval_shape(lambda p, x_: net.forward(p, x_, key=key, train=train)[0], params, x)
+    if np.ndim(y) == 1 and len(z_shape.shape) == 2:  # integer labels (softmax_ce): one-hot
+        y = _one_hot(y, z_shape.shape[1], z_shape.dtype)
     if tuple(z_shape.shape) != tuple(np.shape(y)):
         raise ValueError(
             f"y: has shape {tuple(np.shape(y))}, the network's output (logits) has shape "
